@@ -1,0 +1,222 @@
+"""Streaming audio decode: PyAV → mean downmix → soxr HQ resample, in bounded memory.
+
+Why these choices:
+- The models were trained on ``librosa.load(sr=16000, mono=True)``: channels averaged *before*
+  resampling, soxr "HQ". libswresample's mono downmix (PyAV ``AudioResampler(layout="mono")``,
+  ``ffmpeg -ac 1``) is 0.7071·(L+R), +3 dB against the mean; since the musicnn input
+  ``log10(1 + 10000·mel)`` is not gain-invariant that moves track-level tags by up to 0.10. So we
+  take PyAV's frames as they are, convert the sample format ourselves and average the channels.
+- Everything is a generator of small float32 blocks, so a two-hour file never sits in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import soxr
+
+log = logging.getLogger(__name__)
+
+# Containers/codecs we promise to read (PyAV/FFmpeg reads many more; others are tried too).
+AUDIO_EXTENSIONS = frozenset(
+    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wav", ".aif", ".aiff",
+     ".aifc", ".wma", ".asf", ".wv", ".ape", ".mka", ".webm"}
+)  # fmt: skip
+
+
+class AudioError(Exception):
+    """A file that cannot be decoded into audio; the message says which file and why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the container says about the first audio stream (duration may be estimated)."""
+
+    path: str
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None
+    bit_rate: int | None
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(path, "no such file")
+    if p.is_dir():
+        raise AudioError(path, "is a directory")
+    if p.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        container = av.open(str(p), mode="r", metadata_errors="ignore")
+    except PermissionError as e:
+        raise AudioError(path, "permission denied") from e
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise AudioError(path, f"not a readable audio file ({_short(e)})") from e
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(path, "no audio stream in file")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None or not stream.codec_context.sample_rate:
+        container.close()
+        raise AudioError(path, "audio stream has no sample rate (unsupported codec?)")
+    return container, stream
+
+
+def _short(e: BaseException) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return msg if len(msg) < 200 else msg[:197] + "..."
+
+
+def probe(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read container metadata without decoding; raises :class:`AudioError` for bad files."""
+    container, stream = _open(path)
+    try:
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        return AudioInfo(
+            path=str(path),
+            container=container.format.name,
+            codec=stream.codec_context.name,
+            sample_rate=int(stream.codec_context.sample_rate),
+            channels=int(stream.codec_context.channels or 0),
+            duration=duration,
+            bit_rate=container.bit_rate or None,
+        )
+    finally:
+        container.close()
+
+
+_INT_SCALE = {"u8": None, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
+
+
+def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame as float32 mono, channels averaged (the way librosa.to_mono does).
+
+    Integer formats are scaled the way libsndfile reads them (s16 / 2^15, s32 / 2^31), which is
+    what the reference pipeline saw for WAV/FLAC input.
+    """
+    arr = frame.to_ndarray()
+    fmt = frame.format.name.rstrip("p")
+    n_ch = len(frame.layout.channels)
+    if not frame.format.is_planar:
+        arr = arr.reshape(-1, n_ch).T
+    if fmt == "u8":
+        data = (arr.astype(np.float32) - 128.0) / 128.0
+    elif fmt in _INT_SCALE:
+        data = (arr.astype(np.float64) / _INT_SCALE[fmt]).astype(np.float32)
+    else:
+        data = arr.astype(np.float32, copy=False)
+    if data.shape[0] == 1:
+        return np.ascontiguousarray(data[0])
+    return data.mean(axis=0, dtype=np.float32)
+
+
+def stream_mono(
+    path: str | os.PathLike[str],
+    sr: int = 16000,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at ``sr`` from ``start`` seconds for ``duration`` seconds.
+
+    Seeks to near ``start`` and trims by presentation timestamps, so windowed profiles decode only
+    what they analyse. Corrupt packets in the middle of a file are skipped with a warning (as
+    players do); a file that yields no audio at all raises :class:`AudioError`.
+    """
+    container, stream = _open(path)
+    try:
+        in_sr = int(stream.codec_context.sample_rate)
+        resampler = soxr.ResampleStream(in_sr, sr, 1, dtype="float32", quality="HQ") if in_sr != sr else None
+        first_needed = int(round(start * in_sr))  # first input sample we keep
+        remaining = None if duration is None else int(math.ceil(duration * in_sr))
+        pos: int | None = 0 if start <= 0 else None  # input sample index of next decoded sample
+        if start > 0:
+            # seek a little early: the decoder needs pre-roll and timestamps land on packets
+            target = max(0.0, start - 0.5)
+            try:
+                container.seek(int(target / stream.time_base), stream=stream, any_frame=False, backward=True)
+            except av.error.FFmpegError:
+                container.seek(0, stream=stream)
+        produced = 0
+        errors = 0
+        done = False
+        packets = container.demux(stream)
+        while not done:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as e:  # demuxer gave up: end of readable data
+                errors += 1
+                log.warning("demux error, stopping early", extra={"path": str(path), "error": _short(e)})
+                break
+            try:
+                frames = packet.decode()
+            except (av.error.FFmpegError, ValueError) as e:
+                errors += 1
+                if errors > 100:
+                    raise AudioError(path, f"too many decode errors ({_short(e)})") from e
+                continue
+            for frame in frames:
+                if frame.sample_rate != in_sr:
+                    raise AudioError(path, "sample rate changes in the middle of the stream")
+                mono = frame_to_mono(frame)
+                if pos is None or (frame.pts is not None and start > 0 and produced == 0):
+                    if frame.pts is None or frame.time_base is None:
+                        pos = 0
+                    else:
+                        pos = int(round(float(frame.pts * frame.time_base) * in_sr))
+                n = mono.shape[0]
+                lo = max(0, first_needed - pos)
+                pos += n
+                if lo >= n:
+                    continue
+                chunk = mono[lo:]
+                if remaining is not None:
+                    chunk = chunk[:remaining]
+                    remaining -= chunk.shape[0]
+                    done = remaining <= 0
+                produced += chunk.shape[0]
+                out = resampler.resample_chunk(chunk) if resampler else chunk
+                if out.shape[0]:
+                    yield out
+                if done:
+                    break
+        if produced == 0:
+            raise AudioError(path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else ""))
+        if errors:
+            log.warning("skipped undecodable packets", extra={"path": str(path), "errors": errors})
+        if resampler:
+            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            if tail.shape[0]:
+                yield tail
+    except av.error.FFmpegError as e:
+        raise AudioError(path, f"decode failed ({_short(e)})") from e
+    finally:
+        container.close()
+
+
+def load_mono(
+    path: str | os.PathLike[str], sr: int = 16000, start: float = 0.0, duration: float | None = None
+) -> np.ndarray:
+    """The whole (or windowed) signal at once; for short windows and tests, not for whole libraries."""
+    blocks = list(stream_mono(path, sr=sr, start=start, duration=duration))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)

@@ -1,0 +1,147 @@
+"""Log-mel front end compatible with ``librosa.feature.melspectrogram`` (Slaney scale and norm).
+
+Why our own instead of librosa: librosa pulls numba/llvmlite/scipy into the agent, which is a lot of
+weight on a Raspberry Pi and slow to import, for three small numpy operations. The maths here is
+the published definition (Slaney's Auditory Toolbox mel scale, area-normalised triangles, periodic
+Hann window, centred frames with zero padding); tests hold it to librosa's numbers.
+
+Streaming: :class:`MelStream` takes blocks of 16 kHz samples and emits whole mel frames as soon as
+their samples are in, so memory stays bounded for any file length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+
+def hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    lin = hz / f_sp
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, lin)
+
+
+def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel_slaney`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+    """[n_mels, 1 + n_fft//2] triangular filters, each normalised to unit area (Slaney norm)."""
+    fmax = sr / 2.0 if fmax is None else fmax
+    fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
+    edges_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), n_mels + 2))
+    widths = np.diff(edges_hz)
+    # distance of every FFT bin from every edge: rising slope from edge i, falling to edge i+2
+    dist = edges_hz[:, None] - fft_hz[None, :]
+    rising = -dist[:-2] / widths[:-1, None]
+    falling = dist[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=4)
+def periodic_hann(n: int) -> np.ndarray:
+    """Periodic Hann window (the DFT-even one scipy/librosa use for spectral analysis)."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    w.setflags(write=False)
+    return w
+
+
+@dataclass(frozen=True)
+class MelSpec:
+    """Parameters of a mel front end; defaults are musicnn's."""
+
+    sr: int = 16000
+    n_fft: int = 512
+    hop: int = 256
+    n_mels: int = 96
+
+    def log_compress(self, mel: np.ndarray) -> np.ndarray:
+        """musicnn's log10(1 + 10000·mel), in float32 (upstream's float16 overflows on loud audio)."""
+        return np.log10(1.0 + 10000.0 * mel.astype(np.float32, copy=False), dtype=np.float32)
+
+
+def power_mel(frames: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """[n, n_fft] time-domain frames → [n, n_mels] mel power (float64)."""
+    spectrum = np.fft.rfft(frames * periodic_hann(spec.n_fft), axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    return power @ mel_filterbank(spec.sr, spec.n_fft, spec.n_mels).T
+
+
+class MelStream:
+    """Centred STFT frames (zero padding of n_fft//2 both ends) computed block by block.
+
+    Produces exactly ``1 + n_samples // hop`` frames in total, like ``librosa.stft(center=True)``.
+    """
+
+    def __init__(self, spec: MelSpec = MelSpec()) -> None:
+        self.spec = spec
+        self._buf = np.zeros(spec.n_fft // 2, dtype=np.float64)  # leading centre padding
+        self._n_samples = 0
+        self._frames_out = 0
+
+    def _emit(self, upto: int) -> np.ndarray:
+        """Frames whose window lies inside the buffer, up to ``upto`` frames in total."""
+        s = self.spec
+        n_avail = 0 if self._buf.shape[0] < s.n_fft else 1 + (self._buf.shape[0] - s.n_fft) // s.hop
+        n = min(n_avail, upto - self._frames_out)
+        if n <= 0:
+            return np.zeros((0, s.n_mels), dtype=np.float32)
+        idx = np.arange(s.n_fft)[None, :] + s.hop * np.arange(n)[:, None]
+        mel = power_mel(self._buf[idx], s)
+        self._buf = self._buf[n * s.hop :]
+        self._frames_out += n
+        return s.log_compress(mel)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples; returns the log-mel frames [n, n_mels] that became complete."""
+        self._buf = np.concatenate([self._buf, samples.astype(np.float64, copy=False)])
+        self._n_samples += samples.shape[0]
+        return self._emit(upto=1 << 62)
+
+    def finish(self) -> np.ndarray:
+        """Pad the end with zeros and return the last frames."""
+        s = self.spec
+        total = 1 + self._n_samples // s.hop
+        self._buf = np.concatenate([self._buf, np.zeros(s.n_fft // 2 + s.n_fft, dtype=np.float64)])
+        return self._emit(upto=total)
+
+
+def log_mel(signal: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
+    """Whole-signal log-mel [frames, n_mels]; the streaming path in one call."""
+    ms = MelStream(spec)
+    parts = [ms.push(signal), ms.finish()]
+    return np.concatenate(parts)
+
+
+def patches(frames: Iterable[np.ndarray], patch: int = 187, hop: int | None = None) -> Iterator[np.ndarray]:
+    """Group a stream of [n, n_mels] frame blocks into [patch, n_mels] patches.
+
+    Non-overlapping by default; a trailing partial patch is dropped, as upstream musicnn does.
+    """
+    hop = hop or patch
+    buf: np.ndarray | None = None
+    for block in frames:
+        if block.shape[0] == 0:
+            continue
+        buf = block if buf is None else np.concatenate([buf, block])
+        while buf.shape[0] >= patch:
+            yield buf[:patch]
+            buf = buf[hop:]

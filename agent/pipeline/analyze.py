@@ -1,0 +1,367 @@
+"""Analyse one audio file with a set of models: decode → mel patches → embedders → heads → scores.
+
+Models that share a front end (both built-in musicnn models, say) share one decode and one mel
+computation; heads run on their embedder's per-patch embeddings. Track-level values are the mean
+over patches, as upstream musicnn and Essentia report them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.audio.decode import AudioError, load_mono, probe, stream_mono
+from agent.audio.mel import MelSpec, MelStream, log_mel
+from agent.models.manifest import Manifest
+from agent.models.registry import ModelError, Registry
+from agent.models.runtime import Backend, OrtBackend, ProviderChoice, ProviderSelector, TfliteBackend
+from agent.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
+from agent.tags import (
+    TAG_SCHEMA_VERSION,
+    fmt_score,
+    provenance_key,
+    score_key,
+    tier_key,
+    tier_of,
+)
+
+log = logging.getLogger(__name__)
+
+MEL_FRONTENDS = ("musicnn-mel", "effnet-mel")
+DEFAULT_MODELS = ("msd-musicnn-1",)
+
+
+@dataclass
+class LoadedModel:
+    """A verified model file loaded into a backend."""
+
+    manifest: Manifest
+    backend: Backend
+    sha256: str
+    choice: ProviderChoice
+
+    @property
+    def id(self) -> str:
+        """Manifest id."""
+        return self.manifest.id
+
+
+def _activate(x: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if activation == "softmax":
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    return x
+
+
+class ModelSet:
+    """The models one analysis runs, loaded once and reused for every file."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        model_ids: list[str] | tuple[str, ...] = DEFAULT_MODELS,
+        selector: ProviderSelector | None = None,
+        threads: int = 0,
+        provider: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.selector = selector or ProviderSelector()
+        self.threads = threads
+        self.models: dict[str, LoadedModel] = {}
+        wanted = list(dict.fromkeys(model_ids))
+        # a head needs its embedder: load it too (its own tags are written as well)
+        for mid in list(wanted):
+            m = registry.get(mid)
+            if m.kind == "head" and m.embedder_id not in wanted:
+                wanted.insert(wanted.index(mid), m.embedder_id)
+        for mid in wanted:
+            self.models[mid] = self._load(registry.get(mid), provider)
+
+    def _load(self, m: Manifest, provider: str | None) -> LoadedModel:
+        if m.kind not in ("embedder", "head"):
+            raise ModelError(f"model {m.id}: kind {m.kind} is not run by file analysis (use the CLAP commands)")
+        if m.kind == "embedder" and m.input.get("frontend") not in MEL_FRONTENDS:
+            raise ModelError(f"model {m.id}: front end {m.input.get('frontend')!r} is not supported")
+        path = self.registry.require(m)
+        sha = self.registry.verify(m)[0].actual_sha256 or ""
+        if m.backend == "tflite":
+            be: Backend = TfliteBackend(str(path), threads=self.threads, name=m.id)
+            return LoadedModel(m, be, sha, ProviderChoice("TFLite", "manifest backend is tflite"))
+        if provider:
+            choice = ProviderChoice(provider, "chosen by the user")
+        else:
+            choice = self.selector.choose(str(path), sha)
+        try:
+            be = OrtBackend(str(path), choice.provider, threads=self.threads, name=m.id)
+        except Exception as e:  # noqa: BLE001 - an unusable model must name itself
+            if choice.provider != "CPUExecutionProvider":
+                log.warning("provider failed to load model, using CPU", extra={"model": m.id, "error": str(e)})
+                choice = ProviderChoice("CPUExecutionProvider", f"{choice.provider} failed to load: {e}")
+                be = OrtBackend(str(path), "CPUExecutionProvider", threads=self.threads, name=m.id)
+            else:
+                raise ModelError(f"model {m.id}: {path} could not be loaded by onnxruntime ({e})") from e
+        return LoadedModel(m, be, sha, choice)
+
+    def embedders(self) -> list[LoadedModel]:
+        """Models fed by audio."""
+        return [lm for lm in self.models.values() if lm.manifest.kind == "embedder"]
+
+    def heads_of(self, embedder_id: str) -> list[LoadedModel]:
+        """Heads consuming ``embedder_id``'s embeddings."""
+        return [lm for lm in self.models.values() if lm.manifest.embedder_id == embedder_id]
+
+    def provenance(self, lm: LoadedModel, profile: Profile) -> str:
+        """Short sha256 over everything that changes this model's numbers (DESIGN §2).
+
+        Model file hashes (the embedder's too, for heads), pre-processing, aggregation, the
+        sampling profile and the tag-schema version: change any and the hash changes, so a rescan
+        knows the stored numbers are stale.
+        """
+        chain = [lm]
+        if lm.manifest.embedder_id:
+            chain.insert(0, self.models[lm.manifest.embedder_id])
+        doc = {
+            "schema": TAG_SCHEMA_VERSION,
+            "models": [{"id": x.id, "sha256": x.sha256, "input": x.manifest.input,
+                        "activation": x.manifest.outputs.get("activation", "none")} for x in chain],  # fmt: skip
+            "decode": {"downmix": "mean", "resampler": "soxr-hq"},
+            "aggregation": "mean",
+            "profile": profile.params(),
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ModelResult:
+    """One model's track-level output for one file."""
+
+    model_id: str
+    prefix: str
+    provider: str
+    n_patches: int
+    provenance: str
+    scores: dict[str, float] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+    def tiers(self, thresholds: dict[str, tuple[float, float]] | None = None) -> dict[str, str]:
+        """Tier per label (per-label calibrated thresholds when given, else the defaults)."""
+        out = {}
+        for label, s in self.scores.items():
+            out[label] = tier_of(s, thresholds[label]) if thresholds and label in thresholds else tier_of(s)
+        return out
+
+
+@dataclass
+class FileAnalysis:
+    """Everything ``nomarr analyze`` reports about one file."""
+
+    path: str
+    duration: float | None
+    profile: str
+    windows: list[Window]
+    results: dict[str, ModelResult]
+    timing: dict[str, float]
+    manifests: dict[str, Manifest]
+    warnings: list[str] = field(default_factory=list)
+
+    def tags(self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None) -> dict[str, str]:
+        """The ``nom:`` keys and values this analysis would write to the file."""
+        out: dict[str, str] = {}
+        for mid, r in self.results.items():
+            ns = self.manifests[mid].namespace
+            tiers = r.tiers((thresholds or {}).get(mid))
+            for label, s in r.scores.items():
+                out[score_key(ns, label)] = fmt_score(s)
+                out[tier_key(ns, label, tiers[label])] = fmt_score(s)
+            out[provenance_key(ns)] = r.provenance
+        return out
+
+    def to_dict(self, with_embeddings: bool = False) -> dict[str, Any]:
+        """JSON document for ``--json``."""
+        models = {}
+        for mid, r in self.results.items():
+            d: dict[str, Any] = {
+                "tag_prefix": r.prefix,
+                "provider": r.provider,
+                "patches": r.n_patches,
+                "provenance": r.provenance,
+                "scores": {k: round(v, 6) for k, v in r.scores.items()},
+                "tiers": r.tiers(),
+                "top5": [k for k, _ in sorted(r.scores.items(), key=lambda kv: -kv[1])[:5]],
+                "embedding_dim": None if r.embedding is None else int(r.embedding.shape[0]),
+            }
+            if with_embeddings and r.embedding is not None:
+                d["embedding"] = [round(float(x), 6) for x in r.embedding]
+            models[mid] = d
+        return {
+            "path": self.path,
+            "duration": self.duration,
+            "profile": self.profile,
+            "windows": [w.to_dict() for w in self.windows],
+            "models": models,
+            "tags": self.tags(),
+            "timing": {k: round(v, 4) for k, v in self.timing.items()},
+            "warnings": self.warnings,
+        }
+
+
+class Analyzer:
+    """Runs a :class:`ModelSet` over files with one sampling profile."""
+
+    def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 8) -> None:
+        self.models = models
+        self.profile = profile
+        self.batch_size = max(1, batch_size)
+
+    def _onset_finder(self, path: str) -> Any:
+        spec = MelSpec()
+
+        def find(start: float, length: float) -> float | None:
+            sig = load_mono(path, sr=spec.sr, start=start, duration=length)
+            return first_strong_onset(log_mel(sig, spec), spec.sr / spec.hop)
+
+        return find
+
+    def plan(self, path: str, duration: float | None) -> list[Window]:
+        """Deterministic windows for ``path`` under this analyzer's profile."""
+        return plan_windows(self.profile, duration, self._onset_finder(path))
+
+    def analyze(self, path: str | Path) -> FileAnalysis:
+        """Analyse one file; raises AudioError for undecodable input."""
+        path = str(path)
+        t0 = time.perf_counter()
+        info = probe(path)
+        windows = self.plan(path, info.duration)
+        t_plan = time.perf_counter() - t0
+        timing = {"plan": t_plan, "decode_mel": 0.0, "inference": 0.0}
+        results: dict[str, ModelResult] = {}
+        warnings: list[str] = []
+        groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
+        for lm in self.models.embedders():
+            inp = lm.manifest.input
+            key = (inp.get("sample_rate", 16000), inp.get("n_fft", 512), inp.get("hop_length", 256),
+                   inp.get("n_mels", 96), inp.get("patch_frames", 187), inp.get("patch_hop", 187))  # fmt: skip
+            groups.setdefault(key, []).append(lm)
+        for (sr, n_fft, hop, n_mels, patch, patch_hop), members in groups.items():
+            spec = MelSpec(sr=sr, n_fft=n_fft, hop=hop, n_mels=n_mels)
+            per_model: dict[str, dict[str, list[np.ndarray]]] = {m.id: {"s": [], "e": []} for m in members}
+            n_patches = 0
+            energy = 0.0
+            for patch_batch, e in self._patch_batches(path, windows, spec, patch, patch_hop, timing):
+                energy += e
+                t1 = time.perf_counter()
+                for lm in members:
+                    self._run_embedder(lm, patch_batch, per_model[lm.id])
+                timing["inference"] += time.perf_counter() - t1
+                n_patches += patch_batch.shape[0]
+            if n_patches == 0:
+                raise AudioError(path, "no audio frames to analyse")
+            if energy == 0.0:
+                warnings.append("digital silence: scores describe silence")
+            t1 = time.perf_counter()
+            for lm in members:
+                results.update(self._collect(lm, per_model[lm.id], n_patches))
+            timing["inference"] += time.perf_counter() - t1
+        timing["total"] = time.perf_counter() - t0
+        timing["audio_seconds"] = float(info.duration or 0.0)
+        return FileAnalysis(
+            path=path,
+            duration=info.duration,
+            profile=self.profile.name,
+            windows=windows,
+            results=results,
+            timing=timing,
+            manifests={mid: lm.manifest for mid, lm in self.models.models.items()},
+            warnings=warnings,
+        )
+
+    def _patch_batches(
+        self, path: str, windows: list[Window], spec: MelSpec, patch: int, hop: int, timing: dict[str, float]
+    ) -> Any:
+        """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
+
+        A window (or whole file) shorter than one patch is repeat-padded to one patch, as the
+        models' training did for short clips, so a 0.5 s file still gets scores.
+        """
+        pending: list[np.ndarray] = []
+        for w in windows:
+            t = time.perf_counter()
+            ms = MelStream(spec)
+            buf = np.zeros((0, spec.n_mels), dtype=np.float32)
+            made = 0
+            energy = 0.0
+            blocks = stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration)
+            finished = False
+            while not finished:
+                try:
+                    sig = next(blocks)
+                    energy += float(np.dot(sig, sig))
+                    frames = ms.push(sig)
+                except StopIteration:
+                    frames = ms.finish()
+                    finished = True
+                buf = np.concatenate([buf, frames]) if frames.shape[0] else buf
+                while buf.shape[0] >= patch:
+                    pending.append(buf[:patch])
+                    buf = buf[hop:]
+                    made += 1
+                if finished and made == 0 and buf.shape[0] > 0:
+                    reps = -(-patch // buf.shape[0])
+                    pending.append(np.tile(buf, (reps, 1))[:patch])
+                while len(pending) >= self.batch_size or (finished and pending):
+                    batch = np.stack(pending[: self.batch_size]).astype(np.float32, copy=False)
+                    pending = pending[self.batch_size :]
+                    timing["decode_mel"] += time.perf_counter() - t
+                    yield batch, energy
+                    energy = 0.0
+                    t = time.perf_counter()
+            timing["decode_mel"] += time.perf_counter() - t
+        if pending:
+            yield np.stack(pending).astype(np.float32, copy=False), 0.0
+
+    def _run_embedder(self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]) -> None:
+        out = lm.manifest.outputs
+        names = [n for n in (out.get("scores"), out.get("embedding")) if n]
+        res = lm.backend.run({lm.manifest.input.get("input_name", "melspectrogram"): batch}, names)
+        if out.get("scores"):
+            acc["s"].append(_activate(res[out["scores"]], out.get("activation", "none")))
+        if out.get("embedding"):
+            emb = res[out["embedding"]]
+            acc["e"].append(emb)
+            for head in self.models.heads_of(lm.id):
+                hacc = acc.setdefault(f"head:{head.id}", [])
+                ho = head.manifest.outputs
+                hres = head.backend.run({head.manifest.head["input_name"]: emb}, [ho["scores"]])
+                hacc.append(_activate(hres[ho["scores"]], ho.get("activation", "none")))
+
+    def _collect(self, lm: LoadedModel, acc: dict[str, list[np.ndarray]], n: int) -> dict[str, ModelResult]:
+        out: dict[str, ModelResult] = {}
+
+        def result(m: LoadedModel, scores: list[np.ndarray], emb: list[np.ndarray] | None) -> ModelResult:
+            labels = m.manifest.labels
+            mean = np.concatenate(scores).mean(axis=0) if scores else np.zeros(0)
+            if scores and mean.shape[0] != len(labels):
+                raise ModelError(f"model {m.id}: {mean.shape[0]} scores but {len(labels)} labels in its manifest")
+            return ModelResult(
+                model_id=m.id,
+                prefix=m.manifest.namespace.prefix(),
+                provider=m.choice.provider,
+                n_patches=n,
+                provenance=self.models.provenance(m, self.profile),
+                scores={lab: float(v) for lab, v in zip(labels, mean, strict=False)},
+                embedding=np.concatenate(emb).mean(axis=0) if emb else None,
+            )
+
+        out[lm.id] = result(lm, acc["s"], acc["e"] or None)
+        for head in self.models.heads_of(lm.id):
+            out[head.id] = result(head, acc.get(f"head:{head.id}", []), None)
+        return out
