@@ -177,8 +177,9 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     # BN before a dense layer folds exactly: W^T (s*x + b) + c = (s[:,None]*W)^T x + (W^T b + c)
     w_fold = s9[:, None] * w_dense
     b_fold = v["dense/bias"] + b9 @ w_dense
-    h = g.op("Gemm", [pooled, g.const("dense.weight", w_fold), g.const("dense.bias", b_fold)])
-    h = g.op("Relu", [h])
+    # "dense" (pre-ReLU, upstream model/dense/BiasAdd) is what Essentia's musicnn heads consume
+    dense = g.op("Gemm", [pooled, g.const("dense.weight", w_fold), g.const("dense.bias", b_fold)], name="dense")
+    h = g.op("Relu", [dense])
     s10, b10 = _bn_affine(v, "batch_normalization_10")
     h = g.op("Mul", [h, g.const("bn10.scale", s10)])
     emb = g.op("Add", [h, g.const("bn10.shift", b10)], name="embedding")
@@ -193,6 +194,7 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
         [
             helper.make_tensor_value_info("tags", TensorProto.FLOAT, ["batch", n_classes]),
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 200]),
+            helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["batch", 200]),
         ],
         initializer=g.inits,
     )

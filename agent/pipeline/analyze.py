@@ -21,7 +21,13 @@ from agent.audio.decode import AudioError, load_mono, probe, stream_mono
 from agent.audio.mel import MelSpec, MelStream, log_mel
 from agent.models.manifest import Manifest
 from agent.models.registry import ModelError, Registry
-from agent.models.runtime import Backend, OrtBackend, ProviderChoice, ProviderSelector, TfliteBackend
+from agent.models.runtime import (
+    Backend,
+    OrtBackend,
+    ProviderChoice,
+    ProviderSelector,
+    TfliteBackend,
+)
 from agent.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
 from agent.tags import (
     TAG_SCHEMA_VERSION,
@@ -325,23 +331,21 @@ class Analyzer:
                     energy = 0.0
                     t = time.perf_counter()
             timing["decode_mel"] += time.perf_counter() - t
-        if pending:
-            yield np.stack(pending).astype(np.float32, copy=False), 0.0
 
     def _run_embedder(self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]) -> None:
         out = lm.manifest.outputs
-        names = [n for n in (out.get("scores"), out.get("embedding")) if n]
+        heads = self.models.heads_of(lm.id)
+        feeds = {h.id: h.manifest.head.get("embedder_output") or out.get("embedding") for h in heads}
+        names = list(dict.fromkeys(n for n in (out.get("scores"), out.get("embedding"), *feeds.values()) if n))
         res = lm.backend.run({lm.manifest.input.get("input_name", "melspectrogram"): batch}, names)
         if out.get("scores"):
             acc["s"].append(_activate(res[out["scores"]], out.get("activation", "none")))
         if out.get("embedding"):
-            emb = res[out["embedding"]]
-            acc["e"].append(emb)
-            for head in self.models.heads_of(lm.id):
-                hacc = acc.setdefault(f"head:{head.id}", [])
-                ho = head.manifest.outputs
-                hres = head.backend.run({head.manifest.head["input_name"]: emb}, [ho["scores"]])
-                hacc.append(_activate(hres[ho["scores"]], ho.get("activation", "none")))
+            acc["e"].append(res[out["embedding"]])
+        for head in heads:
+            ho = head.manifest.outputs
+            hres = head.backend.run({head.manifest.head["input_name"]: res[feeds[head.id]]}, [ho["scores"]])
+            acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho["scores"]], ho.get("activation", "none")))
 
     def _collect(self, lm: LoadedModel, acc: dict[str, list[np.ndarray]], n: int) -> dict[str, ModelResult]:
         out: dict[str, ModelResult] = {}
