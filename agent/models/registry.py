@@ -155,12 +155,19 @@ class Registry:
         return out
 
     def installed(self, m: Manifest) -> bool:
-        """All files present (not hashed: use :meth:`verify` for that)."""
-        return all(self.file_path(m, f).is_file() for f in m.files)
+        """All files needed to run are present (not hashed: use :meth:`verify` for that).
+
+        Licence texts are fetched by ``pull`` but not needed to run, so a model imported from a
+        local file is usable before its licence text is downloaded.
+        """
+        return all(self.file_path(m, f).is_file() for f in m.files if f.role != "licence")
 
     def require(self, m: Manifest) -> Path:
         """Path of the verified model file, or a :class:`ModelError` saying what is wrong."""
+        needed = {f.name for f in m.files if f.role != "licence"}
         for st in self.verify(m):
+            if st.name not in needed:
+                continue
             if not st.present:
                 hint = "reinstall nomarr" if m.builtin else f"run: nomarr models pull {m.id}"
                 raise ModelError(f"model {m.id}: file {st.path} is missing ({hint})")
