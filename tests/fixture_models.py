@@ -68,3 +68,55 @@ def write_manifest(dir_: Path, text: str) -> Path:
     p = dir_ / f"{mid}.toml"
     p.write_text(text)
     return p
+
+
+def clap_audio(path: Path, n_mels: int = 64, dim: int = 512, seed: int = 2) -> str:
+    """Like the CLAP audio tower: input_features [B,1,1001,64] -> audio_embeds [B,512]."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (n_mels, dim)).astype(np.float32), "w")
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["input_features", "axes"], ["pooled"], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "w"], ["audio_embeds"])]  # fmt: skip
+    g = helper.make_graph(
+        nodes, "fixture-clap-audio",
+        [helper.make_tensor_value_info("input_features", TensorProto.FLOAT, ["batch", 1, 1001, n_mels])],
+        [helper.make_tensor_value_info("audio_embeds", TensorProto.FLOAT, ["batch", dim])],
+        initializer=[w, axes],
+    )  # fmt: skip
+    return _save(g, path)
+
+
+def clap_text(path: Path, vocab: int = 64, dim: int = 512, seed: int = 3) -> str:
+    """Like the CLAP text tower: input_ids, attention_mask [B,S] -> text_embeds [B,512]."""
+    rng = np.random.default_rng(seed)
+    table = numpy_helper.from_array(rng.normal(0, 1.0, (vocab, dim)).astype(np.float32), "table")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["tok"]),
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "minus1"], ["mask3"]),
+        helper.make_node("Mul", ["tok", "mask3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axes"], ["text_embeds"], keepdims=0),
+    ]
+    g = helper.make_graph(
+        nodes, "fixture-clap-text",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["batch", dim])],
+        initializer=[table, axes, numpy_helper.from_array(np.array([-1], np.int64), "minus1")],
+    )  # fmt: skip
+    return _save(g, path)
+
+
+def word_tokenizer(path: Path, words: list[str]) -> None:
+    """A tiny word-level tokenizer.json (the real CLAP one is RoBERTa BPE; same file format)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(path))

@@ -216,7 +216,7 @@ def test_invalid_manifests_are_refused(patch: dict, msg: str) -> None:
 
 def test_manifest_id_must_match_file_name(tmp_path) -> None:
     p = tmp_path / "other.toml"
-    p.write_text((Registry().get("msd-musicnn-1").path and Path(Registry().get("msd-musicnn-1").path).read_text()))
+    p.write_text(Path(Registry().get("msd-musicnn-1").path).read_text())
     with pytest.raises(ManifestError, match="file name"):
         load_manifest(p)
 

@@ -6,7 +6,16 @@ import pytest
 
 from agent.models.manifest import Namespace
 from agent.pipeline.profiles import PROFILES, Window, first_strong_onset, get_profile, plan_windows
-from agent.tags import component, fmt_score, parse_key, provenance_key, score_key, slug, tier_key, tier_of
+from agent.tags import (
+    component,
+    fmt_score,
+    parse_key,
+    provenance_key,
+    score_key,
+    slug,
+    tier_key,
+    tier_of,
+)
 
 NS = Namespace("onnx", "musicnn", "msd-1", "msd50", "1")
 

@@ -124,6 +124,26 @@ class MelStream:
         return self._emit(upto=total)
 
 
+def clap_log_mel(
+    signal: np.ndarray, sr: int = 48000, n_fft: int = 1024, hop: int = 480, n_mels: int = 64,
+    fmin: float = 50.0, fmax: float = 14000.0,
+) -> np.ndarray:  # fmt: skip
+    """CLAP (HTSAT) input features for one clip: [frames, n_mels] power mel in dB.
+
+    The published CLAP feature extractor uses centred frames with *reflect* padding, a Slaney mel
+    bank between 50 Hz and 14 kHz, and 10·log10 with a 1e-10 floor; a 10 s clip gives 1001 frames.
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    pad = n_fft // 2
+    x = np.pad(x, pad, mode="reflect") if x.shape[0] > pad else np.pad(x, pad)
+    n = 1 + (x.shape[0] - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
+    spectrum = np.fft.rfft(x[idx] * periodic_hann(n_fft), axis=1)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = power @ mel_filterbank(sr, n_fft, n_mels, fmin, fmax).T
+    return (10.0 * np.log10(np.maximum(mel, 1e-10))).astype(np.float32)
+
+
 def log_mel(signal: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     """Whole-signal log-mel [frames, n_mels]; the streaming path in one call."""
     ms = MelStream(spec)

@@ -19,6 +19,14 @@ import numpy as np
 
 from agent.audio.decode import AudioError, load_mono, probe, stream_mono
 from agent.audio.mel import MelSpec, MelStream, log_mel
+from agent.models.clap import (
+    DEFAULT_MOODS,
+    ClapAudio,
+    ClapText,
+    partner,
+    prompt_fingerprint,
+    zero_shot,
+)
 from agent.models.manifest import Manifest
 from agent.models.registry import ModelError, Registry
 from agent.models.runtime import (
@@ -91,10 +99,18 @@ class ModelSet:
                 wanted.insert(wanted.index(mid), m.embedder_id)
         for mid in wanted:
             self.models[mid] = self._load(registry.get(mid), provider)
+        # CLAP audio models get zero-shot mood scores when their text tower is installed too
+        self.clap_text: dict[str, ClapText] = {}
+        for lm in self.models.values():
+            if lm.manifest.kind == "clap-audio":
+                text = partner(registry, lm.manifest, "clap-text")
+                if text is not None and registry.installed(text):
+                    self.clap_text[lm.id] = ClapText(registry, text, threads=threads, selector=self.selector,
+                                                     provider=provider)  # fmt: skip
 
     def _load(self, m: Manifest, provider: str | None) -> LoadedModel:
-        if m.kind not in ("embedder", "head"):
-            raise ModelError(f"model {m.id}: kind {m.kind} is not run by file analysis (use the CLAP commands)")
+        if m.kind not in ("embedder", "head", "clap-audio"):
+            raise ModelError(f"model {m.id}: kind {m.kind} is not run on audio (select its clap-audio partner)")
         if m.kind == "embedder" and m.input.get("frontend") not in MEL_FRONTENDS:
             raise ModelError(f"model {m.id}: front end {m.input.get('frontend')!r} is not supported")
         path = self.registry.require(m)
@@ -118,8 +134,12 @@ class ModelSet:
         return LoadedModel(m, be, sha, choice)
 
     def embedders(self) -> list[LoadedModel]:
-        """Models fed by audio."""
+        """Mel-patch models fed by audio."""
         return [lm for lm in self.models.values() if lm.manifest.kind == "embedder"]
+
+    def claps(self) -> list[LoadedModel]:
+        """CLAP audio towers."""
+        return [lm for lm in self.models.values() if lm.manifest.kind == "clap-audio"]
 
     def heads_of(self, embedder_id: str) -> list[LoadedModel]:
         """Heads consuming ``embedder_id``'s embeddings."""
@@ -135,7 +155,12 @@ class ModelSet:
         chain = [lm]
         if lm.manifest.embedder_id:
             chain.insert(0, self.models[lm.manifest.embedder_id])
+        extra = {}
+        if lm.id in self.clap_text:
+            t = self.clap_text[lm.id]
+            extra = {"text_model": t.sha256, "zero_shot": prompt_fingerprint(DEFAULT_MOODS)}
         doc = {
+            **extra,
             "schema": TAG_SCHEMA_VERSION,
             "models": [{"id": x.id, "sha256": x.sha256, "input": x.manifest.input,
                         "activation": x.manifest.outputs.get("activation", "none")} for x in chain],  # fmt: skip
@@ -277,6 +302,12 @@ class Analyzer:
             for lm in members:
                 results.update(self._collect(lm, per_model[lm.id], n_patches))
             timing["inference"] += time.perf_counter() - t1
+        for lm in self.models.claps():
+            t1 = time.perf_counter()
+            results[lm.id] = self._run_clap(lm, path, windows)
+            timing["inference"] += time.perf_counter() - t1
+        if not results:
+            raise ModelError("no audio model selected")
         timing["total"] = time.perf_counter() - t0
         timing["audio_seconds"] = float(info.duration or 0.0)
         return FileAnalysis(
@@ -346,6 +377,23 @@ class Analyzer:
             ho = head.manifest.outputs
             hres = head.backend.run({head.manifest.head["input_name"]: res[feeds[head.id]]}, [ho["scores"]])
             acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho["scores"]], ho.get("activation", "none")))
+
+    def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
+        """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
+        enc = ClapAudio(lm.backend, lm.manifest)  # type: ignore[arg-type]
+        vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
+        mean = vecs.mean(axis=0)
+        mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        scores = zero_shot(mean, self.models.clap_text[lm.id]) if lm.id in self.models.clap_text else {}
+        return ModelResult(
+            model_id=lm.id,
+            prefix=lm.manifest.namespace.prefix(),
+            provider=lm.choice.provider,
+            n_patches=int(vecs.shape[0]),
+            provenance=self.models.provenance(lm, self.profile),
+            scores=scores,
+            embedding=mean,
+        )
 
     def _collect(self, lm: LoadedModel, acc: dict[str, list[np.ndarray]], n: int) -> dict[str, ModelResult]:
         out: dict[str, ModelResult] = {}
