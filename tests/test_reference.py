@@ -53,3 +53,14 @@ def test_every_corpus_track_matches_upstream(reference: dict, analyzer: Analyzer
         if r.n_patches != ref["n_patches"] or tag_diff > 1e-3 or top5 != ref["top5"] or emb_diff > 1e-2:
             failures.append((name, r.n_patches, ref["n_patches"], tag_diff, emb_diff, top5, ref["top5"]))
     assert not failures, failures
+
+
+def test_tflite_export_matches_upstream_too(reference: dict, corpus) -> None:
+    pytest.importorskip("ai_edge_litert")
+    an = Analyzer(ModelSet(Registry(), ["msd-musicnn-1-tflite"], threads=1), get_profile("full"))
+    labels = reference["labels"]
+    for name in ("sh01.ogg", "sh07.ogg"):
+        r = an.analyze(corpus / name).results["msd-musicnn-1-tflite"]
+        assert r.provider == "TFLite" and r.prefix.startswith("nom:tflite_musicnn_msd-1_msd50_1_")
+        scores = np.array([r.scores[lab] for lab in labels])
+        assert np.abs(scores - np.array(reference["tracks"][name]["tags_mean"])).max() < 1e-3

@@ -11,6 +11,10 @@ Run (conversion only; TensorFlow is never needed at run time)::
     pip install -e '.[convert]'
     python -m agent.convert.musicnn --wheel musicnn-0.1.0-py3-none-any.whl
 
+The TFLite export (``msd_musicnn.tflite``) is made by TensorFlow's own converter from the upstream
+model definition shipped in the wheel (imported, not copied), restored from the same checkpoint; it
+needs ``tf_keras`` because that definition uses ``tf.compat.v1.layers``.
+
 The wheel is fetched with ``pip download --no-deps musicnn==0.1.0`` when ``--wheel`` is omitted.
 """
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +30,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+# upstream builds its graph with tf.compat.v1.layers, which on TF >= 2.16 needs the Keras 2 shim
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization default
 N_FRAMES = 187
@@ -211,6 +220,33 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     return model
 
 
+def export_tflite(wheel_dir: Path, name: str, out: Path) -> str:
+    """TFLite flatbuffer of the upstream inference graph (dynamic batch), outputs tags + embedding."""
+    import sys
+
+    import tensorflow as tf
+
+    sys.path.insert(0, str(wheel_dir))
+    try:
+        from musicnn import models as upstream  # the wheel's own model definition
+    finally:
+        sys.path.remove(str(wheel_dir))
+    tf.compat.v1.disable_eager_execution()
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, N_FRAMES, N_MELS], name="melspectrogram")
+        out_ = upstream.define_model(x, False, name, len(MODELS[name][1]))
+        tags = tf.identity(tf.nn.sigmoid(out_[0]), name="tags")
+        emb = tf.identity(out_[-1], name="embedding")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            tf.compat.v1.train.Saver().restore(sess, str(wheel_dir / "musicnn" / name) + "/")
+            data = tf.compat.v1.lite.TFLiteConverter.from_session(sess, [x], [tags, emb]).convert()
+    out.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    print(f"{name} -> {out} sha256={digest} size={len(data)}")
+    return digest
+
+
 def _fetch_wheel(dest: Path) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "musicnn==0.1.0", "-d", str(dest)],
@@ -240,6 +276,8 @@ def convert(wheel: Path, out_dir: Path, models: list[str]) -> dict[str, str]:
             (out_dir / fname).write_bytes(data)
             hashes[fname] = hashlib.sha256(data).hexdigest()
             print(f"{name} -> {out_dir / fname} sha256={hashes[fname]} size={len(data)}")
+        if "MSD_musicnn" in models:
+            hashes["msd_musicnn.tflite"] = export_tflite(Path(tmp), "MSD_musicnn", out_dir / "msd_musicnn.tflite")
         lic = Path(tmp) / "musicnn-0.1.0.dist-info" / "LICENSE.md"
         (out_dir / "LICENSE-musicnn.txt").write_text(
             "The musicnn models in this folder are converted from the checkpoints in the PyPI wheel\n"
