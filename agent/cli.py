@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--embedding", action="store_true", help="include the embedding vector in --json output")
     a.add_argument("--top", type=int, default=10, help="labels to print per model (text output)")
     a.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
-    a.add_argument("--batch", type=int, default=8, help="patches per inference batch (default: 8)")
+    a.add_argument("--batch", type=int, default=4, help="patches per inference batch (default: 4; bench/ shows larger CPU batches are slower)")
     a.add_argument("--provider", help="force an onnxruntime execution provider (skips the golden check)")
     a.set_defaults(func=cmd_analyze)
 

@@ -248,7 +248,7 @@ class FileAnalysis:
 class Analyzer:
     """Runs a :class:`ModelSet` over files with one sampling profile."""
 
-    def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 8) -> None:
+    def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 4) -> None:
         self.models = models
         self.profile = profile
         self.batch_size = max(1, batch_size)
