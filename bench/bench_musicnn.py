@@ -90,12 +90,12 @@ class Plan:
 
 
 FULL = Plan(
-    batches=(1, 2, 4, 8, 16, 32, 64), threads=(1, 2), lat_reps=5, lat_min_patches=16,
+    batches=(1, 2, 4, 8, 16, 32, 64), threads=(1, 2), lat_reps=7, lat_min_patches=16,
     n_files=6, file_reps=3, tp_batches=(1, 8), tp_patches=192, tp_reps=3,
-    opt_batch=8, opt_reps=5, eval_files=3, calib_files=4, calib_patches_per_file=16,
+    opt_batch=8, opt_reps=7, eval_files=3, calib_files=4, calib_patches_per_file=16,
 )  # fmt: skip
 QUICK = Plan(
-    batches=(1, 8, 64), threads=(1, 2), lat_reps=3, lat_min_patches=8,
+    batches=(1, 4, 32), threads=(1, 2), lat_reps=3, lat_min_patches=8,
     n_files=2, file_reps=1, tp_batches=(8,), tp_patches=64, tp_reps=2,
     opt_batch=8, opt_reps=3, eval_files=1, calib_files=2, calib_patches_per_file=8,
 )  # fmt: skip
@@ -170,10 +170,10 @@ class LoadMeter:
     def report(self) -> dict[str, float | None]:
         """Average cores busy with other work, and steal as a share of all cores."""
         wall = time.perf_counter() - self.t0
-        stat = self._stat()
+        stat, own = self._stat(), self._own()
         if stat is None or self.stat0 is None or wall <= 0:
             return {"wall_s": wall, "other_cores": None, "steal_pct": None}
-        other = (stat[0] - self.stat0[0] - (self._own() - self.own0)) / wall
+        other = (stat[0] - self.stat0[0] - (own - self.own0)) / wall
         steal = 100 * (stat[1] - self.stat0[1]) / (wall * (os.cpu_count() or 1))
         return {"wall_s": wall, "other_cores": max(0.0, other), "steal_pct": steal}
 
@@ -254,29 +254,31 @@ def bench_input(files: list[Path], n: int = 64, seed: int = 7) -> np.ndarray:
 
 
 def paired_timing(
-    engines: dict[str, Engine], x: np.ndarray, reps: int, min_patches: int
+    cells: dict[str, tuple[Engine, np.ndarray]], reps: int, min_patches: int
 ) -> dict[str, dict[str, Any]]:
-    """ms per patch of every engine on ``x``; repeats interleaved round-robin (see module doc).
+    """ms per patch of every (engine, input) cell; repeats interleaved round-robin (module doc).
 
-    Each repeat makes enough calls to cover ``min_patches`` patches, so batch-1 samples are not
-    timer noise. Two untimed warm-up calls first: at a new batch size the first call plans memory,
-    and at batch 64 the second call was still measurably slow.
+    All cells that will be compared — engines, and batch sizes too — take turns within each
+    repeat, so a slow phase of the machine hits them alike. Each turn makes enough calls to cover
+    ``min_patches`` patches, so batch-1 samples are not timer noise. Two untimed warm-up calls per
+    cell first: at a new batch size the first call plans memory, and at batch 64 the second call
+    was still measurably slow.
     """
-    b = x.shape[0]
-    calls = max(1, math.ceil(min_patches / b))
-    names = list(engines)
-    for name in names:
+    names = list(cells)
+    for fn, x in cells.values():
         for _ in range(2):
-            engines[name](x)
+            fn(x)
     out: dict[str, dict[str, Any]] = {n: {"ms": [], "cpu_s": 0.0, "wall_s": 0.0} for n in names}
     for r in range(reps):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            fn, x = cells[name]
+            calls = max(1, math.ceil(min_patches / x.shape[0]))
             c0, t0 = cpu_seconds(), time.perf_counter()
             for _ in range(calls):
-                engines[name](x)
+                fn(x)
             wall = time.perf_counter() - t0
-            out[name]["ms"].append(wall * 1e3 / (calls * b))
+            out[name]["ms"].append(wall * 1e3 / (calls * x.shape[0]))
             out[name]["cpu_s"] += cpu_seconds() - c0
             out[name]["wall_s"] += wall
     return out
@@ -380,9 +382,9 @@ def worker_latency(p: dict[str, Any]) -> dict[str, Any]:
             "tags": float(np.abs(got[0] - ref["tags"]).max()),
             "embedding": float(np.abs(got[1] - ref["embedding"]).max()),
         }
-    res["cells"] = {
-        str(b): paired_timing(engines, x_all[:b], p["reps"], p["min_patches"]) for b in p["batches"]
-    }
+    cells = {f"{e}:{b}": (fn, x_all[:b]) for b in p["batches"] for e, fn in engines.items()}
+    timing = paired_timing(cells, p["reps"], p["min_patches"])
+    res["cells"] = {str(b): {e: timing[f"{e}:{b}"] for e in engines} for b in p["batches"]}
     return res
 
 
@@ -589,8 +591,8 @@ def section_a(plan: Plan, input_path: Path, musicnn_dir: Path | None) -> dict[st
             row += [fmt(med(o)), fmt(med(t)), fmt(paired_ratio(t, o), 2)]
         rows.append(row)
     notes = [
-        f"ms per patch, median of {plan.lat_reps} interleaved repeats (each >= {plan.lat_min_patches} "
-        "patches), 2 warm-up calls excluded. Both return tags + the 200-d embedding. nT: ORT "
+        f"ms per patch, median of {plan.lat_reps} repeats (each >= {plan.lat_min_patches} patches; "
+        "per thread setting, every batch size of both engines takes a turn in each repeat), 2 warm-up calls excluded. Both return tags + the 200-d embedding. nT: ORT "
         "intra_op_num_threads=n / TF intra_op_parallelism_threads=n, inter-op 1 on both. 'pinned': "
         f"process restricted to core {last_core()} with sched_setaffinity. TF/ORT: median of per-repeat ratios."
     ]  # fmt: skip
@@ -955,7 +957,9 @@ def section_d(plan: Plan, x: np.ndarray, files: list[Path]) -> dict[str, Any]:
                    for r in live}  # fmt: skip
         core = last_core() if th == 1 else None  # as in section a: a true single-core figure
         with pinned(core):
-            timing = paired_timing(engines, xb, plan.opt_reps, 2 * plan.opt_batch)
+            timing = paired_timing(
+                {n: (fn, xb) for n, fn in engines.items()}, plan.opt_reps, 2 * plan.opt_batch
+            )
         cpu_by_th[th] = f"{cores_used(list(timing.values())):.2f}"
         for r in live:
             r["ms"][str(th)] = timing[r["name"]]["ms"]
@@ -1067,10 +1071,12 @@ def main(argv: list[str] | None = None) -> int:
         meter = LoadMeter()
         results[key] = run()
         load = results[key]["load"] = meter.report()
-        if load["other_cores"] is not None:
-            print(f"\n(section {key}: {load['wall_s']:.0f} s; other processes kept "
-                  f"{load['other_cores']:.2f} cores busy on average; steal {load['steal_pct']:.1f}%)",
-                  flush=True)  # fmt: skip
+        print(f"\n(section {key}: {load['wall_s']:.0f} s; other processes kept "
+              f"{fmt(load['other_cores'], 2)} cores busy on average; steal {fmt(load['steal_pct'])}%)",
+              flush=True)  # fmt: skip
+        if (load["other_cores"] or 0.0) > 0.2:
+            print(f"warning: other work competed for the CPU during section {key}; its numbers are "
+                  "not trustworthy, rerun it on an idle machine (--sections)", flush=True)  # fmt: skip
     for r in [
         *results.get("a", {}).get("runs", {}).values(),
         results.get("b", {}).get("worker", {}),

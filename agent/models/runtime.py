@@ -75,8 +75,9 @@ class OrtBackend:
     """An ONNX Runtime session with thread settings that do not oversubscribe the machine.
 
     ``threads`` is the intra-op pool size. Several sessions in one process (one per worker) should
-    each get ``threads=1``: on small CPUs one single-threaded session per core beats one session
-    using all cores, and spinning threads of idle pools would steal cycles from busy ones.
+    each get ``threads=1``; spinning threads of idle pools would steal cycles from busy ones. On 2
+    cores, one single-threaded session per core beat one 2-thread session by ~11 % at batch 1 and
+    tied at batch 4 (docs/bench.md).
     """
 
     path: str
