@@ -149,13 +149,18 @@ def log_mel(signal: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def patches(frames: Iterable[np.ndarray], patch: int = 187, hop: int | None = None) -> Iterator[np.ndarray]:
+def patches(
+    frames: Iterable[np.ndarray], patch: int = 187, hop: int | None = None, pad_short: bool = True
+) -> Iterator[np.ndarray]:
     """Group a stream of [n, n_mels] frame blocks into [patch, n_mels] patches.
 
-    Non-overlapping by default; a trailing partial patch is dropped, as upstream musicnn does.
+    Non-overlapping by default; a trailing partial patch is dropped, as upstream musicnn does. A
+    stream shorter than one patch is repeat-padded to one patch (``pad_short``), as the models'
+    training did for short clips, so a 0.5 s file still gets scores.
     """
     hop = hop or patch
     buf: np.ndarray | None = None
+    made = 0
     for block in frames:
         if block.shape[0] == 0:
             continue
@@ -163,3 +168,6 @@ def patches(frames: Iterable[np.ndarray], patch: int = 187, hop: int | None = No
         while buf.shape[0] >= patch:
             yield buf[:patch]
             buf = buf[hop:]
+            made += 1
+    if pad_short and made == 0 and buf is not None and buf.shape[0] > 0:
+        yield np.tile(buf, (-(-patch // buf.shape[0]), 1))[:patch]

@@ -28,6 +28,8 @@ import math
 import re
 from typing import Any
 
+from agent.tags import component as slug
+
 ESSENTIA_LICENCE = "CC-BY-NC-SA-4.0"
 ESSENTIA_LICENCE_URL = "https://essentia.upf.edu/models/LICENSE"
 ESSENTIA_SOURCE_URL = "https://essentia.upf.edu/models.html"
@@ -72,18 +74,6 @@ _TOP_ORDER = (
 )
 _TABLE_ORDER = ("namespace", "files", "input", "outputs", "head")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def slug(text: str) -> str:
-    """Make a namespace component: lowercase ``[a-z0-9-]+`` (DESIGN §2: ``1.2.3`` -> ``1-2-3``).
-
-    Underscores are not allowed in the five fixed components because a ``nom:`` key is split on
-    them, so every run of other characters becomes one hyphen.
-    """
-    out = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    if not out:
-        raise ValueError(f"cannot make a namespace component from {text!r}")
-    return out
 
 
 def _split_name(name: str) -> tuple[list[str], str | None]:

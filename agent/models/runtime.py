@@ -108,10 +108,9 @@ class OrtBackend:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = self.name or Path(self.path).stem
-        self._lock = threading.Lock()
 
     def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Run one batch (thread-safe; ORT sessions allow concurrent runs, we keep it simple)."""
+        """Run one batch (ORT sessions are safe to run from several threads)."""
         names = outputs or self.output_names
         res = self.session.run(names, inputs)
         return dict(zip(names, res, strict=True))

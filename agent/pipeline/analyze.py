@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from agent.audio.decode import AudioError, load_mono, probe, stream_mono
-from agent.audio.mel import MelSpec, MelStream, log_mel
+from agent.audio.mel import MelSpec, MelStream, log_mel, patches
 from agent.models.clap import (
     DEFAULT_MOODS,
     ClapAudio,
@@ -326,42 +327,32 @@ class Analyzer:
     ) -> Any:
         """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
 
-        A window (or whole file) shorter than one patch is repeat-padded to one patch, as the
-        models' training did for short clips, so a 0.5 s file still gets scores.
+        Time spent producing a batch (decode + mel) is added to ``timing["decode_mel"]``; time the
+        consumer spends between batches (inference) is not.
         """
-        pending: list[np.ndarray] = []
-        for w in windows:
-            t = time.perf_counter()
+        energy = 0.0
+
+        def frames(w: Window) -> Iterator[np.ndarray]:
+            nonlocal energy
             ms = MelStream(spec)
-            buf = np.zeros((0, spec.n_mels), dtype=np.float32)
-            made = 0
-            energy = 0.0
-            blocks = stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration)
-            finished = False
-            while not finished:
-                try:
-                    sig = next(blocks)
-                    energy += float(np.dot(sig, sig))
-                    frames = ms.push(sig)
-                except StopIteration:
-                    frames = ms.finish()
-                    finished = True
-                buf = np.concatenate([buf, frames]) if frames.shape[0] else buf
-                while buf.shape[0] >= patch:
-                    pending.append(buf[:patch])
-                    buf = buf[hop:]
-                    made += 1
-                if finished and made == 0 and buf.shape[0] > 0:
-                    reps = -(-patch // buf.shape[0])
-                    pending.append(np.tile(buf, (reps, 1))[:patch])
-                while len(pending) >= self.batch_size or (finished and pending):
-                    batch = np.stack(pending[: self.batch_size]).astype(np.float32, copy=False)
-                    pending = pending[self.batch_size :]
+            for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
+                energy += float(np.dot(sig, sig))
+                yield ms.push(sig)
+            yield ms.finish()
+
+        pending: list[np.ndarray] = []
+        t = time.perf_counter()
+        for w in windows:
+            for p in patches(frames(w), patch, hop):
+                pending.append(p)
+                if len(pending) == self.batch_size:
                     timing["decode_mel"] += time.perf_counter() - t
-                    yield batch, energy
-                    energy = 0.0
+                    yield np.stack(pending), energy
+                    pending, energy = [], 0.0
                     t = time.perf_counter()
-            timing["decode_mel"] += time.perf_counter() - t
+        timing["decode_mel"] += time.perf_counter() - t
+        if pending:
+            yield np.stack(pending), energy
 
     def _run_embedder(self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]) -> None:
         out = lm.manifest.outputs
