@@ -235,6 +235,195 @@ def cmd_models(args: argparse.Namespace) -> int:
     raise UserError(f"unknown models command {args.models_cmd!r}")
 
 
+# -- scan / tags / similar / playlist --------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace, readonly: bool = True) -> Any:
+    from agent.store import Store, StoreError
+
+    try:
+        return Store(args.db, readonly=readonly)
+    except StoreError as e:
+        raise UserError(str(e)) from e
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Analyse a library incrementally, write tags, store vectors."""
+    from agent.models.registry import ModelError
+    from agent.pipeline.profiles import get_profile
+    from agent.scan import Scanner, ScanOptions
+    from agent.store import StoreError
+
+    for r in args.path:
+        if not Path(r).exists():
+            raise UserError(f"{r}: no such file or directory")
+    try:
+        get_profile(args.profile)
+        opts = ScanOptions(roots=args.path, db=args.db, write=not args.no_write, profile=args.profile,
+                           models=args.model or ["msd-musicnn-1"], workers=args.workers, mood_field=args.mood_field,
+                           retry_failed=args.retry_failed, provider=args.provider, nice=args.nice)  # fmt: skip
+        scanner = Scanner(opts, progress=None if not args.json else sys.stderr.isatty())
+        summary = scanner.run()
+    except (ValueError, ModelError, StoreError) as e:
+        raise UserError(str(e)) from e
+    d = summary.to_dict()
+    if args.json:
+        _emit_json(d)
+    else:
+        rate = ""
+        if summary.analysed and summary.elapsed_s > 0:
+            rate = f", {summary.analysed / summary.elapsed_s * 60:.0f} tracks/min, {summary.audio_seconds / summary.elapsed_s:.0f}x real time"
+        print(f"{summary.files} audio files: {summary.analysed} analysed, {summary.reused} reused, {summary.moved} moved, "
+              f"{summary.skipped} unchanged, {summary.failed} failed, {summary.missing} gone; {summary.written} files "
+              f"tagged, {summary.tags_current} already current, {summary.read_only} read-only "
+              f"({summary.elapsed_s:.1f} s{rate})")  # fmt: skip
+        for f in summary.failures[:50]:
+            print(f"  {f['path']}: {f['reason']}", file=sys.stderr)
+        if len(summary.failures) > 50:
+            print(f"  … and {len(summary.failures) - 50} more (--json lists all)", file=sys.stderr)
+    return 0
+
+
+def cmd_tags(args: argparse.Namespace) -> int:
+    """Show the nom: tags in a file, or migrate legacy essentia: keys."""
+    from agent import tagio
+    from agent.tags import parse_key
+
+    if args.file == "migrate":
+        if not args.paths:
+            raise UserError("tags migrate needs at least one PATH")
+        from agent import paths
+        from agent.scan import walk
+
+        w = walk(args.paths)
+        report = []
+        for path, _ in w.files:
+            try:
+                tags = tagio.read_tags(path)
+                if not tags.legacy:
+                    continue
+                r = tagio.migrate_legacy(path, journal_dir=paths.cache_dir() / "journal")
+                report.append({"path": path, "migrated": r.written, "removed": r.removed, "changed": r.changed})
+            except tagio.TagError as e:
+                report.append({"path": path, "error": str(e)})
+        if args.json:
+            _emit_json(report)
+        else:
+            for r in report:
+                print(f"{r['path']}: " + (r["error"] if "error" in r else f"{len(r['migrated'])} keys migrated, "
+                                          f"{len(r['removed'])} legacy keys removed"))  # fmt: skip
+            print(f"{len(report)} files with legacy keys")
+        return 0
+    if args.paths:
+        raise UserError("usage: nomarr tags FILE | nomarr tags migrate PATH…")
+    try:
+        ft = tagio.read_tags(args.file)
+    except tagio.TagError as e:
+        raise UserError(str(e)) from e
+    groups: dict[str, dict[str, Any]] = {}
+    invalid = []
+    for k, v in sorted(ft.nom.items()):
+        try:
+            pk = parse_key(k)
+        except ValueError:
+            invalid.append(k)
+            continue
+        g = groups.setdefault(pk.group, {"namespace": pk.namespace.__dict__ if hasattr(pk.namespace, "__dict__") else str(pk.namespace),
+                                         "scores": {}, "tiers": {}, "provenance": None})  # fmt: skip
+        if pk.kind == "provenance":
+            g["provenance"] = v
+        elif pk.kind == "tier":
+            g["tiers"][pk.label] = pk.tier
+        else:
+            try:
+                g["scores"][pk.label] = float(v)
+            except ValueError:
+                invalid.append(k)
+    doc = {"path": args.file, "format": ft.format, "groups": groups, "mood": ft.mood, "legacy": ft.legacy,
+           "ids": ft.ids, "invalid": invalid}  # fmt: skip
+    if args.json:
+        _emit_json(doc)
+        return 0
+    if not groups:
+        print(f"{args.file}: no nom: tags" + (f" ({len(ft.legacy)} legacy essentia: keys: nomarr tags migrate)" if ft.legacy else ""))
+    for name, g in groups.items():
+        print(f"{name}  provenance {g['provenance']}")
+        for lab, sc in sorted(g["scores"].items(), key=lambda kv: -kv[1])[: args.top]:
+            print(f"  {sc:.4f}  {g['tiers'].get(lab, '-'):6s}  {lab}")
+    if ft.mood:
+        print(f"MOOD: {ft.mood}")
+    for k in invalid:
+        print(f"warning: not a valid nom: key: {k}", file=sys.stderr)
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> Any:
+    from agent.query import Filters
+
+    mins = {}
+    for spec in args.min_score or []:
+        if "=" not in spec:
+            raise UserError(f"--min-score wants LABEL=SCORE, not {spec!r}")
+        lab, val = spec.split("=", 1)
+        try:
+            mins[lab.strip().lower().replace(" ", "_")] = float(val)
+        except ValueError as e:
+            raise UserError(f"--min-score {spec!r}: {val!r} is not a number") from e
+    return Filters(under=args.under, min_duration=args.min_duration, max_duration=args.max_duration, min_scores=mins or None)
+
+
+def _print_hits(hits: list[Any], fmt: str, header: dict[str, Any] | None = None) -> None:
+    from agent.query import to_m3u
+
+    if fmt == "m3u":
+        sys.stdout.write(to_m3u(hits))
+    elif fmt == "json":
+        _emit_json({**(header or {}), "tracks": [h.to_dict() for h in hits]})
+    else:
+        for i, h in enumerate(hits, 1):
+            extra = " (same recording)" if h.same_recording else ""
+            val = f"score {h.score:.4f}" if h.score is not None else f"similarity {1 - h.distance:.4f}"
+            print(f"{i:3d}. {val}  {h.track.path}{extra}")
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    """Nearest tracks to a file or track id."""
+    from agent.query import QueryError, similar
+
+    store = _store(args)
+    try:
+        seed, hits = similar(store, args.track, args.n, model=args.model, filters=_filters(args), distinct=args.distinct)
+    except QueryError as e:
+        raise UserError(str(e)) from e
+    fmt = "json" if args.json else args.format
+    _print_hits(hits, fmt, {"seed": seed.to_dict()})
+    return 0
+
+
+def cmd_playlist(args: argparse.Namespace) -> int:
+    """Mood, seed radio, song path or text playlists."""
+    from agent.query import QueryError, mood_playlist, path_playlist, radio, text_playlist
+
+    store = _store(args)
+    f = _filters(args)
+    try:
+        if args.mood:
+            hits = mood_playlist(store, args.mood, args.n, model=args.model, min_score=args.min, filters=f)
+        elif args.seed:
+            hits = radio(store, args.seed, args.n, model=args.model, filters=f)
+        elif args.start or args.end:
+            if not (args.start and args.end):
+                raise UserError("--from and --to go together")
+            hits = path_playlist(store, args.start, args.end, args.n, model=args.model, filters=f)
+        else:
+            hits = text_playlist(store, args.text, args.n, filters=f)
+    except QueryError as e:
+        raise UserError(str(e)) from e
+    fmt = "json" if args.json else args.format
+    _print_hits(hits, fmt)
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -294,6 +483,68 @@ def build_parser() -> argparse.ArgumentParser:
     mim.add_argument("--url", help="download URL to record for the model file")
     mim.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
+
+    sc = sub.add_parser("scan", help="analyse a library incrementally: tags into files, vectors into SQLite",
+                        description="Walk PATHs, analyse new and changed audio files with the models, store "
+                        "scores and embeddings in the database and write nom: tags into the files. Unchanged "
+                        "files are skipped; moved, re-tagged or re-encoded files reuse their analysis "
+                        "(Chromaprint). Safe to interrupt at any moment.")  # fmt: skip
+    sc.add_argument("path", nargs="+", help="library folders or files")
+    sc.add_argument("--db", help="database file (default: $NOMARR_DB or ~/.local/share/nomarr/nomarr.db)")
+    sc.add_argument("--no-write", action="store_true", help="keep results in the database only; never touch the files")
+    sc.add_argument("--profile", default="balanced", help="sampling profile (default: balanced)")
+    sc.add_argument("--model", action="append", metavar="ID", help="model id (repeatable; default: msd-musicnn-1)")
+    sc.add_argument("--workers", type=int, help="analysis processes (default: one per core; 0 = in this process)")
+    sc.add_argument("--mood-field", action="store_true",
+                    help="also fill the standard MOOD tag from high-tier mood labels (only when empty or nomarr's)")  # fmt: skip
+    sc.add_argument("--retry-failed", action="store_true", help="retry files that failed before and have not changed")
+    sc.add_argument("--provider", help="force an onnxruntime execution provider")
+    sc.add_argument("--nice", type=int, default=0, help="niceness added to the analysis processes (e.g. 10 on a NAS)")
+    sc.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    sc.set_defaults(func=cmd_scan)
+
+    tg = sub.add_parser("tags", help="show the nom: tags in a file, or migrate legacy essentia: keys",
+                        description="nomarr tags FILE: the nom: tags in a file, parsed by model group. "
+                        "nomarr tags migrate PATH…: rewrite legacy essentia:* keys as nom: keys.")  # fmt: skip
+    tg.add_argument("file", metavar="FILE|migrate")
+    tg.add_argument("paths", nargs="*", metavar="PATH", help="(migrate) files or folders")
+    tg.add_argument("--top", type=int, default=50, help="labels to print per group (text output)")
+    tg.add_argument("--json", action="store_true", help="print one JSON document")
+    tg.set_defaults(func=cmd_tags)
+
+    def query_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("-n", type=int, default=10, help="how many tracks (default: 10)")
+        q.add_argument("--db", help="database file (default: $NOMARR_DB or ~/.local/share/nomarr/nomarr.db)")
+        q.add_argument("--model", help="embedding space / scoring model (default: the best the library has)")
+        q.add_argument("--under", action="append", metavar="DIR", help="only tracks under this folder (repeatable)")
+        q.add_argument("--min-duration", type=float, metavar="S")
+        q.add_argument("--max-duration", type=float, metavar="S")
+        q.add_argument("--min-score", action="append", metavar="LABEL=X", help="only tracks scoring at least X for LABEL")
+        q.add_argument("--format", choices=["text", "json", "m3u"], default="text")
+        q.add_argument("--json", action="store_true", help="same as --format json")
+
+    si = sub.add_parser("similar", help="tracks most similar to a file or track id (cosine KNN)",
+                        description="Nearest tracks in embedding space. The seed is never listed; other "
+                        "files of the same recording come first, marked; --distinct drops them and "
+                        "lists one file per recording.")  # fmt: skip
+    si.add_argument("track", metavar="FILE|TRACK_ID")
+    si.add_argument("--distinct", action="store_true", help="exclude the seed's duplicates; one file per recording")
+    query_opts(si)
+    si.set_defaults(func=cmd_similar)
+
+    pl = sub.add_parser("playlist", help="mood, seed-radio, song-path or text playlists",
+                        description="Build a playlist from the library database: --mood LABEL (highest "
+                        "scores), --seed FILE (a smooth walk through the seed's neighbourhood), --from A --to B "
+                        "(a path through embedding space), --text \"…\" (CLAP models only).")  # fmt: skip
+    g = pl.add_mutually_exclusive_group(required=True)
+    g.add_argument("--mood", metavar="LABEL")
+    g.add_argument("--seed", metavar="FILE|TRACK_ID")
+    g.add_argument("--from", dest="start", metavar="FILE|TRACK_ID")
+    g.add_argument("--text", metavar="TEXT")
+    pl.add_argument("--to", dest="end", metavar="FILE|TRACK_ID")
+    pl.add_argument("--min", type=float, default=0.0, help="(--mood) minimum score")
+    query_opts(pl)
+    pl.set_defaults(func=cmd_playlist, n=25)
     return p
 
 

@@ -92,14 +92,9 @@ class ModelSet:
         self.selector = selector or ProviderSelector()
         self.threads = threads
         self.models: dict[str, LoadedModel] = {}
-        wanted = list(dict.fromkeys(model_ids))
-        # a head needs its embedder: load it too (its own tags are written as well)
-        for mid in list(wanted):
-            m = registry.get(mid)
-            if m.kind == "head" and m.embedder_id not in wanted:
-                wanted.insert(wanted.index(mid), m.embedder_id)
-        for mid in wanted:
-            self.models[mid] = self._load(registry.get(mid), provider)
+        # a head needs its embedder: it is loaded too (and its own tags are written as well)
+        for m in resolve_models(registry, model_ids):
+            self.models[m.id] = self._load(m, provider)
         # CLAP audio models get zero-shot mood scores when their text tower is installed too
         self.clap_text: dict[str, ClapText] = {}
         for lm in self.models.values():
@@ -147,29 +142,70 @@ class ModelSet:
         return [lm for lm in self.models.values() if lm.manifest.embedder_id == embedder_id]
 
     def provenance(self, lm: LoadedModel, profile: Profile) -> str:
-        """Short sha256 over everything that changes this model's numbers (DESIGN §2).
-
-        Model file hashes (the embedder's too, for heads), pre-processing, aggregation, the
-        sampling profile and the tag-schema version: change any and the hash changes, so a rescan
-        knows the stored numbers are stale.
-        """
+        """This model's provenance hash under ``profile`` (see :func:`provenance_hash`)."""
         chain = [lm]
         if lm.manifest.embedder_id:
             chain.insert(0, self.models[lm.manifest.embedder_id])
-        extra = {}
-        if lm.id in self.clap_text:
-            t = self.clap_text[lm.id]
-            extra = {"text_model": t.sha256, "zero_shot": prompt_fingerprint(DEFAULT_MOODS)}
-        doc = {
-            **extra,
-            "schema": TAG_SCHEMA_VERSION,
-            "models": [{"id": x.id, "sha256": x.sha256, "input": x.manifest.input,
-                        "activation": x.manifest.outputs.get("activation", "none")} for x in chain],  # fmt: skip
-            "decode": {"downmix": "mean", "resampler": "soxr-hq"},
-            "aggregation": "mean",
-            "profile": profile.params(),
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+        text_sha = self.clap_text[lm.id].sha256 if lm.id in self.clap_text else None
+        return provenance_hash([(x.manifest, x.sha256) for x in chain], profile, text_sha)
+
+
+def provenance_hash(chain: list[tuple[Manifest, str]], profile: Profile, clap_text_sha: str | None = None) -> str:
+    """Short sha256 over everything that changes a model's numbers (DESIGN §2).
+
+    Model file hashes (the embedder's too, for heads), pre-processing, aggregation, the sampling
+    profile and the tag-schema version: change any and the hash changes, so a rescan knows the
+    stored numbers are stale. Needs no loaded model, so a rescan can decide what to skip without
+    starting onnxruntime.
+    """
+    extra = {}
+    if clap_text_sha is not None:
+        extra = {"text_model": clap_text_sha, "zero_shot": prompt_fingerprint(DEFAULT_MOODS)}
+    doc = {
+        **extra,
+        "schema": TAG_SCHEMA_VERSION,
+        "models": [{"id": m.id, "sha256": sha, "input": m.input,
+                    "activation": m.outputs.get("activation", "none")} for m, sha in chain],  # fmt: skip
+        "decode": {"downmix": "mean", "resampler": "soxr-hq"},
+        "aggregation": "mean",
+        "profile": profile.params(),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def resolve_models(registry: Registry, model_ids: list[str] | tuple[str, ...]) -> list[Manifest]:
+    """The manifests a model selection runs: each head's embedder is added before it."""
+    wanted = list(dict.fromkeys(model_ids))
+    for mid in list(wanted):
+        m = registry.get(mid)
+        if m.kind == "head" and m.embedder_id not in wanted:
+            wanted.insert(wanted.index(mid), m.embedder_id)
+    return [registry.get(mid) for mid in wanted]
+
+
+def planned_provenance(registry: Registry, model_ids: list[str] | tuple[str, ...], profile: Profile) -> dict[str, str]:
+    """model id → the provenance an analysis with these models and profile would record.
+
+    Verifies the model files' sha256 (cached by size and mtime) but loads nothing.
+    """
+    ms = resolve_models(registry, model_ids)
+    by_id = {m.id: m for m in ms}
+    sha = {}
+    for m in ms:
+        registry.require(m)
+        sha[m.id] = registry.verify(m)[0].actual_sha256 or ""
+    out = {}
+    for m in ms:
+        chain = [(m, sha[m.id])]
+        if m.embedder_id:
+            chain.insert(0, (by_id[m.embedder_id], sha[m.embedder_id]))
+        text_sha = None
+        if m.kind == "clap-audio":
+            text = partner(registry, m, "clap-text")
+            if text is not None and registry.installed(text):
+                text_sha = registry.verify(text)[0].actual_sha256 or ""
+        out[m.id] = provenance_hash(chain, profile, text_sha)
+    return out
 
 
 @dataclass

@@ -1,0 +1,734 @@
+"""``nomarr scan``: walk a library, analyse what changed, store vectors, write ``nom:`` tags.
+
+The shape, and why:
+- **Decide cheaply first.** One walk (``os.scandir``, stat only for audio suffixes) and three
+  queries tell, for every file, whether it is unchanged (size + mtime), whether its recording's
+  analyses carry the current provenance, and whether the tags in it are current. An unchanged
+  library costs a walk and those queries, and no model is loaded.
+- **Identity before analysis.** A file that is new at its path is first matched by inode (a move
+  within one filesystem keeps it) and then by Chromaprint fingerprint (a copy, a re-tag or a
+  re-encode), in which case the stored analysis is reused and only the tags are written.
+- **Keep every core busy.** Fingerprinting and analysis run in worker processes (one ONNX Runtime
+  thread each: on small CPUs two single-threaded sessions out-run one two-threaded session, and the
+  next file's decode overlaps the other worker's inference); the main process only does SQLite and
+  tag writes.
+- **Crash-safe.** Each file's database change is one transaction; tag writes are atomic replaces
+  (see :mod:`agent.tagio`), and the write is recorded only after it happened, so a kill at any
+  moment leaves at worst a file whose tags are re-checked (and found current) by the next scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat as statmod
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent import paths
+from agent.audio.decode import AUDIO_EXTENSIONS
+from agent.fingerprint import MATCH_MAX_BER as FP_MAX_BER
+from agent.fingerprint import Fingerprint, FingerprintError, bit_error_rate, fingerprint
+from agent.store import Analysis, Store, enc_path
+from agent.tags import fmt_score, slug, tier_of
+
+log = logging.getLogger("nomarr.scan")
+
+TMP_MARKER = ".nomarr-tmp"
+# MSD/MTT musicnn labels (and CLAP zero-shot moods) that are moods rather than genres or
+# instruments: the ones the optional standard MOOD field is filled from (high tier only).
+MOOD_LABELS = frozenset({
+    "happy", "sad", "chill", "chillout", "mellow", "beautiful", "party", "sexy", "catchy", "easy_listening",
+    "relaxing", "relaxed", "aggressive", "calm", "energetic", "dark", "romantic", "melancholic", "uplifting",
+    "angry", "peaceful", "dreamy", "epic",
+})  # fmt: skip
+CALIBRATE_MIN_TRACKS = 100  # below this, fixed thresholds (docs/tiers.md)
+CALIBRATE_GROWTH = 0.10  # recalibrate when the analysed library grew by this share
+TIER_QUANTILES = (0.90, 0.70)  # high = top 10 % of the library for a label, medium = next 20 %
+TIER_FLOORS = (0.10, 0.05)  # …but never high below 0.10 / medium below 0.05 (a label nobody has)
+
+
+# -- walking ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WalkResult:
+    """Audio files found under the roots, and what could not be walked."""
+
+    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)
+    entries: int = 0
+
+
+def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS) -> WalkResult:
+    """Every audio file under ``roots`` (symlinks followed, loops cut), sorted by path.
+
+    ``os.scandir`` gives the name and type without a ``stat`` per entry, so a tree of 100,000
+    mostly-non-audio files costs one ``stat`` per audio file only. Directories are identified by
+    (device, inode) of their target, so a symlink pointing back up the tree is visited once.
+    """
+    res = WalkResult()
+    seen_dirs: set[tuple[int, int]] = set()
+    stack: list[str] = []
+    for r in roots:
+        r = os.path.abspath(r)
+        try:
+            st = os.stat(r)
+        except OSError as e:
+            res.errors.append((r, _oserror(e)))
+            res.unreadable_dirs.append(r)
+            continue
+        if statmod.S_ISDIR(st.st_mode):
+            stack.append(r)
+        elif os.path.splitext(r)[1].lower() in extensions:
+            res.files.append((r, st))
+    while stack:
+        d = stack.pop()
+        try:
+            dst = os.stat(d)
+        except OSError as e:
+            res.errors.append((d, _oserror(e)))
+            res.unreadable_dirs.append(d)
+            continue
+        key = (dst.st_dev, dst.st_ino)
+        if key in seen_dirs:
+            res.errors.append((d, "directory already visited (symlink loop or duplicate link), skipped"))
+            continue
+        seen_dirs.add(key)
+        try:
+            with os.scandir(d) as it:
+                entries = list(it)
+        except OSError as e:
+            res.errors.append((d, _oserror(e)))
+            res.unreadable_dirs.append(d)
+            continue
+        for e in entries:
+            res.entries += 1
+            name = e.name
+            if name.startswith(".") and TMP_MARKER in name:
+                continue  # our own temp files from an interrupted write
+            try:
+                if e.is_dir(follow_symlinks=True):
+                    stack.append(e.path)
+                    continue
+            except OSError:
+                continue
+            if os.path.splitext(name)[1].lower() not in extensions:
+                continue
+            try:
+                st = e.stat(follow_symlinks=True)
+            except OSError as err:  # dangling symlink, vanished, permission
+                res.errors.append((e.path, _oserror(err)))
+                continue
+            if statmod.S_ISREG(st.st_mode):
+                res.files.append((e.path, st))
+    res.files.sort(key=lambda x: os.fsencode(x[0]))
+    return res
+
+
+def _oserror(e: OSError) -> str:
+    return e.strerror.lower() if e.strerror else type(e).__name__
+
+
+# -- worker side ----------------------------------------------------------------------------------
+
+_W: dict[str, Any] = {}
+
+
+def _init_worker(db_path: str, model_ids: list[str], profile: str, want: dict[str, str], threads: int,
+                 batch: int, provider: str | None, log_level: int, nice: int) -> None:  # fmt: skip
+    """Load the models once per worker process."""
+    from agent.models.registry import Registry
+    from agent.pipeline.analyze import Analyzer, ModelSet
+    from agent.pipeline.profiles import get_profile
+
+    logging.basicConfig(level=log_level)
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:
+            pass
+    ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
+    _W.update(analyzer=Analyzer(ms, get_profile(profile), batch_size=batch), db=db_path, want=want, store=None)
+
+
+def _worker_store() -> Store | None:
+    if _W.get("store") is None and Path(_W["db"]).exists():
+        _W["store"] = Store(_W["db"], readonly=True)
+    return _W.get("store")
+
+
+def match_recording(store: Store, fp: Fingerprint) -> int | None:
+    """The stored recording this fingerprint belongs to, if any (index keys, then bit error rate)."""
+    for rid in store.candidates(fp.keys()):
+        row = store.db.execute("SELECT fp_duration FROM recordings WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            continue
+        dur = row[0]
+        if dur and fp.duration and abs(dur - fp.duration) > max(2.0, 0.02 * dur):
+            continue  # same opening, different track (radio edit vs album version)
+        for other in store.recording_fingerprints(rid):
+            if bit_error_rate(fp.values, other) <= FP_MAX_BER:
+                return rid
+    return None
+
+
+def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str, Any]:
+    """Worker job: identify a file and analyse it unless a current analysis can be reused.
+
+    ``mode`` is ``identify`` (new or changed file: fingerprint, maybe reuse) or ``analyze`` (the
+    recording is known but its analysis is stale). Returns plain data for the main process.
+    """
+    from agent.audio.decode import AudioError, probe
+    from agent.models.registry import ModelError
+    from agent.tagio import TagError, read_tags
+
+    out: dict[str, Any] = {"path": path, "mode": mode}
+    t0 = time.perf_counter()
+    try:
+        st0 = os.stat(path)
+        info = probe(path)
+        out.update(duration=info.duration, container=info.container, codec=info.codec,
+                   sample_rate=info.sample_rate, channels=info.channels)  # fmt: skip
+        try:
+            out["ids"] = read_tags(path).ids
+        except TagError:
+            out["ids"] = {}
+        rec = rec_hint
+        if mode == "identify":
+            try:
+                fp = fingerprint(path)
+                out["fp"] = fp.values
+                out["fp_duration"] = fp.duration
+            except FingerprintError as e:
+                fp = None
+                out["fp_error"] = str(e)
+            store = _worker_store()
+            if fp is not None and store is not None:
+                rec = match_recording(store, fp)
+        out["match"] = rec
+        t_id = time.perf_counter() - t0
+        if rec is not None and _worker_store() is not None:
+            have = {mid: a.provenance for mid, a in _worker_store().analyses(rec).items()}  # type: ignore[union-attr]
+            if all(have.get(m) == p for m, p in _W["want"].items()):
+                out.update(kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0})
+                out["stat"] = _stat_tuple(st0)
+                return out
+        fa = _W["analyzer"].analyze(path)
+        out["kind"] = "analysed"
+        out["windows"] = [w.to_dict() for w in fa.windows]
+        out["results"] = [
+            {"model_id": r.model_id, "prefix": r.prefix, "provenance": r.provenance, "provider": r.provider,
+             "n_patches": r.n_patches, "scores": r.scores,
+             "embedding": None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32)}
+            for r in fa.results.values()
+        ]  # fmt: skip
+        out["warnings"] = fa.warnings
+        out["timing"] = {**fa.timing, "identify": t_id, "total": time.perf_counter() - t0}
+        st1 = os.stat(path)
+        if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
+            out.update(kind="changed", error="file changed while it was being analysed")
+        out["stat"] = _stat_tuple(st0)
+        return out
+    except FileNotFoundError:
+        return {**out, "kind": "failed", "error": "vanished (deleted or moved during the scan)", "vanished": True}
+    except PermissionError as e:
+        return {**out, "kind": "failed", "error": f"permission denied ({e.strerror or e})"}
+    except AudioError as e:
+        vanished = not os.path.exists(path)
+        return {**out, "kind": "failed", "error": "vanished during the scan" if vanished else e.reason, "vanished": vanished}
+    except (ModelError, OSError, ValueError, RuntimeError) as e:
+        return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode)
+
+
+class _Stat:
+    """The fields of ``os.stat_result`` the store uses, rebuilt from a worker's tuple."""
+
+    def __init__(self, t: tuple[int, int, int, int, int]) -> None:
+        self.st_size, self.st_mtime_ns, self.st_dev, self.st_ino, self.st_mode = t
+
+
+# -- main side ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScanOptions:
+    """What ``nomarr scan`` was asked to do."""
+
+    roots: list[str]
+    db: str | None = None
+    write: bool = True
+    profile: str = "balanced"
+    models: list[str] = field(default_factory=lambda: ["msd-musicnn-1"])
+    workers: int | None = None  # None: one per available core; 0: in this process
+    threads: int = 1
+    batch: int = 1
+    provider: str | None = None
+    mood_field: bool = False
+    retry_failed: bool = False
+    verify_writes: bool = True
+    nice: int = 0
+
+
+@dataclass
+class ScanSummary:
+    """Counts and per-file failure reasons (the ``--json`` document)."""
+
+    files: int = 0
+    analysed: int = 0
+    reused: int = 0
+    moved: int = 0
+    skipped: int = 0
+    written: int = 0
+    tags_current: int = 0
+    failed: int = 0
+    failed_unchanged: int = 0
+    read_only: int = 0
+    missing: int = 0
+    retiered: int = 0
+    walk_entries: int = 0
+    audio_seconds: float = 0.0
+    elapsed_s: float = 0.0
+    time: dict[str, float] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    walk_errors: list[dict[str, str]] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        d = dict(self.__dict__)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        d["audio_seconds"] = round(self.audio_seconds, 1)
+        d["time"] = {k: round(v, 3) for k, v in self.time.items()}
+        return d
+
+
+def tags_hash(tags: dict[str, str], mood: str | None) -> str:
+    """Hash of a file's desired nomarr tag state."""
+    return hashlib.sha256(json.dumps([sorted(tags.items()), mood]).encode()).hexdigest()[:16]
+
+
+def desired_tags(analyses: Iterable[Analysis], thresholds: dict[str, dict[str, tuple[float, float]]],
+                 mood_field: bool) -> tuple[dict[str, str], str | None]:  # fmt: skip
+    """The complete ``nom:`` key set (and optional MOOD value) a file of this recording should carry."""
+    out: dict[str, str] = {}
+    moods: list[tuple[float, str]] = []
+    for a in analyses:
+        th = thresholds.get(a.model_id, {})
+        for label, s in a.scores.items():
+            lab = slug(label)
+            tier = tier_of(s, th[label]) if label in th else tier_of(s)
+            out[a.prefix + lab] = fmt_score(s)
+            out[f"{a.prefix}{lab}_{tier}"] = fmt_score(s)
+            if tier == "high" and lab in MOOD_LABELS:
+                moods.append((s, lab.replace("_", " ")))
+        out[a.prefix + "provenance"] = a.provenance
+    mood = None
+    if mood_field and moods:
+        mood = "; ".join(dict.fromkeys(lab for _, lab in sorted(moods, reverse=True)))
+    return out, mood
+
+
+def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
+    """Per-library tier thresholds (docs/tiers.md); returns what changed.
+
+    Each label's ``high`` bound is the library's 90th percentile of that label's track scores and
+    ``medium`` the 70th, floored at 0.10 / 0.05, computed once ≥ 100 recordings are analysed and
+    again whenever the analysed library has grown by 10 % since.
+    """
+    out: dict[str, Any] = {}
+    for mid in store.model_ids():
+        labels, mat, _ = store.label_scores(mid)
+        n = mat.shape[0]
+        last = int(store.meta(f"calibrated_n:{mid}", "0") or 0)
+        if n < CALIBRATE_MIN_TRACKS or (not force and last and n < last * (1 + CALIBRATE_GROWTH)):
+            out[mid] = {"recordings": n, "calibrated_at": last or None, "changed": False}
+            continue
+        q_hi = np.nanquantile(mat, TIER_QUANTILES[0], axis=0)
+        q_med = np.nanquantile(mat, TIER_QUANTILES[1], axis=0)
+        th = {}
+        for lab, hi, med in zip(labels, q_hi, q_med, strict=True):
+            h = max(float(hi), TIER_FLOORS[0])
+            th[lab] = (round(h, 4), round(min(max(float(med), TIER_FLOORS[1]), h), 4))
+        with store.tx():
+            store.set_tiers(mid, th, n)
+            store.set_meta(f"calibrated_n:{mid}", str(n))
+            store.set_meta("tier_epoch", str(int(store.meta("tier_epoch", "0") or 0) + 1))
+        out[mid] = {"recordings": n, "calibrated_at": n, "changed": True}
+    return out
+
+
+class Progress:
+    """Files done / total, rate and ETA on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, total: int, enabled: bool | None = None) -> None:
+        self.total = total
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.t0 = time.monotonic()
+        self._last = 0.0
+
+    def update(self, done: int, note: str = "") -> None:
+        """Redraw at most 5 times a second."""
+        now = time.monotonic()
+        if not self.enabled or (now - self._last < 0.2 and done < self.total):
+            return
+        self._last = now
+        el = now - self.t0
+        rate = done / el if el > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        bar = "#" * int(30 * done / max(1, self.total))
+        sys.stderr.write(f"\rscan [{bar:<30}] {done}/{self.total} files  {rate * 60:.0f}/min  "
+                         f"ETA {_hms(eta)}  {note[:40]:<40}")  # fmt: skip
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """Finish the line."""
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _hms(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Scanner:
+    """One scan of one or more library roots into one database."""
+
+    def __init__(self, opts: ScanOptions, progress: bool | None = None,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+        from agent.models.registry import Registry
+        from agent.pipeline.analyze import planned_provenance
+        from agent.pipeline.profiles import get_profile
+
+        self.opts = opts
+        self.db_path = str(opts.db or paths.default_db())
+        self.store = Store(self.db_path)
+        self.profile = get_profile(opts.profile)
+        self.registry = Registry()
+        self.want = planned_provenance(self.registry, opts.models, self.profile)
+        self.progress_enabled = progress
+        self.on_event = on_event
+        self.summary = ScanSummary()
+        self.journal_dir = paths.cache_dir() / "journal"
+        self._executor: ProcessPoolExecutor | None = None
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _fail(self, path: str, reason: str) -> None:
+        self.summary.failed += 1
+        self.summary.failures.append({"path": path, "reason": reason})
+        log.warning("file failed", extra={"path": path, "reason": reason})
+
+    def _current(self, rec: int | None, provs: dict[int, dict[str, str]]) -> bool:
+        if rec is None:
+            return False
+        have = provs.get(rec, {})
+        return all(have.get(m) == p for m, p in self.want.items())
+
+    def _workers(self) -> int:
+        if self.opts.workers is not None:
+            return max(0, self.opts.workers)
+        from agent.models.runtime import available_cores
+
+        return max(1, available_cores())
+
+    def _submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
+        n = self._workers()
+        if n == 0:
+            if not _W:
+                _init_worker(self.db_path, self.opts.models, self.opts.profile, self.want, self.opts.threads or 0,
+                             max(self.opts.batch, 4), self.opts.provider, log.getEffectiveLevel(), 0)  # fmt: skip
+            f: Future[dict[str, Any]] = Future()
+            f.set_result(process_file(path, mode, rec))
+            return f
+        if self._executor is None:
+            import multiprocessing as mp
+
+            self._executor = ProcessPoolExecutor(
+                max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                initargs=(self.db_path, self.opts.models, self.opts.profile, self.want, self.opts.threads,
+                          self.opts.batch, self.opts.provider, log.getEffectiveLevel(), self.opts.nice),
+            )  # fmt: skip
+        return self._executor.submit(process_file, path, mode, rec)
+
+    # -- the scan ---------------------------------------------------------------------------------
+
+    def run(self) -> ScanSummary:
+        """Walk, decide, analyse, store, write, calibrate; returns the summary."""
+        from agent import tagio
+
+        t0 = time.perf_counter()
+        s = self.summary
+        store = self.store
+        roots = [os.path.abspath(r) for r in self.opts.roots]
+        if self.opts.write:
+            for p in tagio.recover(self.journal_dir):
+                log.warning("finished an interrupted tag write", extra={"path": p})
+        scan_id = store.begin_scan(roots)
+        tw = time.perf_counter()
+        w = walk(roots)
+        s.files = len(w.files)
+        s.walk_entries = w.entries
+        s.walk_errors = [{"path": p, "reason": r} for p, r in w.errors]
+        s.time["walk"] = time.perf_counter() - tw
+
+        td = time.perf_counter()
+        known = store.snapshot(roots)
+        provs = store.provenances()
+        epoch = int(store.meta("tier_epoch", "0") or 0)
+        written = {tid: e for tid, e in store.db.execute("SELECT track_id, tags_hash FROM writes")}
+        status = {tid: (st, err) for tid, st, err in store.db.execute("SELECT id, status, error FROM tracks")}
+        seen: set[bytes] = set()
+        jobs: deque[tuple[str, os.stat_result, str, int | None]] = deque()
+        write_only: list[tuple[int, str]] = []
+        new_files: list[tuple[str, os.stat_result]] = []
+        for path, st in w.files:
+            raw = enc_path(path)
+            seen.add(raw)
+            k = known.get(raw)
+            if k is None:
+                new_files.append((path, st))
+                continue
+            tid, size, mtime, rec = k
+            unchanged = size == st.st_size and mtime == st.st_mtime_ns
+            stt, err = status.get(tid, ("new", None))
+            if unchanged and stt == "failed" and not self.opts.retry_failed:
+                s.failed_unchanged += 1
+                s.failures.append({"path": path, "reason": f"{err} (unchanged since it failed; --retry-failed)"})
+                continue
+            if unchanged and stt == "ok" and self._current(rec, provs):
+                if not self.opts.write or written.get(tid, "").endswith(f":{epoch}"):
+                    s.skipped += 1
+                else:
+                    write_only.append((tid, path))
+                continue
+            if unchanged and stt == "ok" and rec is not None:
+                jobs.append((path, st, "analyze", rec))  # stale provenance: same recording, new models/profile
+            else:
+                jobs.append((path, st, "identify", None))
+        gone = {raw: v for raw, v in known.items() if raw not in seen and not _under_any(raw, w.unreadable_dirs)}
+        # moves within a filesystem keep inode, size and mtime: no fingerprint needed
+        if new_files and gone:
+            by_inode = {}
+            for raw, (tid, size, mtime, rec) in gone.items():
+                row = store.db.execute("SELECT dev, inode FROM tracks WHERE id = ?", (tid,)).fetchone()
+                if row and row[0] is not None:
+                    by_inode[(row[0], row[1], size, mtime)] = (raw, tid, rec)
+            for path, st in new_files:
+                hit = by_inode.pop((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), None)
+                if hit is None:
+                    jobs.append((path, st, "identify", None))
+                    continue
+                raw, tid, rec = hit
+                gone.pop(raw, None)
+                with store.tx():
+                    store.move_track(tid, path, st)
+                s.moved += 1
+                if self._current(rec, provs) and status.get(tid, ("",))[0] == "ok":
+                    if self.opts.write and not written.get(tid, "").endswith(f":{epoch}"):
+                        write_only.append((tid, path))
+                    else:
+                        s.skipped += 1
+                else:
+                    jobs.append((path, st, "identify", None))
+        else:
+            jobs.extend((p, st, "identify", None) for p, st in new_files)
+        s.time["decide"] = time.perf_counter() - td
+
+        total = len(jobs) + len(write_only)
+        prog = Progress(total, self.progress_enabled)
+        done = 0
+        tp = time.perf_counter()
+        try:
+            for tid, path in write_only:
+                self._write(tid, path, trust_db=True)
+                done += 1
+                prog.update(done, os.path.basename(path))
+            limit = max(2, 2 * self._workers())
+            in_flight: dict[Future[dict[str, Any]], tuple[str, os.stat_result, str, int | None]] = {}
+            while jobs or in_flight:
+                while jobs and len(in_flight) < limit:
+                    job = jobs.popleft()
+                    in_flight[self._submit(job[0], job[2], job[3])] = job
+                finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for f in finished:
+                    job = in_flight.pop(f)
+                    try:
+                        res = f.result()
+                    except Exception as e:  # noqa: BLE001 - a crashed worker must not end the scan
+                        res = {"path": job[0], "kind": "failed", "error": f"worker crashed: {e}"}
+                        self._reset_pool()
+                    self._handle(res, job[1])
+                    done += 1
+                    prog.update(done, os.path.basename(job[0]))
+        finally:
+            prog.close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+        s.time["process"] = time.perf_counter() - tp
+
+        with store.tx():
+            s.missing = store.mark_missing(tid for tid, *_ in gone.values())
+            store.gc_recordings()
+        tc = time.perf_counter()
+        s.calibration = calibrate(store)
+        if self.opts.write and any(v.get("changed") for v in s.calibration.values()):
+            s.retiered = self._retier(roots)
+        s.time["calibrate"] = time.perf_counter() - tc
+        s.elapsed_s = time.perf_counter() - t0
+        store.end_scan(scan_id, s.to_dict())
+        return s
+
+    def _reset_pool(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _handle(self, res: dict[str, Any], st_walk: os.stat_result) -> None:
+        s = self.summary
+        store = self.store
+        path = res["path"]
+        kind = res.get("kind")
+        if kind in ("failed", "changed"):
+            if res.get("vanished"):
+                self._fail(path, res["error"])
+                return
+            if kind == "changed":
+                self._fail(path, res["error"] + " (will be retried next scan)")
+                return
+            self._fail(path, res["error"])
+            try:
+                st = os.stat(path)
+            except OSError:
+                return
+            with store.tx():
+                store.set_failed(path, st, res["error"])
+            return
+        st = _Stat(res["stat"])
+        fp = res.get("fp")
+        ids = res.get("ids") or {}
+        with store.tx():
+            rec = res.get("match")
+            if rec is not None and store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone() is None:
+                rec = None
+            if kind == "analysed" and rec is None and fp is not None:
+                # a duplicate analysed by another worker in this same scan
+                rec = match_recording(store, Fingerprint(res.get("fp_duration") or 0.0, fp))
+            if rec is None:
+                if kind == "reuse":  # the recording vanished since the worker looked: analyse again
+                    self._fail(path, "matched recording disappeared; will be analysed next scan")
+                    return
+                keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
+                rec = store.new_recording(res.get("fp_duration"), keys)
+            fields = dict(
+                duration=res.get("duration"), container=res.get("container"), codec=res.get("codec"),
+                sample_rate=res.get("sample_rate"), channels=res.get("channels"), recording_id=rec,
+                mb_recording=ids.get("musicbrainz_recordingid"), mb_track=ids.get("musicbrainz_trackid"),
+                mb_album=ids.get("musicbrainz_albumid"), mb_artist=ids.get("musicbrainz_artistid"),
+                isrc=ids.get("isrc"), title=ids.get("title"), artist=ids.get("artist"), album=ids.get("album"),
+                status="ok", error=None,
+            )  # fmt: skip
+            if fp is not None:
+                fields["fingerprint"] = np.asarray(fp, dtype=np.uint32)
+            tid = store.upsert_track(path, st, **fields)  # type: ignore[arg-type]
+            if kind == "analysed":
+                for r in res["results"]:
+                    store.put_analysis(rec, Analysis(rec, r["model_id"], r["prefix"], r["provenance"], self.profile.name,
+                                                     res["windows"], r["n_patches"], r["provider"], r["scores"]),
+                                       r["embedding"])  # fmt: skip
+        if kind == "analysed":
+            s.analysed += 1
+            s.audio_seconds += float(res.get("duration") or 0.0)
+            for k, v in (res.get("timing") or {}).items():
+                if k in ("decode_mel", "inference", "plan", "identify"):
+                    s.time[f"worker_{k}"] = s.time.get(f"worker_{k}", 0.0) + v
+            for wmsg in res.get("warnings") or []:
+                log.info("analysis warning", extra={"path": path, "warning": wmsg})
+        else:
+            s.reused += 1
+        if self.opts.write:
+            self._write(tid, path)
+
+    def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
+        """Bring one file's ``nom:`` tags in line with the database; records what was written.
+
+        With ``trust_db``, a file whose last recorded write is the same tag set is not opened (the
+        file is unchanged since, or the scan would have re-identified it): a recalibration that
+        moves no tier of a file costs a hash, not a read.
+        """
+        from agent import tagio
+
+        s = self.summary
+        store = self.store
+        t = store.track(tid)
+        if t is None or t.recording_id is None:
+            return False
+        epoch = int(store.meta("tier_epoch", "0") or 0)
+        nom, mood = desired_tags(store.analyses(t.recording_id).values(), store.tier_thresholds(), self.opts.mood_field)
+        h = tags_hash(nom, mood)
+        last = store.last_write(tid)
+        if trust_db and last is not None and last[0].split(":")[0] == h:
+            with store.tx():
+                store.db.execute("UPDATE writes SET tags_hash = ? WHERE track_id = ?", (f"{h}:{epoch}", tid))
+            return False
+        tw = time.perf_counter()
+        try:
+            wr = tagio.write_tags(path, nom, mood=mood, mood_owned=last[1] if last else None,
+                                  journal_dir=self.journal_dir, verify=self.opts.verify_writes)  # fmt: skip
+        except tagio.TagError as e:
+            s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
+            if e.reason == "read-only":
+                s.read_only += 1
+                s.failures.append({"path": path, "reason": "read-only: tags kept in the database only"})
+                log.warning("read-only file, tags not written", extra={"path": path})
+            else:
+                self._fail(path, f"tag write failed: {e}")
+            return False
+        s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        with store.tx():
+            store.record_write(tid, nom, f"{h}:{epoch}", wr.mood_written if wr.mood_written is not None else (last[1] if last else None),
+                               wr.method)  # fmt: skip
+            store.touch_stat(tid, st)
+        if wr.changed:
+            s.written += 1
+        else:
+            s.tags_current += 1
+        return wr.changed
+
+    def _retier(self, roots: list[str]) -> int:
+        """After a recalibration: rewrite only the files whose tier keys changed."""
+        n = 0
+        for t in self.store.tracks(under=roots):
+            before = self.store.last_write(t.id)
+            if self._write(t.id, t.path, trust_db=True) and before is not None:
+                n += 1
+        return n
+
+
+def _under_any(raw: bytes, dirs: list[str]) -> bool:
+    for d in dirs:
+        pre = enc_path(d).rstrip(b"/") + b"/"
+        if raw.startswith(pre):
+            return True
+    return False
