@@ -113,11 +113,19 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     Integer formats are scaled the way libsndfile reads them (s16 / 2^15, s32 / 2^31), which is
     what the reference pipeline saw for WAV/FLAC input.
     """
+    return _to_mono(_planar(frame), frame.format.name)
+
+
+def _planar(frame: av.AudioFrame) -> np.ndarray:
+    """The frame's samples as [channels, n] in their native dtype (a view where possible)."""
     arr = frame.to_ndarray()
-    fmt = frame.format.name.rstrip("p")
-    n_ch = len(frame.layout.channels)
     if not frame.format.is_planar:
-        arr = arr.reshape(-1, n_ch).T
+        arr = arr.reshape(-1, len(frame.layout.channels)).T
+    return arr
+
+
+def _to_mono(arr: np.ndarray, fmt_name: str) -> np.ndarray:
+    fmt = fmt_name.rstrip("p")
     if fmt == "u8":
         data = (arr.astype(np.float32) - 128.0) / 128.0
     elif fmt in _INT_SCALE:
@@ -127,6 +135,13 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     if data.shape[0] == 1:
         return np.ascontiguousarray(data[0])
     return data.mean(axis=0, dtype=np.float32)
+
+
+# Decoded frames are small (1152 samples for MP3, 1024 for AAC); converting, resampling and
+# framing them one by one costs more in Python overhead than the decoding itself, so samples are
+# gathered into blocks of about this many input samples first. The numbers do not change: the
+# per-sample arithmetic is the same and soxr's stream state does not depend on chunk sizes.
+BLOCK_SAMPLES = 1 << 16
 
 
 def stream_mono(
@@ -158,6 +173,17 @@ def stream_mono(
         produced = 0
         errors = 0
         done = False
+        pending: list[np.ndarray] = []
+        pending_fmt = ""
+        pending_n = 0
+
+        def flush() -> np.ndarray:
+            nonlocal pending, pending_n
+            raw = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
+            pending, pending_n = [], 0
+            mono = _to_mono(raw, pending_fmt)
+            return resampler.resample_chunk(mono) if resampler else mono
+
         packets = container.demux(stream)
         while not done:
             try:
@@ -178,28 +204,41 @@ def stream_mono(
             for frame in frames:
                 if frame.sample_rate != in_sr:
                     raise AudioError(path, "sample rate changes in the middle of the stream")
-                mono = frame_to_mono(frame)
+                arr = _planar(frame)
                 if pos is None or (frame.pts is not None and start > 0 and produced == 0):
                     if frame.pts is None or frame.time_base is None:
                         pos = 0
                     else:
                         pos = int(round(float(frame.pts * frame.time_base) * in_sr))
-                n = mono.shape[0]
+                n = arr.shape[1]
                 lo = max(0, first_needed - pos)
                 pos += n
                 if lo >= n:
                     continue
-                chunk = mono[lo:]
+                chunk = arr[:, lo:]
                 if remaining is not None:
-                    chunk = chunk[:remaining]
-                    remaining -= chunk.shape[0]
+                    chunk = chunk[:, :remaining]
+                    remaining -= chunk.shape[1]
                     done = remaining <= 0
-                produced += chunk.shape[0]
-                out = resampler.resample_chunk(chunk) if resampler else chunk
-                if out.shape[0]:
-                    yield out
+                produced += chunk.shape[1]
+                fmt = frame.format.name
+                if pending and (fmt != pending_fmt or chunk.shape[0] != pending[0].shape[0]):
+                    out = flush()
+                    if out.shape[0]:
+                        yield out
+                pending_fmt = fmt
+                pending.append(chunk)
+                pending_n += chunk.shape[1]
+                if pending_n >= BLOCK_SAMPLES:
+                    out = flush()
+                    if out.shape[0]:
+                        yield out
                 if done:
                     break
+        if pending:
+            out = flush()
+            if out.shape[0]:
+                yield out
         if produced == 0:
             raise AudioError(path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else ""))
         if errors:
