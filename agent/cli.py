@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,16 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line, exit status 1."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    """One JSON document on stdout. File names that are not valid UTF-8 (decoded by Python with
+    surrogate escapes) come out as ``\\udcXX`` escapes: the document stays valid UTF-8 JSON and
+    ``os.fsencode(json.loads(...))`` gives the original bytes back."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
 
 
 class Progress:
@@ -302,7 +311,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
                 tags = tagio.read_tags(path)
                 if not tags.legacy:
                     continue
-                r = tagio.migrate_legacy(path, journal_dir=paths.cache_dir() / "journal")
+                r = tagio.migrate_legacy(path, journal_dir=paths.data_dir() / "journal")
                 report.append({"path": path, "migrated": r.written, "removed": r.removed, "changed": r.changed})
             except tagio.TagError as e:
                 report.append({"path": path, "error": str(e)})
@@ -552,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nomarr`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # paths in text and m3u output are written back as the bytes they are on disk
+        sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        pass
     logs.setup(args.log_level)
     try:
         return int(args.func(args) or 0)

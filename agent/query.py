@@ -178,13 +178,16 @@ def mood_playlist(store: Store, label: str, n: int = 25, *, model: str | None = 
         if want not in slugs:
             continue
         col = mat[:, slugs.index(want)]
-        order = np.argsort(-col, kind="stable")
-        files = store.tracks_of_recordings([recs[i] for i in order[: max(4 * n, 64)]])
+        order = np.argsort(-col, kind="stable")  # NaN (label not scored) sorts last
+        chunk = max(4 * n, 64)
+        files: dict[int, list[Track]] = {}
         out: list[Hit] = []
         filters = filters or Filters()
-        for i in order:
+        for pos, i in enumerate(order):
+            if pos % chunk == 0:  # files fetched a chunk at a time: filters may skip many
+                files.update(store.tracks_of_recordings([recs[j] for j in order[pos : pos + chunk]]))
             s = float(col[i])
-            if s < min_score:
+            if s < min_score or s != s:
                 break
             for t in files.get(recs[i], []):
                 if filters.accepts(t):

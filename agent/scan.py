@@ -22,13 +22,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import stat as statmod
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,7 @@ class WalkResult:
     files: list[tuple[str, os.stat_result]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)
+    stray_temps: list[str] = field(default_factory=list)  # left by a tag write that was killed
     entries: int = 0
 
 
@@ -117,7 +120,9 @@ def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS) ->
             res.entries += 1
             name = e.name
             if name.startswith(".") and TMP_MARKER in name:
-                continue  # our own temp files from an interrupted write
+                if name.endswith(TMP_MARKER):  # our own temp file from an interrupted write
+                    res.stray_temps.append(e.path)
+                continue
             try:
                 if e.is_dir(follow_symlinks=True):
                     stack.append(e.path)
@@ -185,10 +190,13 @@ def match_recording(store: Store, fp: Fingerprint) -> int | None:
 
 
 def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str, Any]:
-    """Worker job: identify a file and analyse it unless a current analysis can be reused.
+    """Worker job: identify a file, or analyse it unless a current analysis can be reused.
 
-    ``mode`` is ``identify`` (new or changed file: fingerprint, maybe reuse) or ``analyze`` (the
-    recording is known but its analysis is stale). Returns plain data for the main process.
+    ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
+    when the match carries current analyses, else ``identified``) or ``analyze`` (run the models,
+    unless the recording ``rec_hint`` has become current meanwhile). Identification never runs the
+    models itself: the main process decides which one file of a recording is analysed, so that
+    several files of one new recording in flight at once are not all analysed. Returns plain data.
     """
     from agent.audio.decode import AudioError, probe
     from agent.models.registry import ModelError
@@ -225,6 +233,10 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
                 out.update(kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0})
                 out["stat"] = _stat_tuple(st0)
                 return out
+        if mode == "identify":
+            out.update(kind="identified", timing={"identify": t_id, "total": time.perf_counter() - t0})
+            out["stat"] = _stat_tuple(st0)
+            return out
         fa = _W["analyzer"].analyze(path)
         out["kind"] = "analysed"
         out["windows"] = [w.to_dict() for w in fa.windows]
@@ -267,6 +279,48 @@ class _Stat:
 
 
 @dataclass
+class _Job:
+    """One file on its way through the workers: ``key`` names the recording whose analysis this
+    job owns (see ``Scanner.run``), ``ident`` is its earlier identification result."""
+
+    path: str
+    st: os.stat_result
+    mode: str
+    rec: int | None
+    key: tuple[str, Any] | None = None
+    ident: dict[str, Any] | None = None
+    alone: bool = False  # re-run by itself after a worker died with it in flight
+
+
+def _same_audio(a: Fingerprint, b: Fingerprint) -> bool:
+    """The test :func:`match_recording` applies, between two fingerprints not stored yet."""
+    if a.duration and b.duration and abs(a.duration - b.duration) > max(2.0, 0.02 * b.duration):
+        return False
+    return bit_error_rate(a.values, b.values) <= FP_MAX_BER
+
+
+def _merge_identity(res: dict[str, Any], ident: dict[str, Any]) -> dict[str, Any]:
+    """An analysis result completed with the fingerprint its identification step computed.
+
+    A file that changed between the two steps is reported as changed (retried next scan): its
+    fingerprint may describe the old content.
+    """
+    out = dict(res)
+    for k in ("fp", "fp_duration", "fp_error"):
+        if k in ident and k not in out:
+            out[k] = ident[k]
+    if out.get("match") is None:
+        out["match"] = ident.get("match")
+    if out.get("kind") in ("analysed", "reuse") and ident.get("stat") and out.get("stat"):
+        if tuple(ident["stat"][:2]) != tuple(out["stat"][:2]):
+            out.update(kind="changed", error="file changed while it was being analysed")
+    t = dict(out.get("timing") or {})
+    t["identify"] = t.get("identify", 0.0) + float((ident.get("timing") or {}).get("identify", 0.0))
+    out["timing"] = t
+    return out
+
+
+@dataclass
 class ScanOptions:
     """What ``nomarr scan`` was asked to do."""
 
@@ -301,6 +355,7 @@ class ScanSummary:
     read_only: int = 0
     missing: int = 0
     retiered: int = 0
+    worker_crashes: int = 0  # worker pools lost to a dead process (their files were retried)
     walk_entries: int = 0
     audio_seconds: float = 0.0
     elapsed_s: float = 0.0
@@ -356,7 +411,10 @@ def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
         labels, mat, _ = store.label_scores(mid)
         n = mat.shape[0]
         last = int(store.meta(f"calibrated_n:{mid}", "0") or 0)
-        if n < CALIBRATE_MIN_TRACKS or (not force and last and n < last * (1 + CALIBRATE_GROWTH)):
+        # growth counted in whole recordings: 100 * 1.1 is 110.00000000000001 in floating point,
+        # which would make exactly 10 % growth not count
+        grown_enough = n >= last + math.ceil(round(last * CALIBRATE_GROWTH, 6))
+        if n < CALIBRATE_MIN_TRACKS or (not force and last and not grown_enough):
             out[mid] = {"recordings": n, "calibrated_at": last or None, "changed": False}
             continue
         q_hi = np.nanquantile(mat, TIER_QUANTILES[0], axis=0)
@@ -425,7 +483,7 @@ class Scanner:
         self.progress_enabled = progress
         self.on_event = on_event
         self.summary = ScanSummary()
-        self.journal_dir = paths.cache_dir() / "journal"
+        self.journal_dir = paths.data_dir() / "journal"
         self._executor: ProcessPoolExecutor | None = None
 
     # -- helpers --------------------------------------------------------------------------------
@@ -451,9 +509,18 @@ class Scanner:
     def _submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
         n = self._workers()
         if n == 0:
-            if not _W:
+            # The in-process "worker" outlives one scan (models stay loaded), but it must follow the
+            # scan's database, models and profile: a later scan of another library in the same
+            # process would otherwise match files against the first library's recordings.
+            cfg = (self.db_path, tuple(self.opts.models), self.opts.profile, tuple(sorted(self.want.items())),
+                   self.opts.threads, self.opts.batch, self.opts.provider)  # fmt: skip
+            if _W.get("cfg") != cfg:
+                if _W.get("store") is not None:
+                    _W["store"].close()
+                _W.clear()
                 _init_worker(self.db_path, self.opts.models, self.opts.profile, self.want, self.opts.threads or 0,
                              max(self.opts.batch, 4), self.opts.provider, log.getEffectiveLevel(), 0)  # fmt: skip
+                _W["cfg"] = cfg
             f: Future[dict[str, Any]] = Future()
             f.set_result(process_file(path, mode, rec))
             return f
@@ -487,6 +554,19 @@ class Scanner:
         s.walk_entries = w.entries
         s.walk_errors = [{"path": p, "reason": r} for p, r in w.errors]
         s.time["walk"] = time.perf_counter() - tw
+        if self.opts.write:
+            # A tag write killed between creating its temp copy and the atomic rename leaves
+            # ".NAME.nomarr-tmp" beside the file; the original is intact. tagio removes such a
+            # stray before its next write of NAME, but a file whose tags are current is never
+            # written again, so the scan removes them.
+            for tmp in w.stray_temps:
+                try:
+                    os.unlink(tmp)
+                    log.info("removed a stray temp file from an interrupted tag write", extra={"path": tmp})
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.warning("cannot remove stray temp file", extra={"path": tmp, "error": str(e)})
 
         td = time.perf_counter()
         known = store.snapshot(roots)
@@ -495,7 +575,7 @@ class Scanner:
         written = {tid: e for tid, e in store.db.execute("SELECT track_id, tags_hash FROM writes")}
         status = {tid: (st, err) for tid, st, err in store.db.execute("SELECT id, status, error FROM tracks")}
         seen: set[bytes] = set()
-        jobs: deque[tuple[str, os.stat_result, str, int | None]] = deque()
+        jobs: deque[_Job] = deque()
         write_only: list[tuple[int, str]] = []
         new_files: list[tuple[str, os.stat_result]] = []
         for path, st in w.files:
@@ -519,9 +599,9 @@ class Scanner:
                     write_only.append((tid, path))
                 continue
             if unchanged and stt == "ok" and rec is not None:
-                jobs.append((path, st, "analyze", rec))  # stale provenance: same recording, new models/profile
+                jobs.append(_Job(path, st, "analyze", rec))  # stale provenance: same recording, new models/profile
             else:
-                jobs.append((path, st, "identify", None))
+                jobs.append(_Job(path, st, "identify", None))
         gone = {raw: v for raw, v in known.items() if raw not in seen and not _under_any(raw, w.unreadable_dirs)}
         # moves within a filesystem keep inode, size and mtime: no fingerprint needed
         if new_files and gone:
@@ -533,7 +613,7 @@ class Scanner:
             for path, st in new_files:
                 hit = by_inode.pop((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), None)
                 if hit is None:
-                    jobs.append((path, st, "identify", None))
+                    jobs.append(_Job(path, st, "identify", None))
                     continue
                 raw, tid, rec = hit
                 gone.pop(raw, None)
@@ -546,9 +626,9 @@ class Scanner:
                     else:
                         s.skipped += 1
                 else:
-                    jobs.append((path, st, "identify", None))
+                    jobs.append(_Job(path, st, "identify", None))
         else:
-            jobs.extend((p, st, "identify", None) for p, st in new_files)
+            jobs.extend(_Job(p, st, "identify", None) for p, st in new_files)
         s.time["decide"] = time.perf_counter() - td
 
         total = len(jobs) + len(write_only)
@@ -561,22 +641,121 @@ class Scanner:
                 done += 1
                 prog.update(done, os.path.basename(path))
             limit = max(2, 2 * self._workers())
-            in_flight: dict[Future[dict[str, Any]], tuple[str, os.stat_result, str, int | None]] = {}
-            while jobs or in_flight:
-                while jobs and len(in_flight) < limit:
+            # One analysis per recording at a time: files identified as a recording that is being
+            # analysed wait here (their identification kept) and reuse its result when it lands.
+            # Keys: ("rec", id) for a stored recording, ("new", path) for a new one; new_fps holds
+            # the fingerprints of the new recordings in flight, to match later files against.
+            in_flight: dict[Future[dict[str, Any]], _Job] = {}
+            waiting: dict[tuple[str, Any], list[tuple[str, Any, os.stat_result]]] = {}
+            new_fps: dict[tuple[str, Any], Fingerprint] = {}
+
+            pools: dict[Future[dict[str, Any]], Any] = {}  # the executor each job went to
+            suspects: deque[_Job] = deque()  # in flight when a worker died: re-run one at a time
+
+            def submit(job: _Job) -> None:
+                try:
+                    f = self._submit(job.path, job.mode, job.rec)
+                except BrokenProcessPool:  # a worker died while idle: start a fresh pool
+                    s.worker_crashes += 1
+                    self._reset_pool()
+                    f = self._submit(job.path, job.mode, job.rec)
+                in_flight[f] = job
+                pools[f] = self._executor
+
+            def start_analysis(path: str, st: os.stat_result, key: tuple[str, Any] | None,
+                               ident: dict[str, Any] | None, rec: int | None) -> None:  # fmt: skip
+                if key is not None:
+                    waiting.setdefault(key, [])
+                submit(_Job(path, st, "analyze", rec, key, ident))
+
+            def release(key: tuple[str, Any] | None, rec: int | None) -> int:
+                """The analysis owning ``key`` ended: waiting files reuse it, or the next one runs.
+                Returns how many waiting files were finished."""
+                if key is None:
+                    return 0
+                queue = waiting.pop(key, [])
+                fp = new_fps.pop(key, None)
+                if rec is None:  # it failed: hand the analysis to the next waiting file
+                    if not queue:
+                        return 0
+                    kind, item, st = queue.pop(0)
+                    waiting[key] = queue
+                    if fp is not None:
+                        new_fps[key] = fp
+                    if kind == "result":
+                        start_analysis(item["path"], st, key, item, item.get("match"))
+                    else:
+                        submit(_Job(item.path, item.st, item.mode, item.rec, key))
+                    return 0
+                n = 0
+                for kind, item, st in queue:
+                    if kind == "result":
+                        self._handle({**item, "kind": "reuse", "match": rec}, st)
+                        n += 1
+                    else:
+                        jobs.appendleft(item)  # an unchanged file of a re-analysed recording
+                return n
+
+            while jobs or in_flight or suspects:
+                if suspects and not in_flight:
+                    job = suspects.popleft()
+                    job.alone = True
+                    submit(job)
+                alone = suspects or any(j.alone for j in in_flight.values())
+                while jobs and not alone and len(in_flight) < limit:
                     job = jobs.popleft()
-                    in_flight[self._submit(job[0], job[2], job[3])] = job
+                    if job.mode == "analyze" and job.key is None and job.rec is not None:
+                        key = ("rec", job.rec)
+                        if key in waiting:
+                            waiting[key].append(("job", _Job(job.path, job.st, job.mode, job.rec), job.st))
+                            continue
+                        waiting[key] = []
+                        job = _Job(job.path, job.st, job.mode, job.rec, key)
+                    submit(job)
                 finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for f in finished:
                     job = in_flight.pop(f)
+                    pool = pools.pop(f, None)
                     try:
                         res = f.result()
-                    except Exception as e:  # noqa: BLE001 - a crashed worker must not end the scan
-                        res = {"path": job[0], "kind": "failed", "error": f"worker crashed: {e}"}
-                        self._reset_pool()
-                    self._handle(res, job[1])
+                    except (Exception, CancelledError) as e:  # a dead worker must not end the scan
+                        if pool is not None and pool is self._executor:
+                            s.worker_crashes += 1
+                            log.warning("a worker process died; retrying its files one by one",
+                                        extra={"error": str(e)})  # fmt: skip
+                            self._reset_pool()
+                        if not job.alone:
+                            # every job in flight fails when one worker dies (OOM killer, a
+                            # decoder crash): try each again by itself before blaming its file
+                            suspects.append(job)
+                            continue
+                        res = {"path": job.path, "kind": "failed",
+                               "error": f"worker crashed while processing this file ({type(e).__name__}: {e})"}  # fmt: skip
+                    if res.get("kind") == "identified":
+                        rec = self._identified(res)
+                        if rec is not None and self._is_current(rec):
+                            self._handle({**res, "kind": "reuse", "match": rec}, job.st)
+                        else:
+                            fp = res.get("fp")
+                            key = ("rec", rec) if rec is not None else None
+                            if key is None and fp is not None:
+                                mine = Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
+                                key = next((k for k, o in new_fps.items() if _same_audio(mine, o)), None)
+                                if key is None:
+                                    key = ("new", job.path)
+                                    new_fps[key] = mine
+                            if key is not None and key in waiting:
+                                waiting[key].append(("result", {**res, "match": rec}, job.st))
+                                continue
+                            start_analysis(job.path, job.st, key, {**res, "match": rec}, rec)
+                            continue
+                    else:
+                        if job.ident is not None:
+                            res = _merge_identity(res, job.ident)
+                        rec = self._handle(res, job.st)
+                        done += release(job.key, rec)
                     done += 1
-                    prog.update(done, os.path.basename(job[0]))
+                    prog.update(done, os.path.basename(job.path))
         finally:
             prog.close()
             if self._executor is not None:
@@ -601,7 +780,24 @@ class Scanner:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def _handle(self, res: dict[str, Any], st_walk: os.stat_result) -> None:
+    def _identified(self, res: dict[str, Any]) -> int | None:
+        """The stored recording an identified file belongs to, looked up again in this process
+        (the worker's view of the database may predate analyses this scan has stored since)."""
+        rec = res.get("match")
+        if rec is not None and self.store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone():
+            return int(rec)
+        fp = res.get("fp")
+        if fp is None:
+            return None
+        return match_recording(self.store, Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32)))
+
+    def _is_current(self, rec: int) -> bool:
+        have = {mid: a.provenance for mid, a in self.store.analyses(rec).items()}
+        return all(have.get(m) == p for m, p in self.want.items())
+
+    def _handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
+        """Store one worker result (and write the file's tags); returns its recording id, or
+        None when the file failed."""
         s = self.summary
         store = self.store
         path = res["path"]
@@ -609,18 +805,18 @@ class Scanner:
         if kind in ("failed", "changed"):
             if res.get("vanished"):
                 self._fail(path, res["error"])
-                return
+                return None
             if kind == "changed":
                 self._fail(path, res["error"] + " (will be retried next scan)")
-                return
+                return None
             self._fail(path, res["error"])
             try:
                 st = os.stat(path)
             except OSError:
-                return
+                return None
             with store.tx():
                 store.set_failed(path, st, res["error"])
-            return
+            return None
         st = _Stat(res["stat"])
         fp = res.get("fp")
         ids = res.get("ids") or {}
@@ -634,7 +830,7 @@ class Scanner:
             if rec is None:
                 if kind == "reuse":  # the recording vanished since the worker looked: analyse again
                     self._fail(path, "matched recording disappeared; will be analysed next scan")
-                    return
+                    return None
                 keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
                 rec = store.new_recording(res.get("fp_duration"), keys)
             fields = dict(
@@ -665,6 +861,7 @@ class Scanner:
             s.reused += 1
         if self.opts.write:
             self._write(tid, path)
+        return int(rec)
 
     def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
         """Bring one file's ``nom:`` tags in line with the database; records what was written.

@@ -303,10 +303,10 @@ class Store:
             sql += " AND status = ?"
             args.append(status)
         roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
-        if roots:
-            sql += " AND (" + " OR ".join("(path >= ? AND path < ?)" for _ in roots) + ")"
+        if roots:  # everything below a folder, or the file itself when a root is a file
+            sql += " AND (" + " OR ".join("(path >= ? AND path < ?) OR path = ?" for _ in roots) + ")"
             for r in roots:
-                args += [r, r[:-1] + b"0"]  # '0' sorts right after '/'
+                args += [r, r[:-1] + b"0", r[:-1]]  # '0' sorts right after '/'
         sql += " ORDER BY id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
@@ -319,10 +319,11 @@ class Store:
         One query instead of one per file: this is what makes an unchanged rescan cheap.
         """
         out: dict[bytes, tuple[int, int, int, int | None]] = {}
-        for r in under:
+        for r in under:  # a root may be a folder or a single file
             root = enc_path(r).rstrip(b"/") + b"/"
-            for row in self.db.execute("SELECT path, id, size, mtime_ns, recording_id FROM tracks "
-                                       "WHERE path >= ? AND path < ? AND status != 'missing'", (root, root[:-1] + b"0")):  # fmt: skip
+            for row in self.db.execute("SELECT path, id, size, mtime_ns, recording_id FROM tracks WHERE "
+                                       "((path >= ? AND path < ?) OR path = ?) AND status != 'missing'",
+                                       (root, root[:-1] + b"0", root[:-1])):  # fmt: skip
                 out[bytes(row[0])] = (row[1], row[2], row[3], row[4])
         return out
 
