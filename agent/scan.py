@@ -28,7 +28,7 @@ import stat as statmod
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -468,8 +468,7 @@ def _hms(s: float) -> str:
 class Scanner:
     """One scan of one or more library roots into one database."""
 
-    def __init__(self, opts: ScanOptions, progress: bool | None = None,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:  # fmt: skip
+    def __init__(self, opts: ScanOptions, progress: bool | None = None) -> None:
         from agent.models.registry import Registry
         from agent.pipeline.analyze import planned_provenance
         from agent.pipeline.profiles import get_profile
@@ -481,7 +480,7 @@ class Scanner:
         self.registry = Registry()
         self.want = planned_provenance(self.registry, opts.models, self.profile)
         self.progress_enabled = progress
-        self.on_event = on_event
+        self._thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
         self.summary = ScanSummary()
         self.journal_dir = paths.data_dir() / "journal"
         self._executor: ProcessPoolExecutor | None = None
@@ -572,7 +571,7 @@ class Scanner:
         known = store.snapshot(roots)
         provs = store.provenances()
         epoch = int(store.meta("tier_epoch", "0") or 0)
-        written = {tid: e for tid, e in store.db.execute("SELECT track_id, tags_hash FROM writes")}
+        written = store.write_hashes()
         status = {tid: (st, err) for tid, st, err in store.db.execute("SELECT id, status, error FROM tracks")}
         seen: set[bytes] = set()
         jobs: deque[_Job] = deque()
@@ -768,6 +767,7 @@ class Scanner:
             store.gc_recordings()
         tc = time.perf_counter()
         s.calibration = calibrate(store)
+        self._thresholds = None
         if self.opts.write and any(v.get("changed") for v in s.calibration.values()):
             s.retiered = self._retier(roots)
         s.time["calibrate"] = time.perf_counter() - tc
@@ -779,6 +779,12 @@ class Scanner:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+    def _tiers(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """Tier thresholds, read once per calibration rather than once per written file."""
+        if self._thresholds is None:
+            self._thresholds = self.store.tier_thresholds()
+        return self._thresholds
 
     def _identified(self, res: dict[str, Any]) -> int | None:
         """The stored recording an identified file belongs to, looked up again in this process
@@ -878,7 +884,7 @@ class Scanner:
         if t is None or t.recording_id is None:
             return False
         epoch = int(store.meta("tier_epoch", "0") or 0)
-        nom, mood = desired_tags(store.analyses(t.recording_id).values(), store.tier_thresholds(), self.opts.mood_field)
+        nom, mood = desired_tags(store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field)
         h = tags_hash(nom, mood)
         last = store.last_write(tid)
         if trust_db and last is not None and last[0].split(":")[0] == h:

@@ -469,7 +469,7 @@ class Store:
             out[r[1]] = Analysis(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], json.loads(r[8]))
         return out
 
-    def provenances(self, rec_ids: Iterable[int] | None = None) -> dict[int, dict[str, str]]:
+    def provenances(self) -> dict[int, dict[str, str]]:
         """recording id → {model id: provenance}: the whole library in one query for skip checks."""
         out: dict[int, dict[str, str]] = {}
         for rid, mid, prov in self.db.execute("SELECT recording_id, model_id, provenance FROM analyses"):
