@@ -146,3 +146,21 @@ def same_recording(a: Fingerprint | np.ndarray, b: Fingerprint | np.ndarray, max
     va = a.values if isinstance(a, Fingerprint) else a
     vb = b.values if isinstance(b, Fingerprint) else b
     return bit_error_rate(va, vb) <= max_ber
+
+
+def decode_compressed(text: str) -> np.ndarray:
+    """A compressed Chromaprint (``fpcalc``'s default output, what beets and AcoustID pass around)
+    → raw values, so a plugin can look a file up by content without sending the audio."""
+    if not text or len(text) > 65536 or not all(c.isalnum() or c in "-_=" for c in text):
+        raise ValueError("not a compressed Chromaprint fingerprint (URL-safe base64 expected)")
+    try:
+        import chromaprint  # pyacoustid's binding of libchromaprint
+    except ImportError as e:  # pragma: no cover - libchromaprint is installed with fpcalc
+        raise ValueError(f"libchromaprint is not available to decode fingerprints ({e})") from e
+    try:
+        values, _algorithm = chromaprint.decode_fingerprint(text.encode("ascii"))
+    except Exception as e:  # chromaprint.FingerprintError, or a missing library
+        raise ValueError("cannot decode this fingerprint") from e
+    if not values:
+        raise ValueError("empty fingerprint")
+    return np.asarray([v & 0xFFFFFFFF for v in values], dtype=np.uint32)

@@ -23,6 +23,14 @@ class QueryError(Exception):
     """A question that cannot be answered as asked (unknown track, no vectors, no such label)."""
 
 
+class UnknownTrack(QueryError):
+    """The track asked about is not in the library (the API answers 404)."""
+
+
+class ModelRequired(QueryError):
+    """The question needs a model that is not installed (the message says how to get it)."""
+
+
 @dataclass
 class Hit:
     """One answer: a file, how far it is from the question, and whether it is the seed's recording."""
@@ -92,7 +100,7 @@ def resolve_track(store: Store, ref: str | int) -> Track:
     else:
         t = store.track_by_path(os.path.abspath(str(ref)))
     if t is None or t.status != "ok":
-        raise QueryError(f"{ref}: not in the library (scan it first)")
+        raise UnknownTrack(f"{ref}: not in the library (scan it first)")
     if t.recording_id is None:
         raise QueryError(f"{ref}: has no analysis yet")
     return t
@@ -263,7 +271,7 @@ def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | No
     audio_spaces = [mid for mid, _ in store.spaces().values() if reg.manifests().get(mid) is not None
                     and reg.manifests()[mid].kind == "clap-audio"]  # fmt: skip
     if not audio_spaces:
-        raise QueryError("text search needs a CLAP model: `nomarr models pull clap-htsat-unfused-audio "
+        raise ModelRequired("text search needs a CLAP model: `nomarr models pull clap-htsat-unfused-audio "
                          "clap-htsat-unfused-text`, then `nomarr scan --model msd-musicnn-1 --model "
                          "clap-htsat-unfused-audio LIBRARY`")  # fmt: skip
     from agent.models.clap import partner
@@ -271,7 +279,7 @@ def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | No
     audio = reg.get(audio_spaces[0])
     text_m = partner(reg, audio, "clap-text")
     if text_m is None or not reg.installed(text_m):
-        raise QueryError(f"text search needs the text tower that pairs with {audio.id}: `nomarr models pull "
+        raise ModelRequired(f"text search needs the text tower that pairs with {audio.id}: `nomarr models pull "
                          f"{text_m.id if text_m else 'clap-htsat-unfused-text'}`")  # fmt: skip
     try:
         vec = ClapText(reg, text_m).embed([text])[0]

@@ -74,7 +74,7 @@ class WalkResult:
     entries: int = 0
 
 
-def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS) -> WalkResult:
+def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, vanished_ok: bool = False) -> WalkResult:
     """Every audio file under ``roots`` (symlinks followed, loops cut), sorted by path.
 
     ``os.scandir`` gives the name and type without a ``stat`` per entry, so a tree of 100,000
@@ -88,6 +88,15 @@ def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS) ->
         r = os.path.abspath(r)
         try:
             st = os.stat(r)
+        except FileNotFoundError as e:
+            # A path the watcher saw deleted: when its folder is still there it is gone (its files
+            # are marked missing), not unreadable. A whole library root that vanished is more
+            # likely an unmounted disk, so that stays an error and keeps its tracks.
+            if vanished_ok and os.path.isdir(os.path.dirname(r)):
+                continue
+            res.errors.append((r, _oserror(e)))
+            res.unreadable_dirs.append(r)
+            continue
         except OSError as e:
             res.errors.append((r, _oserror(e)))
             res.unreadable_dirs.append(r)
@@ -152,8 +161,10 @@ _W: dict[str, Any] = {}
 
 
 def _init_worker(db_path: str, model_ids: list[str], profile: str, want: dict[str, str], threads: int,
-                 batch: int, provider: str | None, log_level: int, nice: int) -> None:  # fmt: skip
-    """Load the models once per worker process."""
+                 batch: int, provider: str | None, log_level: int, nice: int,
+                 cpus: list[int] | None = None) -> None:  # fmt: skip
+    """Load the models once per worker process (lowered priority and pinned cores first, so even
+    model loading respects the agent's CPU cap)."""
     from agent.models.registry import Registry
     from agent.pipeline.analyze import Analyzer, ModelSet
     from agent.pipeline.profiles import get_profile
@@ -164,8 +175,117 @@ def _init_worker(db_path: str, model_ids: list[str], profile: str, want: dict[st
             os.nice(nice)
         except OSError:
             pass
+    if cpus and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:
+            pass
     ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
-    _W.update(analyzer=Analyzer(ms, get_profile(profile), batch_size=batch), db=db_path, want=want, store=None)
+    _W.update(analyzer=Analyzer(ms, get_profile(profile), batch_size=batch), db=db_path, want=want, store=None,
+              model_ids=tuple(model_ids), threads=threads, provider=provider, batch=batch)  # fmt: skip
+
+
+def analyze_job(path: str, profile: str | None = None, model_ids: list[str] | None = None,
+                embedding: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Worker job for ``POST /analyze``: run the models on one file and return the JSON document of
+    ``nomarr analyze``, touching no database and no file. The worker's loaded models are reused
+    when the request asks for them (the usual case); other models or profiles are loaded once per
+    worker and kept beside them."""
+    from agent.models.registry import Registry
+    from agent.pipeline.analyze import Analyzer, ModelSet
+    from agent.pipeline.profiles import get_profile
+
+    base: Analyzer = _W["analyzer"]
+    ids = tuple(model_ids) if model_ids else _W["model_ids"]
+    prof = get_profile(profile) if profile else base.profile
+    if ids == _W["model_ids"]:
+        ms = base.models
+    else:
+        cache = _W.setdefault("extra_sets", {})
+        if ids not in cache:
+            cache[ids] = ModelSet(Registry(), list(ids), threads=_W["threads"], provider=_W["provider"])
+        ms = cache[ids]
+    from agent.audio.decode import AudioError
+    from agent.models.registry import ModelError
+
+    t0 = time.perf_counter()
+    # Errors come back as data: an exception whose constructor takes other arguments than its
+    # message cannot be unpickled in the parent, which then declares the whole pool broken.
+    try:
+        fa = Analyzer(ms, prof, batch_size=_W["batch"]).analyze(path)
+    except AudioError as e:
+        return {"error": {"kind": "audio", "message": f"cannot decode audio: {e.reason}"}}
+    except ModelError as e:
+        return {"error": {"kind": "model", "message": str(e)}}
+    except OSError as e:
+        return {"error": {"kind": "io", "message": f"cannot read the file: {e.strerror or e}"}}
+    doc = fa.to_dict(with_embeddings=embedding)
+    doc["elapsed_s"] = round(time.perf_counter() - t0, 4)
+    return doc
+
+
+class WorkerPool:
+    """Analysis worker processes that can outlive one scan.
+
+    ``nomarr scan`` makes one for its run and shuts it down at the end. ``nomarr serve`` keeps one
+    across the many small scans the watcher triggers (spawning workers and loading models costs
+    seconds per batch otherwise) and unloads it after a while idle, so an idle agent holds no
+    models in memory.
+    """
+
+    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
+        self.workers = workers
+        self.initargs = initargs
+        self._executor: ProcessPoolExecutor | None = None
+        self.last_used = time.monotonic()
+        self.busy = 0  # jobs submitted and not finished (the idle unloader must not shut a busy pool)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether worker processes (and their models) exist now."""
+        return self._executor is not None
+
+    def get(self) -> ProcessPoolExecutor:
+        """The executor, started on first use."""
+        self.last_used = time.monotonic()
+        if self._executor is None:
+            import multiprocessing as mp
+
+            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                                 initializer=_init_worker, initargs=self.initargs)  # fmt: skip
+        return self._executor
+
+    def submit(self, fn: Any, *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in a worker; a pool broken by a dead worker is replaced once."""
+        try:
+            f = self.get().submit(fn, *args)
+        except BrokenProcessPool:
+            self.reset()
+            f = self.get().submit(fn, *args)
+        self.busy += 1
+
+        def done(_: Future[Any]) -> None:
+            self.busy -= 1
+            self.last_used = time.monotonic()
+
+        f.add_done_callback(done)
+        return f
+
+    def idle_for(self) -> float:
+        """Seconds since the pool was last used (0 while jobs run)."""
+        return 0.0 if self.busy > 0 else time.monotonic() - self.last_used
+
+    def reset(self) -> None:
+        """Drop a broken pool without waiting; the next job starts a fresh one."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the workers (and free their models)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+            self._executor = None
 
 
 def _worker_store() -> Store | None:
@@ -337,6 +457,8 @@ class ScanOptions:
     retry_failed: bool = False
     verify_writes: bool = True
     nice: int = 0
+    cpus: list[int] | None = None  # pin workers to these cores (the agent's CPU cap)
+    vanished_ok: bool = False  # roots are changed paths inside a library (the watcher): a missing one is gone
 
 
 @dataclass
@@ -468,7 +590,10 @@ def _hms(s: float) -> str:
 class Scanner:
     """One scan of one or more library roots into one database."""
 
-    def __init__(self, opts: ScanOptions, progress: bool | None = None) -> None:
+    def __init__(self, opts: ScanOptions, progress: bool | None = None, pool: WorkerPool | None = None,
+                 cancel: Any = None) -> None:  # fmt: skip
+        """``pool``: worker processes to use and leave running (the agent's); ``cancel``: an object
+        with ``is_set()`` (a ``threading.Event``) that stops the scan between files."""
         from agent.models.registry import Registry
         from agent.pipeline.analyze import planned_provenance
         from agent.pipeline.profiles import get_profile
@@ -482,8 +607,20 @@ class Scanner:
         self.progress_enabled = progress
         self._thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
         self.summary = ScanSummary()
+        self.cancel = cancel
         self.journal_dir = paths.data_dir() / "journal"
-        self._executor: ProcessPoolExecutor | None = None
+        self._own_pool = pool is None
+        self.pool = pool or WorkerPool(self._workers(), self.worker_initargs(opts, self.db_path, self.want))
+
+    @staticmethod
+    def worker_initargs(opts: ScanOptions, db_path: str, want: dict[str, str]) -> tuple[Any, ...]:
+        """What each worker process is started with (the agent builds its long-lived pool from this)."""
+        return (db_path, opts.models, opts.profile, want, opts.threads, opts.batch, opts.provider,
+                log.getEffectiveLevel(), opts.nice, opts.cpus)  # fmt: skip
+
+    @property
+    def _executor(self) -> ProcessPoolExecutor | None:
+        return self.pool._executor
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -523,15 +660,7 @@ class Scanner:
             f: Future[dict[str, Any]] = Future()
             f.set_result(process_file(path, mode, rec))
             return f
-        if self._executor is None:
-            import multiprocessing as mp
-
-            self._executor = ProcessPoolExecutor(
-                max_workers=n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                initargs=(self.db_path, self.opts.models, self.opts.profile, self.want, self.opts.threads,
-                          self.opts.batch, self.opts.provider, log.getEffectiveLevel(), self.opts.nice),
-            )  # fmt: skip
-        return self._executor.submit(process_file, path, mode, rec)
+        return self.pool.get().submit(process_file, path, mode, rec)
 
     # -- the scan ---------------------------------------------------------------------------------
 
@@ -548,7 +677,7 @@ class Scanner:
                 log.warning("finished an interrupted tag write", extra={"path": p})
         scan_id = store.begin_scan(roots)
         tw = time.perf_counter()
-        w = walk(roots)
+        w = walk(roots, vanished_ok=self.opts.vanished_ok)
         s.files = len(w.files)
         s.walk_entries = w.entries
         s.walk_errors = [{"path": p, "reason": r} for p, r in w.errors]
@@ -636,6 +765,8 @@ class Scanner:
         tp = time.perf_counter()
         try:
             for tid, path in write_only:
+                if self._cancelled():
+                    break
                 self._write(tid, path, trust_db=True)
                 done += 1
                 prog.update(done, os.path.basename(path))
@@ -696,6 +827,12 @@ class Scanner:
                 return n
 
             while jobs or in_flight or suspects:
+                if jobs and self._cancelled():  # shutting down: finish what is in flight, start nothing
+                    log.info("scan cancelled; finishing the files in flight", extra={"left": len(jobs)})
+                    jobs.clear()
+                    suspects.clear()
+                    if not in_flight:
+                        break
                 if suspects and not in_flight:
                     job = suspects.popleft()
                     job.alone = True
@@ -757,9 +894,8 @@ class Scanner:
                     prog.update(done, os.path.basename(job.path))
         finally:
             prog.close()
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = None
+            if self._own_pool:
+                self.pool.shutdown(wait=True)
         s.time["process"] = time.perf_counter() - tp
 
         with store.tx():
@@ -768,17 +904,18 @@ class Scanner:
         tc = time.perf_counter()
         s.calibration = calibrate(store)
         self._thresholds = None
-        if self.opts.write and any(v.get("changed") for v in s.calibration.values()):
+        if self.opts.write and not self._cancelled() and any(v.get("changed") for v in s.calibration.values()):
             s.retiered = self._retier(roots)
         s.time["calibrate"] = time.perf_counter() - tc
         s.elapsed_s = time.perf_counter() - t0
         store.end_scan(scan_id, s.to_dict())
         return s
 
+    def _cancelled(self) -> bool:
+        return self.cancel is not None and bool(self.cancel.is_set())
+
     def _reset_pool(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self.pool.reset()
 
     def _tiers(self) -> dict[str, dict[str, tuple[float, float]]]:
         """Tier thresholds, read once per calibration rather than once per written file."""

@@ -233,6 +233,15 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable nomarr database ({e})") from e
         self._spaces: dict[str, int] = {r[0]: r[1] for r in self.db.execute("SELECT name, dim FROM spaces")}
+        # the agent attaches an in-memory index (agent.vindex) for fast KNN; the CLI uses vec0
+        self.vector_index: Any = None
+
+    def _has_space(self, name: str) -> bool:
+        """Whether a vec table exists, re-reading the list once (another connection, such as the
+        agent's scanner, may have created it since this one opened)."""
+        if name not in self._spaces:
+            self._spaces = {r[0]: r[1] for r in self.db.execute("SELECT name, dim FROM spaces")}
+        return name in self._spaces
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -312,6 +321,20 @@ class Store:
             sql += " LIMIT ? OFFSET ?"
             args += [limit, offset]
         return [_track(r) for r in self.db.execute(sql, args)]
+
+    def count_tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None) -> int:
+        """How many tracks :meth:`tracks` would list without a limit (for paged answers)."""
+        sql = "SELECT COUNT(*) FROM tracks WHERE 1=1"
+        args: list[Any] = []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
+        if roots:
+            sql += " AND (" + " OR ".join("(path >= ? AND path < ?) OR path = ?" for _ in roots) + ")"
+            for r in roots:
+                args += [r, r[:-1] + b"0", r[:-1]]
+        return int(self.db.execute(sql, args).fetchone()[0])
 
     def snapshot(self, under: Iterable[str]) -> dict[bytes, tuple[int, int, int, int | None]]:
         """``path → (track id, size, mtime_ns, recording_id)`` for every known file under the roots.
@@ -510,7 +533,7 @@ class Store:
     def embedding(self, model_id: str, rec_id: int) -> np.ndarray | None:
         """A recording's stored vector in one space."""
         name = space_name(model_id)
-        if name not in self._spaces:
+        if not self._has_space(name):
             return None
         row = self.db.execute(f"SELECT embedding FROM {name} WHERE recording_id = ?", (rec_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
@@ -518,9 +541,11 @@ class Store:
     def knn(self, model_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` nearest recordings by cosine distance: ``[(recording id, distance)]``."""
         name = space_name(model_id)
-        if name not in self._spaces:
+        if not self._has_space(name):
             return []
         k = max(1, min(int(k), 4096))  # vec0's own ceiling on k
+        if self.vector_index is not None:
+            return self.vector_index.knn(model_id, vector, k)  # type: ignore[no-any-return]
         rows = self.db.execute(f"SELECT recording_id, distance FROM {name} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
                                (np.asarray(vector, dtype=np.float32).tobytes(), k))  # fmt: skip
         return [(int(r[0]), float(r[1])) for r in rows]

@@ -1,0 +1,94 @@
+"""The OpenAPI 3.1 document, generated from the route table and the shared pydantic models.
+
+Nothing here is written by hand per endpoint: a route added to ``ROUTES`` appears here with its
+request and response schemas, so plugins, fuzzers and people read the same contract the server
+enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nomarr_client import models as api
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+_REF = "#/components/schemas/{model}"
+_ERRORS = {
+    "400": "the request is malformed (see error.message)",
+    "401": "missing or wrong bearer token",
+    "403": "a path outside the library roots",
+    "404": "no such track, file or model",
+    "409": "a model is missing or busy",
+    "413": "request body or upload too large",
+    "415": "upload without a known audio file extension",
+    "422": "well-formed but cannot be answered (no embeddings yet, undecodable audio…)",
+}
+
+
+def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
+    all_models: list[type[BaseModel]] = [api.ErrorResponse]
+    for r in routes:
+        all_models.append(r.response)
+        if r.request is not None:
+            all_models.append(r.request)
+    uniq = list(dict.fromkeys(all_models))
+    _, top = models_json_schema([(m, "validation" if _is_request(m, routes) else "serialization") for m in uniq],
+                                ref_template=_REF)  # fmt: skip
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+    paths: dict[str, Any] = {}
+    for r in routes:
+        op: dict[str, Any] = {
+            "operationId": r.handler.__name__,
+            "summary": r.summary,
+            "tags": [r.tag],
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": _REF.format(model=r.response.__name__)}}}}},
+        }  # fmt: skip
+        errs = dict(_ERRORS)
+        if not r.auth:
+            op["security"] = []
+            errs = {}
+        for code, desc in errs.items():
+            op["responses"][code] = {"description": desc, "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
+        params = list(r.query)
+        if "{id}" in r.path:
+            params.insert(0, {"name": "id", "in": "path", "required": True,
+                              "schema": {"type": "integer" if r.path.startswith("/tracks") else "string"}})  # fmt: skip
+        if params:
+            op["parameters"] = params
+        if r.request is not None:
+            content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF.format(model=r.request.__name__)}}}
+            if r.upload:
+                content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+                content["multipart/form-data"] = {"schema": {"type": "object", "required": ["file"],
+                                                             "properties": {"file": {"type": "string", "format": "binary"}}}}  # fmt: skip
+            op["requestBody"] = {"required": True, "content": content}
+        paths.setdefault(api.API_PREFIX + r.path, {})[r.method.lower()] = op
+    paths[api.API_PREFIX + "/openapi.json"] = {"get": {"operationId": "openapi", "summary": "This document", "tags": ["agent"],
+                                                       "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                                                             "content": {"application/json": {"schema": {"type": "object"}}}}}}}  # fmt: skip
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "nomarr agent API", "version": version,
+                 "description": "Local music analysis: similarity, moods, playlists and analysis over a library. "
+                                "Every endpoint but /health needs `Authorization: Bearer <token>`."},  # fmt: skip
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }
+
+
+def _is_request(m: type[BaseModel], routes: tuple[Any, ...]) -> bool:
+    return any(r.request is m for r in routes)
+
+
+_CACHE: dict[tuple[int, str], dict[str, Any]] = {}
+
+
+def document(routes: list[Any], version: str) -> dict[str, Any]:
+    """The OpenAPI document for these routes (cached: it only changes with the code)."""
+    key = (id(routes), version)
+    if key not in _CACHE:
+        _CACHE[key] = _document(version, tuple(routes))
+    return _CACHE[key]

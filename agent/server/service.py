@@ -1,0 +1,330 @@
+"""The long-running agent behind ``nomarr serve``: one scanner thread, the watcher, the worker pool,
+the vector index and the zeroconf announcement, with the HTTP API (``agent.server.app``) on top.
+
+Why one scanner thread fed by a queue: the watcher, the poll schedule and ``POST /scan`` all ask for
+rescans of paths at unpredictable moments; merging them into batches keeps a burst of 500 copied
+files one scan (one process pool, one calibration) instead of 500, and a single writer is what
+SQLite wants anyway. The API never writes to the database: it reads through per-thread
+connections, which WAL lets run alongside the scanner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nomarr_client import models as api
+
+from agent import __version__, paths
+from agent.config import ServeConfig, agent_id, ensure_token
+from agent.store import Store
+from agent.vindex import VectorIndex
+
+log = logging.getLogger("nomarr.serve")
+
+
+class PathDenied(Exception):
+    """A path argument that is not inside a library root (or does not exist there)."""
+
+
+class ScanQueue:
+    """Paths waiting to be scanned, merged: a path asked for twice is scanned once."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: dict[str, str] = {}  # path → reason
+        self._batches = 0
+
+    def put(self, paths_: list[str], reason: str) -> int:
+        """Queue paths; returns how many are now pending."""
+        with self._cond:
+            for p in paths_:
+                self._items.setdefault(os.path.abspath(p), reason)
+            self._batches += 1
+            self._cond.notify_all()
+            return len(self._items)
+
+    def take(self, timeout: float) -> dict[str, str]:
+        """Everything pending (waiting up to ``timeout`` for something to arrive)."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            items, self._items = self._items, {}
+            self._batches = 0
+            return items
+
+    def wake(self) -> None:
+        """Wake the consumer (shutdown)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Paths waiting."""
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def batches(self) -> int:
+        """Submissions merged into the pending paths."""
+        with self._cond:
+            return self._batches
+
+
+class Agent:
+    """Everything ``nomarr serve`` runs, started and stopped as one."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        from agent.models.registry import Registry
+        from agent.pipeline.analyze import planned_provenance
+        from agent.pipeline.profiles import get_profile
+        from agent.scan import Scanner, ScanOptions, WorkerPool
+
+        self.cfg = cfg
+        self.version = __version__
+        self.db_path = str(cfg.db or paths.default_db())
+        self.roots = [lib.path for lib in cfg.libraries]
+        self.real_roots = [os.path.realpath(r) for r in self.roots]
+        self.token, self.token_created = ensure_token(cfg)
+        self.agent_id = agent_id()
+        self.started = time.time()
+        self.registry = Registry()
+        get_profile(cfg.profile)  # an unknown profile is a config error now, not at the first scan
+        Store(self.db_path).close()  # create/migrate the database before any reader opens it
+        self.want = planned_provenance(self.registry, cfg.models, get_profile(cfg.profile))
+        self.scan_opts = ScanOptions(roots=[], db=self.db_path, write=cfg.write_tags, profile=cfg.profile,
+                                     models=list(cfg.models), workers=cfg.worker_count(), threads=1,
+                                     mood_field=cfg.mood_field, nice=cfg.nice, cpus=cfg.worker_cpus())  # fmt: skip
+        self.pool = WorkerPool(cfg.worker_count(), Scanner.worker_initargs(self.scan_opts, self.db_path, self.want))
+        self.index = VectorIndex(self.db_path, idle_unload_s=max(cfg.idle_unload_s, 60.0))
+        self.queue = ScanQueue()
+        self.cancel = threading.Event()
+        self.scanning: str | None = None
+        self.last_scan: dict[str, Any] | None = None
+        self.scans_done = 0
+        self.analyses: asyncio.Semaphore | None = None  # made in start(), on the server's loop
+        self.pull_lock = asyncio.Lock()
+        self._local = threading.local()
+        self._stores: list[Store] = []
+        self._stores_lock = threading.Lock()
+        self._scan_thread: threading.Thread | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.watcher: Any = None
+        self.announcer: Any = None
+        self.port: int | None = None
+        self.on_scan_done: list[Callable[[dict[str, Any]], None]] = []
+
+    # -- database access for the API ----------------------------------------------------------
+
+    def store(self) -> Store:
+        """This thread's read connection (sqlite connections are not shared between threads)."""
+        s = getattr(self._local, "store", None)
+        if s is None:
+            s = Store(self.db_path, readonly=True)
+            s.vector_index = self.index
+            self._local.store = s
+            with self._stores_lock:
+                self._stores.append(s)
+        return s
+
+    # -- path confinement ------------------------------------------------------------------------
+
+    def confine(self, path: str, *, must_exist: bool = True, known_ok: bool = True) -> str:
+        """The absolute form of a path argument, if it lies inside a library root.
+
+        Both the path as given (normalised, ``..`` resolved) and its real path (symlinks
+        resolved) must be inside a root, so neither ``../`` nor a symlink can reach other files.
+        A file the library itself holds (the scanner follows symlinks) is accepted by its
+        library path.
+        """
+        if not path or "\x00" in path:
+            raise PathDenied("empty path or NUL byte in path")
+        if not os.path.isabs(path):
+            raise PathDenied(f"{path}: give an absolute path inside a library root")
+        norm = os.path.normpath(path)
+        if not any(_inside(norm, r) for r in self.roots):
+            raise PathDenied(f"{path}: not inside a library root")
+        real = os.path.realpath(norm)
+        if not any(_inside(real, r) for r in self.real_roots):
+            if not (known_ok and self.store().track_by_path(norm) is not None):
+                raise PathDenied(f"{path}: resolves outside the library roots")
+        if must_exist and not os.path.exists(real):
+            raise FileNotFoundError(path)
+        return norm
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def submit(self, paths_: list[str], reason: str) -> int:
+        """Queue paths (or roots) for a scan; thread-safe, returns how many are pending."""
+        keep = [p for p in paths_ if any(_inside(os.path.abspath(p), r) for r in self.roots)]
+        if not keep:
+            return self.queue.pending
+        n = self.queue.put(keep, reason)
+        log.info("scan queued", extra={"paths": len(keep), "reason": reason, "pending": n})
+        return n
+
+    def _scan_loop(self) -> None:
+        from agent.scan import Scanner
+
+        while not self.cancel.is_set():
+            items = self.queue.take(timeout=1.0)
+            if not items or self.cancel.is_set():
+                continue
+            whole = sorted(p for p in items if p in self.roots)
+            parts = sorted(p for p in items if p not in self.roots and not any(_inside(p, r) for r in whole))
+            for roots, vanished_ok in ((whole, False), (parts, True)):
+                if not roots or self.cancel.is_set():
+                    continue
+                reasons = sorted({items[p] for p in roots})
+                self.scanning = f"{len(roots)} path(s) ({', '.join(reasons)})"
+                t0 = time.time()
+                opts = _replace(self.scan_opts, roots=roots, vanished_ok=vanished_ok)
+                try:
+                    summary = Scanner(opts, progress=False, pool=self.pool, cancel=self.cancel).run().to_dict()
+                except Exception as e:  # the agent keeps running; the next change retries
+                    log.exception("scan failed", extra={"roots": len(roots)})
+                    summary = {"error": f"{type(e).__name__}: {e}"}
+                self.last_scan = {"started": t0, "finished": time.time(), "reason": ",".join(reasons),
+                                  "summary": {k: v for k, v in summary.items() if k not in ("failures", "walk_errors")}
+                                  | {"failures": summary.get("failures", [])[:20]}}  # fmt: skip
+                self.scans_done += 1
+                log.info("scan done", extra={k: summary.get(k) for k in ("files", "analysed", "reused", "moved", "skipped",
+                                                                          "written", "failed", "missing", "elapsed_s")})  # fmt: skip
+                for cb in list(self.on_scan_done):
+                    try:
+                        cb(summary)
+                    except Exception:
+                        log.exception("scan callback failed")
+            self.scanning = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the scanner thread, the watcher, the housekeeping task (and the first scan)."""
+        from agent.watch import LibrarySpec, LibraryWatcher
+
+        self.analyses = asyncio.Semaphore(self.cfg.max_concurrent_analyses)
+        self._loop = asyncio.get_running_loop()
+        self._scan_thread = threading.Thread(target=self._scan_loop, name="nomarr-scanner", daemon=True)
+        self._scan_thread.start()
+        specs = [LibrarySpec(path=lib.path, watch=lib.watch, poll_interval_s=lib.poll_interval_s,
+                             rescan_interval_s=lib.rescan_interval_s) for lib in self.cfg.libraries]  # fmt: skip
+        self.watcher = LibraryWatcher(specs, self.submit, debounce_s=self.cfg.debounce_s, settle_s=self.cfg.settle_s)
+        await self.watcher.start()
+        if self.cfg.scan_on_start and self.roots:
+            self.submit(list(self.roots), "start")
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="nomarr-housekeeping"))
+
+    async def announce(self, port: int) -> None:
+        """Register on the LAN with zeroconf (DESIGN §6) once the port is known."""
+        self.port = port
+        if not self.cfg.zeroconf:
+            return
+        from agent.discovery import Announcer
+
+        self.announcer = Announcer(agent_id=self.agent_id, version=self.version, port=port,
+                                   bind_host=self.cfg.host, auth=self.cfg.auth == "token")  # fmt: skip
+        try:
+            await self.announcer.start()
+        except Exception as e:  # no multicast (containers, no network): the API still works by URL
+            log.warning("zeroconf announcement failed; plugins need the agent's URL configured",
+                        extra={"error": f"{type(e).__name__}: {e}"})  # fmt: skip
+            self.announcer = None
+
+    async def _housekeeping(self) -> None:
+        """Idle unload: worker processes (and their models) and the vector copies go when unused."""
+        while True:
+            await asyncio.sleep(min(10.0, max(0.5, self.cfg.idle_unload_s / 4)))
+            try:
+                if (self.pool.loaded and self.scanning is None and self.queue.pending == 0
+                        and self.pool.busy == 0 and self.pool.idle_for() >= self.cfg.idle_unload_s):  # fmt: skip
+                    self.pool.shutdown(wait=False)
+                    log.info("idle: analysis workers stopped, models unloaded")
+                if self.index.unload_idle():
+                    log.info("idle: vector index dropped")
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """Graceful: stop watching, finish the files in flight (tag writes are atomic, so one
+        abandoned at the timeout leaves the original file intact), say goodbye on the LAN."""
+        self.cancel.set()
+        self.queue.wake()
+        for t in self._tasks:
+            t.cancel()
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.announcer is not None:
+            await self.announcer.stop()
+        if self._scan_thread is not None:
+            await asyncio.to_thread(self._scan_thread.join, timeout)
+            if self._scan_thread.is_alive():
+                log.warning("scan still running at shutdown; abandoning it (files are written atomically)")
+        await asyncio.to_thread(self.pool.shutdown, True)
+        self.index.close()
+        with self._stores_lock:
+            for s in self._stores:
+                try:
+                    s.close()
+                except Exception:
+                    pass
+            self._stores.clear()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> api.Status:
+        """``GET /status``."""
+        from agent.models.runtime import ort_available_providers
+
+        st = self.store()
+        counts = st.counts()
+        watch_state = {w["path"]: w for w in (self.watcher.status() if self.watcher else [])}
+        roots = []
+        for lib in self.cfg.libraries:
+            ws = watch_state.get(lib.path, {})
+            n = st.db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'ok' AND ((path >= ? AND path < ?) OR path = ?)",
+                              _range(lib.path)).fetchone()[0]  # fmt: skip
+            roots.append(api.RootStatus(path=lib.path, watch=ws.get("watch", lib.watch),
+                                        poll_interval_s=lib.poll_interval_s if ws.get("watch", lib.watch) == "poll" else None,
+                                        exists=os.path.isdir(lib.path), tracks=int(n)))  # fmt: skip
+        models = []
+        for m in sorted(self.registry.manifests().values(), key=lambda m: m.id):
+            if m.id in self.cfg.models or self.registry.installed(m):
+                models.append(api.ModelStatus(id=m.id, kind=m.kind, installed=self.registry.installed(m),
+                                              loaded=self.pool.loaded and m.id in self.cfg.models, builtin=m.builtin,
+                                              licence=m.licence or None))  # fmt: skip
+        last = api.ScanInfo(**self.last_scan) if self.last_scan else None
+        return api.Status(version=self.version, agent_id=self.agent_id, roots=roots,
+                          queue=api.QueueStatus(pending=self.queue.batches, pending_paths=self.queue.pending,
+                                                running=self.scanning is not None, current=self.scanning, last_scan=last),
+                          models=models, providers=ort_available_providers(), tracks=counts,
+                          workers_loaded=self.pool.loaded, uptime_s=round(time.time() - self.started, 1))  # fmt: skip
+
+
+def _inside(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root + os.sep) or root == os.sep
+
+
+def _range(root: str) -> tuple[bytes, bytes, bytes]:
+    r = os.fsencode(os.path.abspath(root)).rstrip(b"/") + b"/"
+    return r, r[:-1] + b"0", r[:-1]
+
+
+def _replace(opts: Any, **kw: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(opts, **kw)
+
+
+def uploads_dir() -> Path:
+    """Where uploaded audio waits for analysis (deleted right after)."""
+    d = paths.cache_dir() / "uploads"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

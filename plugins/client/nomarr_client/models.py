@@ -1,0 +1,387 @@
+"""The HTTP API contract (DESIGN §5), written once: the agent validates requests and serialises
+responses with these models, the plugins parse answers with the same ones, and the OpenAPI document
+is generated from them. pydantic only, so a host process (beets, Music Assistant) can import it
+without numpy or onnxruntime.
+
+Rules that keep the contract stable: responses only ever gain optional fields; request models
+reject unknown fields (``extra="forbid"``) so a typo in a plugin is a 400, not a silently ignored
+filter; every list the caller can size has an upper bound so one request cannot ask for the whole
+library.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+API_VERSION = 1
+API_PREFIX = "/api/v1"
+SERVICE_TYPE = "_nomarr._tcp.local."
+
+MAX_LIMIT = 500
+MAX_VECTOR_DIM = 4096
+MAX_TEXT = 500
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class ErrorBody(_Response):
+    """What went wrong. ``code`` is stable and machine-readable; ``message`` is for people."""
+
+    code: str = Field(description="bad-request | unauthorized | forbidden | not-found | "
+                      "method-not-allowed | too-large | unsupported-media-type | unprocessable | "
+                      "busy | unavailable | internal")  # fmt: skip
+    message: str
+    details: list[dict[str, object]] | None = None
+
+
+class ErrorResponse(_Response):
+    """Every non-2xx answer has this shape."""
+
+    error: ErrorBody
+
+
+# -- health / status ----------------------------------------------------------------------------
+
+
+class Health(_Response):
+    """``GET /health``: unauthenticated liveness, no library details."""
+
+    status: Literal["ok"] = "ok"
+    version: str
+    api: int = API_VERSION
+
+
+class RootStatus(_Response):
+    path: str
+    watch: Literal["off", "event", "poll"]
+    poll_interval_s: float | None = None
+    exists: bool
+    tracks: int = 0
+
+
+class ScanInfo(_Response):
+    started: float | None = None
+    finished: float | None = None
+    reason: str | None = None
+    summary: dict[str, object] | None = None
+
+
+class QueueStatus(_Response):
+    pending: int = Field(description="batches of paths waiting to be scanned")
+    pending_paths: int = 0
+    running: bool
+    current: str | None = Field(default=None, description="what the scanner is doing now")
+    last_scan: ScanInfo | None = None
+
+
+class ModelStatus(_Response):
+    id: str
+    kind: str
+    installed: bool
+    loaded: bool = False
+    builtin: bool = False
+    licence: str | None = None
+
+
+class Status(_Response):
+    """``GET /status``."""
+
+    version: str
+    agent_id: str
+    api: int = API_VERSION
+    roots: list[RootStatus]
+    queue: QueueStatus
+    models: list[ModelStatus]
+    providers: list[str]
+    tracks: dict[str, int] = Field(default_factory=dict, description="track counts by status")
+    workers_loaded: bool = Field(default=False, description="analysis workers (and their models) in memory")
+    uptime_s: float = 0.0
+
+
+# -- tracks -------------------------------------------------------------------------------------
+
+
+class Track(_Response):
+    """One file the agent knows."""
+
+    id: int
+    path: str
+    size: int | None = None
+    duration: float | None = None
+    container: str | None = None
+    codec: str | None = None
+    recording_id: int | None = None
+    status: str = "ok"
+    error: str | None = None
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    mb_recording: str | None = None
+    isrc: str | None = None
+
+
+class ModelScores(_Response):
+    """One model's stored result for a track's recording."""
+
+    model: str
+    tag_prefix: str
+    provenance: str
+    profile: str
+    patches: int
+    scores: dict[str, float]
+    tiers: dict[str, str] = Field(default_factory=dict)
+
+
+class TrackDetail(Track):
+    """``GET /tracks/{id}``: the track, its analyses, and the ``nom:`` tags last written."""
+
+    analyses: list[ModelScores] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict, description="the nom: keys this file carries once written")
+    tags_written: bool = Field(default=False, description="the file holds exactly these tags (last write is current)")
+    embeddings: list[str] = Field(default_factory=list, description="embedding spaces holding this recording")
+    same_recording: list[int] = Field(default_factory=list, description="other files of the same recording")
+
+
+class TrackPage(_Response):
+    """``GET /tracks``: one page, ordered by id."""
+
+    items: list[Track]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None = None
+
+
+class TrackList(_Response):
+    """``GET /tracks/lookup``: every file matching (several when copies share a recording)."""
+
+    items: list[Track]
+
+
+# -- queries ------------------------------------------------------------------------------------
+
+
+class Filters(_Request):
+    """Restrictions on answers. ``under`` folders must lie inside the library roots."""
+
+    under: list[str] | None = Field(default=None, max_length=64)
+    min_duration: float | None = Field(default=None, ge=0)
+    max_duration: float | None = Field(default=None, ge=0)
+    min_scores: dict[str, float] | None = Field(default=None, description="label → minimum score (0..1)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Filters:
+        if self.min_scores is not None:
+            if len(self.min_scores) > 64:
+                raise ValueError("at most 64 min_scores")
+            for k, v in self.min_scores.items():
+                if not 0.0 <= v <= 1.0 or not k or len(k) > 200:
+                    raise ValueError(f"min_scores[{k!r}] must be a label with a score in 0..1")
+        return self
+
+
+class _Seed(_Request):
+    """A track given by id or by path (exactly one)."""
+
+    track_id: int | None = Field(default=None, ge=1)
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    def _one_seed(self, *extra: object) -> None:
+        given = sum(x is not None for x in (self.track_id, self.path, *extra))
+        if given != 1:
+            raise ValueError("give exactly one of track_id, path" + (", vector" if extra else ""))
+
+
+class SimilarRequest(_Seed):
+    """``POST /similar``: nearest tracks to a track or a raw embedding."""
+
+    vector: list[float] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
+    model: str | None = Field(default=None, max_length=200, description="embedding space; default: the best the library has")
+    limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
+    distinct: bool = Field(default=False, description="drop other files of the seed's recording")
+    filters: Filters | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> SimilarRequest:
+        self._one_seed(self.vector)
+        if self.vector is not None and self.model is None:
+            raise ValueError("a vector query needs model (the embedding space it belongs to)")
+        return self
+
+
+class Hit(Track):
+    """A track in an answer, with how close it is to the question."""
+
+    distance: float
+    similarity: float
+    same_recording: bool = False
+    score: float | None = None
+
+
+class HitList(_Response):
+    """``POST /similar`` answer."""
+
+    model: str | None = None
+    seed: Track | None = Field(default=None, description="the seed track (never among the items)")
+    items: list[Hit]
+
+
+class MoodLabel(_Response):
+    label: str
+    models: list[str]
+
+
+class MoodList(_Response):
+    """``GET /moods``: every label some model in the library scores (and whether free text works)."""
+
+    items: list[MoodLabel]
+    zero_shot: bool = Field(description="a CLAP model is installed: any text works as a mood")
+
+
+class MoodPlaylistRequest(_Request):
+    """``POST /playlists/mood``: the tracks scoring highest for a label. With CLAP installed a label
+    no model scores is answered zero-shot (the label as text)."""
+
+    label: str = Field(min_length=1, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=25, ge=1, le=MAX_LIMIT)
+    min_score: float = Field(default=0.0, ge=0.0, le=1.0)
+    filters: Filters | None = None
+
+
+class RadioRequest(_Seed):
+    """``POST /playlists/radio``: the seed, then its neighbourhood as a smooth walk."""
+
+    model: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=25, ge=1, le=MAX_LIMIT)
+    exclude_track_ids: list[int] = Field(default_factory=list, max_length=MAX_LIMIT,
+                                         description="already played: never returned")  # fmt: skip
+    filters: Filters | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RadioRequest:
+        self._one_seed()
+        return self
+
+
+class TrackRef(_Seed):
+    @model_validator(mode="after")
+    def _check(self) -> TrackRef:
+        self._one_seed()
+        return self
+
+
+class PathPlaylistRequest(_Request):
+    """``POST /playlists/path``: a song path from one track to another."""
+
+    start: TrackRef
+    end: TrackRef
+    model: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=12, ge=2, le=MAX_LIMIT)
+    filters: Filters | None = None
+
+
+class TextPlaylistRequest(_Request):
+    """``POST /playlists/text``: tracks nearest to a description (needs a CLAP model)."""
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    limit: int = Field(default=25, ge=1, le=MAX_LIMIT)
+    filters: Filters | None = None
+
+
+class Playlist(_Response):
+    """Every ``POST /playlists/*`` answer: tracks in play order."""
+
+    kind: Literal["mood", "radio", "path", "text"]
+    model: str | None = None
+    zero_shot: bool = False
+    items: list[Hit]
+
+
+# -- analysis -----------------------------------------------------------------------------------
+
+
+class AnalyzeRequest(_Request):
+    """``POST /analyze`` with JSON: a file inside a library root. To analyse a file from another
+    machine, POST its bytes instead (``Content-Type: application/octet-stream`` or
+    ``multipart/form-data`` with a ``file`` part) and name it with ``?filename=``."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    profile: str | None = Field(default=None, max_length=64)
+    models: list[str] | None = Field(default=None, max_length=16)
+    embedding: bool = Field(default=False, description="include the embeddings")
+
+
+class ModelResult(_Response):
+    tag_prefix: str
+    provider: str | None = None
+    patches: int
+    provenance: str
+    scores: dict[str, float]
+    tiers: dict[str, str] = Field(default_factory=dict)
+    top5: list[str] = Field(default_factory=list)
+    embedding_dim: int | None = None
+    embedding: list[float] | None = None
+
+
+class AnalyzeResponse(_Response):
+    """Scores, tiers and the ``nom:`` tags a write would put in the file (nothing is written)."""
+
+    path: str | None = Field(default=None, description="the library path; null for an upload")
+    filename: str | None = None
+    source: Literal["analysis", "library"] = Field(description="analysed now, or the library's current stored result")
+    duration: float | None = None
+    profile: str | None = None
+    models: dict[str, ModelResult]
+    tags: dict[str, str]
+    warnings: list[str] = Field(default_factory=list)
+    elapsed_s: float | None = None
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+class ModelInfo(_Response):
+    id: str
+    kind: str
+    installed: bool
+    builtin: bool = False
+    licence: str | None = None
+    source: str | None = None
+    size: int | None = Field(default=None, description="bytes to download (all files)")
+    labels: int = 0
+    embedding_dim: int | None = None
+    needs: str | None = Field(default=None, description="the embedder a head runs on")
+
+
+class ModelList(_Response):
+    items: list[ModelInfo]
+
+
+class PullResponse(_Response):
+    id: str
+    status: Literal["installed", "already-installed"]
+    files: list[str] = Field(default_factory=list)
+
+
+class ScanRequest(_Request):
+    """``POST /scan``: queue a rescan of some paths (default: every root)."""
+
+    paths: list[str] | None = Field(default=None, max_length=1000)
+
+
+class ScanQueued(_Response):
+    queued: int = Field(description="paths queued")
+    pending: int
+
