@@ -70,6 +70,9 @@ class ServeConfig:
     max_upload_mb: int = 1024
     max_json_kb: int = 256
     max_concurrent_analyses: int = 2
+    # KNN from an in-memory copy of the vectors (n × dim × 4 bytes) instead of sqlite-vec's scan:
+    # ~8x faster at 100k tracks; off saves that memory on very small boxes
+    vector_index: bool = True
     log_level: str = "info"
     source: str | None = None  # the file this was read from
 
@@ -152,7 +155,7 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             cfg.port = _as_num(name, v, int, 0, 65535)
         elif key == "models":
             cfg.models = [str(x) for x in v] if isinstance(v, list) else [s for s in str(v).split(",") if s]
-        elif key in ("zeroconf", "write_tags", "mood_field", "scan_on_start"):
+        elif key in ("zeroconf", "write_tags", "mood_field", "scan_on_start", "vector_index"):
             setattr(cfg, key, _as_bool(name, v))
         elif key == "workers":
             cfg.workers = None if v in (None, "", 0, "0", "auto") else _as_num(name, v, int, 1, 256)
@@ -170,7 +173,7 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
 
 ENV_KEYS = ("host", "port", "auth", "token", "zeroconf", "profile", "models", "write_tags", "mood_field",
             "scan_on_start", "workers", "cpu_share", "nice", "idle_unload_s", "debounce_s", "settle_s",
-            "max_upload_mb", "log_level")  # fmt: skip
+            "max_upload_mb", "log_level", "vector_index")  # fmt: skip
 
 
 def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> ServeConfig:

@@ -8,6 +8,8 @@ functions back the CLI and the HTTP API.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,12 +264,13 @@ def path_playlist(store: Store, start: str | int, end: str | int, n: int = 12, *
     return out
 
 
-def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | None = None) -> list[Hit]:
-    """Tracks nearest to a text description (CLAP text tower against CLAP audio vectors)."""
-    from agent.models.clap import ClapText
+def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | None = None,
+                  registry: Any = None) -> list[Hit]:  # fmt: skip
+    """Tracks nearest to a text description (CLAP text tower against CLAP audio vectors).
+    ``registry``: the agent passes its own (its model paths are fixed when it starts)."""
     from agent.models.registry import ModelError, Registry
 
-    reg = Registry()
+    reg = registry or Registry()
     audio_spaces = [mid for mid, _ in store.spaces().values() if reg.manifests().get(mid) is not None
                     and reg.manifests()[mid].kind == "clap-audio"]  # fmt: skip
     if not audio_spaces:
@@ -282,10 +285,39 @@ def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | No
         raise ModelRequired(f"text search needs the text tower that pairs with {audio.id}: `nomarr models pull "
                          f"{text_m.id if text_m else 'clap-htsat-unfused-text'}`")  # fmt: skip
     try:
-        vec = ClapText(reg, text_m).embed([text])[0]
+        vec = _text_tower(reg, text_m).embed([text])[0]
     except ModelError as e:
         raise QueryError(str(e)) from e
     return similar_to_vector(store, vec, audio.id, n, filters=filters, distinct=True)
+
+
+# The text tower (a RoBERTa, ~500 MB for the real CLAP) is loaded once and kept while it is used:
+# loading it per query would cost seconds. The agent drops it when idle (unload_idle_text).
+_TEXT_TOWERS: dict[tuple[str, str], list[Any]] = {}
+_TEXT_LOCK = threading.Lock()
+
+
+def _text_tower(reg: Any, manifest: Any) -> Any:
+    from agent.models.clap import ClapText
+
+    key = (str(reg.models_dir), manifest.id)
+    with _TEXT_LOCK:
+        entry = _TEXT_TOWERS.get(key)
+        if entry is None:
+            entry = [ClapText(reg, manifest), time.monotonic()]
+            _TEXT_TOWERS[key] = entry
+        entry[1] = time.monotonic()
+        return entry[0]
+
+
+def unload_idle_text(max_idle_s: float) -> int:
+    """Drop text towers unused for ``max_idle_s`` seconds; returns how many were dropped."""
+    now = time.monotonic()
+    with _TEXT_LOCK:
+        stale = [k for k, (_, used) in _TEXT_TOWERS.items() if now - used > max_idle_s]
+        for k in stale:
+            del _TEXT_TOWERS[k]
+    return len(stale)
 
 
 def to_m3u(hits: list[Hit]) -> str:

@@ -28,7 +28,7 @@ from nomarr_client import models as api
 from pydantic import BaseModel, ValidationError
 
 from agent import query
-from agent.server.service import Agent, PathDenied, uploads_dir
+from agent.server.service import Agent, PathDenied
 
 log = logging.getLogger("nomarr.api")
 
@@ -320,7 +320,7 @@ async def playlist_mood(request: web.Request) -> api.Playlist:
             if req.model is not None or not _clap_text_ready(agent):
                 raise
         # no model scores this label: with CLAP, any words are a mood (zero-shot)
-        hits = query.text_playlist(st, f"{req.label} music", req.limit, filters=filters)
+        hits = query.text_playlist(st, f"{req.label} music", req.limit, filters=filters, registry=agent.registry)
         return api.Playlist(kind="mood", zero_shot=True, items=_hits(hits))
 
     return await _run(work)
@@ -365,7 +365,8 @@ async def playlist_text(request: web.Request) -> api.Playlist:
     filters = _filters(agent, req.filters)
 
     def work() -> api.Playlist:
-        return api.Playlist(kind="text", items=_hits(query.text_playlist(agent.store(), req.text, req.limit, filters=filters)))
+        return api.Playlist(kind="text", items=_hits(query.text_playlist(agent.store(), req.text, req.limit, filters=filters,
+                                                                   registry=agent.registry)))
 
     return await _run(work)
 
@@ -500,7 +501,7 @@ async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
         raise ApiError(415, "unsupported-media-type",
                        f"name the upload with ?filename=NAME.ext, ext one of {', '.join(sorted(AUDIO_EXTENSIONS))}")  # fmt: skip
     _check_models(agent, profile, model_ids)
-    fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=uploads_dir())
+    fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=agent.uploads)
     size = 0
     try:
         with os.fdopen(fd, "wb") as f:

@@ -95,6 +95,7 @@ class Agent:
         self.agent_id = agent_id()
         self.started = time.time()
         self.registry = Registry()
+        self.uploads = uploads_dir()
         get_profile(cfg.profile)  # an unknown profile is a config error now, not at the first scan
         Store(self.db_path).close()  # create/migrate the database before any reader opens it
         self.want = planned_provenance(self.registry, cfg.models, get_profile(cfg.profile))
@@ -127,7 +128,8 @@ class Agent:
         s = getattr(self._local, "store", None)
         if s is None:
             s = Store(self.db_path, readonly=True)
-            s.vector_index = self.index
+            if self.cfg.vector_index:
+                s.vector_index = self.index
             self._local.store = s
             with self._stores_lock:
                 self._stores.append(s)
@@ -248,6 +250,10 @@ class Agent:
                     log.info("idle: analysis workers stopped, models unloaded")
                 if self.index.unload_idle():
                     log.info("idle: vector index dropped")
+                from agent.query import unload_idle_text
+
+                if unload_idle_text(self.cfg.idle_unload_s):
+                    log.info("idle: CLAP text model unloaded")
             except Exception:
                 log.exception("housekeeping failed")
 
