@@ -110,7 +110,7 @@ def _as_num(name: str, v: Any, kind: type, lo: float | None = None, hi: float | 
     try:
         x = kind(v)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a {kind.__name__}, got {v!r}") from None
+        raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         raise ConfigError(f"{name}: {x} is outside {lo}..{hi}")
     return x
