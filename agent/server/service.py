@@ -119,6 +119,7 @@ class Agent:
         self.watcher: Any = None
         self.announcer: Any = None
         self.port: int | None = None
+        self.providers: list[str] | None = None  # filled in the background at start
         self.on_scan_done: list[Callable[[dict[str, Any]], None]] = []
 
     # -- database access for the API ----------------------------------------------------------
@@ -212,6 +213,7 @@ class Agent:
         from agent.watch import LibrarySpec, LibraryWatcher
 
         self.analyses = asyncio.Semaphore(self.cfg.max_concurrent_analyses)
+        threading.Thread(target=self._probe_providers, name="nomarr-providers", daemon=True).start()
         self._loop = asyncio.get_running_loop()
         self._scan_thread = threading.Thread(target=self._scan_loop, name="nomarr-scanner", daemon=True)
         self._scan_thread.start()
@@ -284,10 +286,23 @@ class Agent:
 
     # -- status ----------------------------------------------------------------------------------
 
+    def _probe_providers(self) -> None:
+        """The execution providers, asked of onnxruntime in a short-lived child process: importing
+        onnxruntime here would add tens of MB to an agent that never runs a model itself."""
+        import json
+        import subprocess
+        import sys
+
+        code = "import json; from agent.models.runtime import ort_available_providers as p; print(json.dumps(p()))"
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+            self.providers = [str(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
+            log.warning("could not list execution providers", extra={"error": str(e)})
+            self.providers = []
+
     def status(self) -> api.Status:
         """``GET /status``."""
-        from agent.models.runtime import ort_available_providers
-
         st = self.store()
         counts = st.counts()
         watch_state = {w["path"]: w for w in (self.watcher.status() if self.watcher else [])}
@@ -309,7 +324,7 @@ class Agent:
         return api.Status(version=self.version, agent_id=self.agent_id, roots=roots,
                           queue=api.QueueStatus(pending=self.queue.batches, pending_paths=self.queue.pending,
                                                 running=self.scanning is not None, current=self.scanning, last_scan=last),
-                          models=models, providers=ort_available_providers(), tracks=counts,
+                          models=models, providers=list(self.providers or []), tracks=counts,
                           workers_loaded=self.pool.loaded, uptime_s=round(time.time() - self.started, 1))  # fmt: skip
 
 
