@@ -555,6 +555,8 @@ class Store:
 
         Used for tier calibration and mood playlists; recordings with no present file are left out.
         """
+        if self.vector_index is not None:  # the agent's in-memory copy
+            return self.vector_index.label_scores(model_id)  # type: ignore[no-any-return]
         rows = self.db.execute("SELECT recording_id, scores FROM analyses WHERE model_id = ? AND recording_id IN "
                                "(SELECT recording_id FROM tracks WHERE status = 'ok')", (model_id,)).fetchall()  # fmt: skip
         if not rows:

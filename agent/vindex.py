@@ -8,7 +8,8 @@ rebuilt in the background when another connection has committed (``PRAGMA data_v
 every ``min_interval_s`` and never more than 20 % of the time, so a running scan does not turn the
 agent into a copy loop; queries in the meantime use the previous copy (answers are filtered against
 the live ``tracks`` table anyway, so a deleted file never comes back). An index idle for
-``idle_unload_s`` is dropped, so an idle agent does not hold the matrix.
+``idle_unload_s`` is dropped, so an idle agent does not hold the matrix. The per-model label score
+matrices that mood playlists rank by are cached the same way.
 """
 
 from __future__ import annotations
@@ -25,28 +26,34 @@ from agent.store import Store, space_name, sqlite3
 log = logging.getLogger("nomarr.vindex")
 
 
-class _Space:
-    __slots__ = ("ids", "mat", "built_at", "build_s", "version", "used")
+class _Entry:
+    """One cached copy: what it holds, how long it took to make, which database state it reflects."""
 
-    def __init__(self, ids: np.ndarray, mat: np.ndarray, build_s: float, version: int) -> None:
-        self.ids = ids
-        self.mat = mat
+    __slots__ = ("payload", "built_at", "build_s", "version", "used")
+
+    def __init__(self, payload: Any, build_s: float, version: int) -> None:
+        self.payload = payload
         self.built_at = time.monotonic()
         self.build_s = build_s
         self.version = version
         self.used = time.monotonic()
 
 
+Key = tuple[str, str]  # ("vectors" | "scores", model id)
+
+
 class VectorIndex:
-    """Thread-safe KNN over in-memory copies of a database's embedding spaces."""
+    """Thread-safe KNN over in-memory copies of a database's embedding spaces, plus the per-model
+    score matrices mood playlists rank by (decoding every recording's JSON scores per request
+    would cost seconds at 100k tracks)."""
 
     def __init__(self, db_path: str, *, min_interval_s: float = 1.0, idle_unload_s: float = 600.0) -> None:
         self.db_path = db_path
         self.min_interval_s = min_interval_s
         self.idle_unload_s = idle_unload_s
-        self._spaces: dict[str, _Space] = {}
+        self._entries: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
-        self._building: set[str] = set()
+        self._building: set[Key] = set()
         self._vlock = threading.Lock()
         self._vdb: Any = None
 
@@ -58,103 +65,114 @@ class VectorIndex:
                 self._vdb = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
             return int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
 
-    def _build(self, model_id: str) -> _Space | None:
+    def _build(self, key: Key) -> _Entry | None:
         t0 = time.perf_counter()
         version = self._version()  # read before the copy: a commit during it triggers another build
         st = Store(self.db_path, readonly=True)  # a private connection: builds run on their own thread
         try:
-            name = space_name(model_id)
-            row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return None
-            dim = int(row[0])
-            rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
+            payload = self._load_vectors(st, key[1]) if key[0] == "vectors" else st.label_scores(key[1])
         finally:
             st.close()
+        if payload is None:
+            return None
+        e = _Entry(payload, time.perf_counter() - t0, version)
+        log.debug("in-memory copy built", extra={"kind": key[0], "model": key[1], "s": round(e.build_s, 3)})
+        return e
+
+    @staticmethod
+    def _load_vectors(st: Store, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        name = space_name(model_id)
+        row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        dim = int(row[0])
+        rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
-        norms = np.linalg.norm(mat, axis=1, keepdims=True)
-        mat /= np.maximum(norms, 1e-12)
-        sp = _Space(ids, mat, time.perf_counter() - t0, version)
-        log.debug("vector index built", extra={"model": model_id, "vectors": len(rows), "s": round(sp.build_s, 3)})
-        return sp
+        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+        return ids, mat
 
-    def _rebuild_async(self, model_id: str) -> None:
+    def _rebuild_async(self, key: Key) -> None:
         with self._lock:
-            if model_id in self._building:
+            if key in self._building:
                 return
-            self._building.add(model_id)
+            self._building.add(key)
 
         def run() -> None:
             try:
-                sp = self._build(model_id)
+                e = self._build(key)
                 with self._lock:
-                    if sp is None:
-                        self._spaces.pop(model_id, None)
+                    if e is None:
+                        self._entries.pop(key, None)
                     else:
-                        old = self._spaces.get(model_id)
+                        old = self._entries.get(key)
                         if old is not None:
-                            sp.used = old.used
-                        self._spaces[model_id] = sp
+                            e.used = old.used
+                        self._entries[key] = e
             except Exception:  # a failed rebuild keeps the old copy; the next query tries again
-                log.exception("vector index rebuild failed", extra={"model": model_id})
+                log.exception("in-memory copy rebuild failed", extra={"kind": key[0], "model": key[1]})
             finally:
                 with self._lock:
-                    self._building.discard(model_id)
+                    self._building.discard(key)
 
-        threading.Thread(target=run, name=f"vindex-{model_id}", daemon=True).start()
+        threading.Thread(target=run, name=f"vindex-{key[0]}-{key[1]}", daemon=True).start()
 
-    def _space(self, model_id: str) -> _Space | None:
+    def _get(self, key: Key) -> Any:
         with self._lock:
-            sp = self._spaces.get(model_id)
-        if sp is None:
-            sp = self._build(model_id)
-            if sp is None:
+            e = self._entries.get(key)
+        if e is None:
+            e = self._build(key)
+            if e is None:
                 return None
             with self._lock:
-                self._spaces[model_id] = sp
-            return sp
+                self._entries[key] = e
+            return e.payload
         now = time.monotonic()
-        sp.used = now
+        e.used = now
         # another connection committed since the copy was made: refresh it, throttled
-        wait = max(self.min_interval_s, 5.0 * sp.build_s)
-        if now - sp.built_at >= wait and self._version() != sp.version:
-            self._rebuild_async(model_id)
-        return sp
+        if now - e.built_at >= max(self.min_interval_s, 5.0 * e.build_s) and self._version() != e.version:
+            self._rebuild_async(key)
+        return e.payload
+
+    def label_scores(self, model_id: str) -> tuple[list[str], np.ndarray, list[int]]:
+        """``Store.label_scores`` from memory (the same answer, refreshed like the vectors)."""
+        got = self._get(("scores", model_id))
+        return got if got is not None else ([], np.zeros((0, 0), dtype=np.float32), [])
 
     def knn(self, model_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` nearest recordings by cosine distance, nearest first (as ``Store.knn``)."""
-        sp = self._space(model_id)
-        if sp is None or len(sp.ids) == 0:
+        got = self._get(("vectors", model_id))
+        if got is None or len(got[0]) == 0:
             return []
+        ids, mat = got
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if q.shape[0] != sp.mat.shape[1]:
-            raise ValueError(f"vector has {q.shape[0]} dimensions; {model_id} embeddings have {sp.mat.shape[1]}")
+        if q.shape[0] != mat.shape[1]:
+            raise ValueError(f"vector has {q.shape[0]} dimensions; {model_id} embeddings have {mat.shape[1]}")
         qn = float(np.linalg.norm(q))
         if not np.isfinite(qn) or qn == 0.0:
             raise ValueError("vector must be finite and non-zero")
-        sims = sp.mat @ (q / qn)
+        sims = mat @ (q / qn)
         k = max(1, min(int(k), len(sims)))
         if k < len(sims):
             idx = np.argpartition(-sims, k - 1)[:k]
         else:
             idx = np.arange(len(sims))
-        idx = idx[np.lexsort((sp.ids[idx], -sims[idx]))]
-        return [(int(sp.ids[i]), float(1.0 - sims[i])) for i in idx]
+        idx = idx[np.lexsort((ids[idx], -sims[idx]))]
+        return [(int(ids[i]), float(1.0 - sims[i])) for i in idx]
 
     def unload_idle(self) -> int:
         """Drop copies unused for ``idle_unload_s``; returns how many were dropped."""
         now = time.monotonic()
         with self._lock:
-            stale = [m for m, sp in self._spaces.items() if now - sp.used > self.idle_unload_s]
-            for m in stale:
-                del self._spaces[m]
+            stale = [k for k, e in self._entries.items() if now - e.used > self.idle_unload_s]
+            for k in stale:
+                del self._entries[k]
         return len(stale)
 
     def close(self) -> None:
         """Drop every copy and the version-check connection."""
         with self._lock:
-            self._spaces.clear()
+            self._entries.clear()
         with self._vlock:
             if self._vdb is not None:
                 self._vdb.close()
@@ -163,5 +181,4 @@ class VectorIndex:
     def stats(self) -> dict[str, Any]:
         """What is held in memory (for ``GET /status`` and the bench)."""
         with self._lock:
-            return {m: {"vectors": int(len(sp.ids)), "bytes": int(sp.mat.nbytes), "build_s": round(sp.build_s, 3)}
-                    for m, sp in self._spaces.items()}  # fmt: skip
+            return {f"{k[0]}:{k[1]}": {"build_s": round(e.build_s, 3)} for k, e in self._entries.items()}
