@@ -56,3 +56,7 @@ def setup(level: str = "warning") -> None:
     handler._nomarr = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.WARNING))
+    # libraries that narrate every batch at INFO ("3 changes detected", "Added job"): our own
+    # nomarr.watch / nomarr.serve lines say what matters, once
+    for noisy in ("watchfiles", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
