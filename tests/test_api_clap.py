@@ -4,7 +4,6 @@ the real signatures installed where ``nomarr models pull`` would put them."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -13,7 +13,7 @@ from agent.vindex import VectorIndex
 
 def _fill(st: Store, ids: range, rng: np.random.Generator, dim: int = 24) -> None:
     with st.tx():
-        for i in ids:
+        for _ in ids:
             rid = st.new_recording(30.0, [])
             st.put_analysis(rid, Analysis(rid, "m1", "nom:x_", "p", "full", [], 1, None,
                                           {"happy": float(rng.random()), "sad": float(rng.random())}),

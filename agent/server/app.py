@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from nomarr_client import models as api
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from agent import query
 from agent.server.service import Agent, PathDenied
@@ -78,6 +80,9 @@ async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
         raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
     try:
         data = json.loads(raw or b"{}")
+        # "\ud800" is valid JSON but not text: refuse lone surrogates here, not with a 500 from os or
+        # sqlite later; \udc80-\udcff stay legal (os.fsdecode's spelling of non-UTF-8 name bytes)
+        json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogateescape")
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "bad-request", f"body is not valid JSON: {e}") from None
     try:
@@ -133,6 +138,8 @@ def _filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
 
 def _seed(agent: Agent, track_id: int | None, path: str | None) -> str | int:
     if track_id is not None:
+        if track_id > 2**63 - 1:  # past SQLite's 64-bit integers: no such track, not a driver error
+            raise ApiError(404, "not-found", f"no track {track_id}")
         return int(track_id)
     assert path is not None
     return agent.confine(path, must_exist=False)
@@ -485,12 +492,15 @@ async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
     embedding = request.query.get("embedding", "false").lower() in ("1", "true", "yes")
     source: Any = request.content
     if request.content_type == "multipart/form-data":
-        reader = await request.multipart()
         part: Any = None
-        while True:
-            part = await reader.next()
-            if part is None or getattr(part, "name", None) == "file":
-                break
+        try:
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None or getattr(part, "name", None) == "file":
+                    break
+        except (ValueError, HttpProcessingError) as e:  # no boundary, bad part headers: the caller's
+            raise ApiError(400, "bad-request", f"malformed multipart body: {e}") from None
         if part is None:
             raise ApiError(400, "bad-request", "multipart upload needs a part named \"file\"")
         filename = filename or (part.filename or "")
@@ -625,8 +635,18 @@ _STATUS_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404:
 def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
            headers: dict[str, str] | None = None) -> web.Response:  # fmt: skip
     body = api.ErrorResponse(error=api.ErrorBody(code=code, message=message, details=details))
-    return web.Response(status=status, text=body.model_dump_json(exclude_none=True), content_type="application/json",
+    return web.Response(status=status, text=_json_text(body, exclude_none=True), content_type="application/json",
                         headers=headers)  # fmt: skip
+
+
+def _json_text(model: BaseModel, **kw: Any) -> str:
+    """The answer as JSON. A file name that is not UTF-8 (os.fsdecode's surrogate escapes, also
+    echoed in error messages) makes pydantic's encoder fail; json.dumps writes it as \\udcXX
+    escapes instead, as the CLI's --json does, and os.fsencode(json.loads(...)) restores the bytes."""
+    try:
+        return model.model_dump_json(**kw)
+    except PydanticSerializationError:
+        return json.dumps(model.model_dump(mode="json", **kw))
 
 
 def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -634,7 +654,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         res = await route.handler(request)
         if isinstance(res, web.StreamResponse):
             return res
-        return web.Response(text=res.model_dump_json(), content_type="application/json")
+        return web.Response(text=_json_text(res), content_type="application/json")
 
     return handle
 
