@@ -308,8 +308,8 @@ class Store:
         """Tracks, optionally only those with a status and under some roots, ordered by id."""
         sql = f"SELECT {_TRACK_COLS} FROM tracks WHERE 1=1"
         args: list[Any] = []
-        if status:
-            sql += " AND status = ?"
+        if status:  # "+": walk in id order and stop at the page, not sort every 'ok' row first
+            sql += " AND +status = ?"
             args.append(status)
         roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
         if roots:  # everything below a folder, or the file itself when a root is a file
@@ -411,7 +411,7 @@ class Store:
     def duplicates(self, track_id: int) -> list[Track]:
         """Other present files of the same recording (re-encodes, copies)."""
         rows = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE recording_id = "
-                               "(SELECT recording_id FROM tracks WHERE id = ?) AND id != ? AND status = 'ok' ORDER BY id",
+                               "(SELECT recording_id FROM tracks WHERE id = ?) AND id != ? AND +status = 'ok' ORDER BY id",
                                (track_id, track_id))  # fmt: skip
         return [_track(r) for r in rows]
 
@@ -420,7 +420,9 @@ class Store:
         out: dict[int, list[Track]] = {}
         for i in range(0, len(rec_ids), 500):
             chunk = rec_ids[i : i + 500]
-            q = f"SELECT {_TRACK_COLS} FROM tracks WHERE status = 'ok' AND recording_id IN ({','.join('?' * len(chunk))}) ORDER BY id"
+            # "+status": the planner would otherwise pick the status index (nearly every row is
+            # 'ok') over the recording index and scan the whole table: 22 ms instead of 0.1 at 100k
+            q = f"SELECT {_TRACK_COLS} FROM tracks WHERE +status = 'ok' AND recording_id IN ({','.join('?' * len(chunk))}) ORDER BY id"
             for r in self.db.execute(q, chunk):
                 t = _track(r)
                 out.setdefault(t.recording_id or 0, []).append(t)
@@ -434,7 +436,7 @@ class Store:
         col, val = ("mb_recording", mbid) if mbid else ("isrc", isrc)
         if not val:
             return []
-        return [_track(r) for r in self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE {col} = ? AND status = 'ok'", (val,))]
+        return [_track(r) for r in self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE {col} = ? AND +status = 'ok'", (val,))]
 
     def counts(self) -> dict[str, int]:
         """Tracks per status, recordings, analyses."""
@@ -562,7 +564,10 @@ class Store:
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32), []
         labels = list(json.loads(rows[0][1]))
-        mat = np.array([[json.loads(r[1]).get(lab, np.nan) for lab in labels] for r in rows], dtype=np.float32)
+        mat = np.full((len(rows), len(labels)), np.nan, dtype=np.float32)
+        for i, r in enumerate(rows):  # one JSON decode per row (not per row and label)
+            d = json.loads(r[1])
+            mat[i] = [d.get(lab, np.nan) for lab in labels]
         return labels, mat, [int(r[0]) for r in rows]
 
     def model_ids(self) -> list[str]:

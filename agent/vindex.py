@@ -54,6 +54,7 @@ class VectorIndex:
         self._entries: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
         self._building: set[Key] = set()
+        self._first: dict[Key, threading.Lock] = {}
         self._vlock = threading.Lock()
         self._vdb: Any = None
 
@@ -121,11 +122,17 @@ class VectorIndex:
         with self._lock:
             e = self._entries.get(key)
         if e is None:
-            e = self._build(key)
-            if e is None:
-                return None
             with self._lock:
-                self._entries[key] = e
+                first = self._first.setdefault(key, threading.Lock())
+            with first:  # concurrent first requests wait for one build instead of each making one
+                with self._lock:
+                    e = self._entries.get(key)
+                if e is None:
+                    e = self._build(key)
+                    if e is None:
+                        return None
+                    with self._lock:
+                        self._entries[key] = e
             return e.payload
         now = time.monotonic()
         e.used = now

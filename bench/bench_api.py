@@ -111,6 +111,8 @@ class Agent:
         else:
             raise RuntimeError(f"agent did not start; see {work / 'serve.log'}")
         self.token = (work / "config" / "token").read_text().strip()
+        while not self.get("/status")[1]["providers"] and time.monotonic() < deadline:
+            time.sleep(0.2)  # let the start-up provider probe (a child process) finish first
 
     def get(self, path: str, auth: bool = True) -> tuple[int, Any]:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -160,12 +162,26 @@ def latency(agent: Agent, n_tracks: int, requests: int, seed: int = 1) -> dict[s
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max()), "n": len(a)}
 
 
-async def clients_during_scan(agent: Agent, n_clients: int, n_tracks: int, scan_done: Any) -> dict[str, Any]:
+async def clients_during_scan(agent: Agent, n_clients: int, n_tracks: int) -> dict[str, Any]:
+    """``n_clients`` concurrent clients issuing mixed requests until the agent's scan queue is done."""
     import aiohttp
 
     hdr = {"Authorization": f"Bearer {agent.token}"}
     base = f"http://127.0.0.1:{agent.port}/api/v1"
     stats: dict[str, Any] = {"ok": 0, "errors": 0, "by_status": {}, "times": [], "examples": []}
+    finished = asyncio.Event()
+
+    def scan_done() -> bool:
+        return finished.is_set()
+
+    async def watch_scan(session: aiohttp.ClientSession) -> None:
+        while True:  # one poller (its requests are not counted), the clients only read the flag
+            async with session.get(base + "/status", headers=hdr) as r:
+                q = (await r.json())["queue"]
+            if q["last_scan"] and not q["running"] and q["pending_paths"] == 0:
+                finished.set()
+                return
+            await asyncio.sleep(0.5)
 
     async def one(session: aiohttp.ClientSession, k: int) -> None:
         rng = random.Random(k)
@@ -196,8 +212,8 @@ async def clients_during_scan(agent: Agent, n_clients: int, n_tracks: int, scan_
                     stats["examples"].append({"request": req[:2], "status": status})
 
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=n_clients)) as s:
-        await asyncio.gather(*(one(s, k) for k in range(n_clients)))
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=n_clients + 1)) as s:
+        await asyncio.gather(watch_scan(s), *(one(s, k) for k in range(n_clients)))
     t = np.array(stats.pop("times") or [0.0])
     stats.update(requests=int(len(t)), p50_ms=float(np.percentile(t, 50)), p99_ms=float(np.percentile(t, 99)))
     return stats
@@ -208,7 +224,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--scan-library", default=str(CACHE / "library-16x240s"),
+    ap.add_argument("--scan-library", default=str(CACHE / "library-8x240s"),
                     help="folder of audio to scan during the concurrency test (bench_scan.py builds it)")  # fmt: skip
     ap.add_argument("--skip-concurrency", action="store_true")
     args = ap.parse_args()
@@ -263,17 +279,14 @@ def main() -> int:
                 a = Agent(run_db, [lib], work, NOMARR_IDLE_UNLOAD_S="5")
                 try:
                     before = a.rss_mb()[0]
-
-                    def scan_done() -> bool:
-                        q = a.get("/status")[1]["queue"]
-                        return bool(q["last_scan"]) and not q["running"] and q["pending_paths"] == 0
-
                     t0 = time.perf_counter()
-                    stats = asyncio.run(clients_during_scan(a, args.clients, n, scan_done))
+                    stats = asyncio.run(clients_during_scan(a, args.clients, n))
                     took = time.perf_counter() - t0
-                    last = a.get("/status")[1]["queue"]["last_scan"]["summary"]
+                    q = a.get("/status")[1]["queue"]
+                    tot = q["totals"]
                     print(f"\n{args.clients} clients during a scan of {len(list(lib.rglob('*.mp3')))} x 4-min MP3s into a {n}-track "
-                          f"library ({took:.1f} s; scan: {last.get('analysed')} analysed, {last.get('failed')} failed):")  # fmt: skip
+                          f"library ({took:.1f} s; {q['scans_completed']} scan batches: {tot.get('analysed')} analysed, "
+                          f"{tot.get('failed')} failed, {tot.get('written')} tagged):")  # fmt: skip
                     print(f"  {stats['requests']} requests, {stats['errors']} errors ({stats['by_status']}), "
                           f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms")  # fmt: skip
                     if stats["examples"]:

@@ -161,6 +161,7 @@ def test_similar_by_id_path_and_vector(served: Any) -> None:
     ({"track_id": "one"}, 400), ({"track_id": 987654}, 404), ({"track_id": 1, "model": "nope"}, 422),
     ({"vector": [1.0] * 200, "model": "nope"}, 422), ({"track_id": 1, "filters": {"min_scores": {"rock": 2}}}, 400),
     ({"track_id": 1, "filters": {"min_duration": 50, "max_duration": 10}}, 400),
+    ({"path": "a/t0.flac"}, 400), ({"track_id": 1, "filters": {"min_scores": {"no_such_label": 0.5}}}, 422),
 ])  # fmt: skip
 def test_similar_rejects_bad_requests_with_4xx(served: Any, payload: dict[str, Any], status: int) -> None:
     ra, _, _ = served
@@ -288,6 +289,8 @@ def test_moods_and_playlists(served: Any) -> None:
     assert scores == sorted(scores, reverse=True)
     st, body = ra.request("POST", "/playlists/mood", {"label": "no such mood"})
     assert st == 422 and "no model" in body["error"]["message"]
+    st, body = ra.request("POST", "/playlists/mood", {"label": "rock", "model": "nope"})
+    assert st == 422 and "'nope'" in body["error"]["message"]
     t0 = str(lib / "a" / "t0.flac")
     st, body = ra.request("POST", "/playlists/radio", {"path": t0, "limit": 5})
     radio = api.Playlist.model_validate(body)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from agent import query
-from agent.server.service import Agent, PathDenied
+from agent.server.service import Agent, PathDenied, PathInvalid
 
 log = logging.getLogger("nomarr.api")
 
@@ -134,6 +134,16 @@ def _filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
 
     mins = {slug(k): v for k, v in f.min_scores.items()} if f.min_scores else None
     return query.Filters(under=under, min_duration=f.min_duration, max_duration=f.max_duration, min_scores=mins)
+
+
+def _check_labels(st: Any, filters: query.Filters | None) -> None:
+    """A ``min_scores`` label no model scores would silently filter out everything: say so."""
+    if filters is None or not filters.min_scores:
+        return
+    known = query.labels(st)
+    unknown = sorted(k for k in filters.min_scores if k not in known)
+    if unknown:
+        raise query.QueryError(f"filters.min_scores: no model in this library scores {', '.join(map(repr, unknown))}")
 
 
 def _seed(agent: Agent, track_id: int | None, path: str | None) -> str | int:
@@ -275,6 +285,7 @@ async def similar(request: web.Request) -> api.HitList:
     seed = _seed(agent, req.track_id, req.path) if req.vector is None else None
 
     def work() -> api.HitList:
+        _check_labels(agent.store(), filters)
         st = agent.store()
         if req.vector is not None:
             assert req.model is not None
@@ -319,7 +330,10 @@ async def playlist_mood(request: web.Request) -> api.Playlist:
     filters = _filters(agent, req.filters)
 
     def work() -> api.Playlist:
+        _check_labels(agent.store(), filters)
         st = agent.store()
+        if req.model is not None and req.model not in st.model_ids():
+            raise query.QueryError(f"no analyses of model {req.model!r} in this library (have: {', '.join(st.model_ids()) or 'none'})")
         try:
             hits = query.mood_playlist(st, req.label, req.limit, model=req.model, min_score=req.min_score, filters=filters)
             return api.Playlist(kind="mood", model=req.model, items=_hits(hits))
@@ -340,6 +354,7 @@ async def playlist_radio(request: web.Request) -> api.Playlist:
     seed = _seed(agent, req.track_id, req.path)
 
     def work() -> api.Playlist:
+        _check_labels(agent.store(), filters)
         st = agent.store()
         space = query.pick_space(st, req.model)
         hits = query.radio(st, seed, req.limit + len(req.exclude_track_ids), model=space, filters=filters)
@@ -358,6 +373,7 @@ async def playlist_path(request: web.Request) -> api.Playlist:
     b = _seed(agent, req.end.track_id, req.end.path)
 
     def work() -> api.Playlist:
+        _check_labels(agent.store(), filters)
         st = agent.store()
         space = query.pick_space(st, req.model)
         return api.Playlist(kind="path", model=space, items=_hits(query.path_playlist(st, a, b, req.limit, model=space,
@@ -372,6 +388,7 @@ async def playlist_text(request: web.Request) -> api.Playlist:
     filters = _filters(agent, req.filters)
 
     def work() -> api.Playlist:
+        _check_labels(agent.store(), filters)
         return api.Playlist(kind="text", items=_hits(query.text_playlist(agent.store(), req.text, req.limit, filters=filters,
                                                                    registry=agent.registry)))
 
@@ -666,6 +683,8 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         resp = await handler(request)
     except ApiError as e:
         resp = _error(e.status, e.code, e.message, e.details, {"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+    except PathInvalid as e:
+        resp = _error(400, "bad-request", str(e))
     except PathDenied as e:
         resp = _error(403, "forbidden", str(e))
     except FileNotFoundError as e:

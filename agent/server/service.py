@@ -33,6 +33,10 @@ class PathDenied(Exception):
     """A path argument that is not inside a library root (or does not exist there)."""
 
 
+class PathInvalid(PathDenied):
+    """A path argument that cannot name a file at all (relative, empty, NUL): the caller's typo."""
+
+
 class ScanQueue:
     """Paths waiting to be scanned, merged: a path asked for twice is scanned once."""
 
@@ -109,6 +113,8 @@ class Agent:
         self.scanning: str | None = None
         self.last_scan: dict[str, Any] | None = None
         self.scans_done = 0
+        self.totals: dict[str, int] = {}
+        self._trimmed = 0.0
         self.analyses: asyncio.Semaphore | None = None  # made in start(), on the server's loop
         self.pull_lock = asyncio.Lock()
         self._local = threading.local()
@@ -147,9 +153,9 @@ class Agent:
         library path.
         """
         if not path or "\x00" in path:
-            raise PathDenied("empty path or NUL byte in path")
+            raise PathInvalid("empty path or NUL byte in path")
         if not os.path.isabs(path):
-            raise PathDenied(f"{path}: give an absolute path inside a library root")
+            raise PathInvalid(f"{path}: give an absolute path inside a library root")
         norm = os.path.normpath(path)
         if not any(_inside(norm, r) for r in self.roots):
             raise PathDenied(f"{path}: not inside a library root")
@@ -197,6 +203,10 @@ class Agent:
                                   "summary": {k: v for k, v in summary.items() if k not in ("failures", "walk_errors")}
                                   | {"failures": summary.get("failures", [])[:20]}}  # fmt: skip
                 self.scans_done += 1
+                for k in ("files", "analysed", "reused", "moved", "skipped", "written", "failed", "missing"):
+                    v = summary.get(k)
+                    if isinstance(v, int):
+                        self.totals[k] = self.totals.get(k, 0) + v
                 log.info("scan done", extra={k: summary.get(k) for k in ("files", "analysed", "reused", "moved", "skipped",
                                                                           "written", "failed", "missing", "elapsed_s")})  # fmt: skip
                 for cb in list(self.on_scan_done):
@@ -256,6 +266,9 @@ class Agent:
 
                 if unload_idle_text(self.cfg.idle_unload_s):
                     log.info("idle: CLAP text model unloaded")
+                if self.scanning is None and time.monotonic() - self._trimmed > 30.0:
+                    self._trimmed = time.monotonic()
+                    await asyncio.to_thread(_trim_heap)
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -323,9 +336,24 @@ class Agent:
         last = api.ScanInfo(**self.last_scan) if self.last_scan else None
         return api.Status(version=self.version, agent_id=self.agent_id, roots=roots,
                           queue=api.QueueStatus(pending=self.queue.batches, pending_paths=self.queue.pending,
-                                                running=self.scanning is not None, current=self.scanning, last_scan=last),
+                                                running=self.scanning is not None, current=self.scanning, last_scan=last,
+                                                scans_completed=self.scans_done, totals=dict(self.totals)),
                           models=models, providers=list(self.providers or []), tracks=counts,
                           workers_loaded=self.pool.loaded, uptime_s=round(time.time() - self.started, 1))  # fmt: skip
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc only). A burst of requests on several threads
+    leaves tens of MB free but held in malloc's per-thread arenas; on a Pi that is memory the music
+    server could use."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
+        pass
 
 
 def _inside(path: str, root: str) -> bool:

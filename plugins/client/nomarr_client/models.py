@@ -83,6 +83,8 @@ class QueueStatus(_Response):
     running: bool
     current: str | None = Field(default=None, description="what the scanner is doing now")
     last_scan: ScanInfo | None = None
+    scans_completed: int = Field(default=0, description="scans finished since the agent started")
+    totals: dict[str, int] = Field(default_factory=dict, description="analysed/reused/written/failed/… summed over those scans")
 
 
 class ModelStatus(_Response):
