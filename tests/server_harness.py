@@ -13,7 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from agent.config import Library, ServeConfig
@@ -116,6 +118,20 @@ class RunningAgent:
             return st == 200 and not body["queue"]["running"] and body["queue"]["pending_paths"] == 0
 
         self.wait_for(quiet, timeout, "the scanner to go idle", interval=0.2)
+
+
+@contextmanager
+def isolated_dirs(base: Path) -> Iterator[Path]:
+    """Private XDG dirs for a module-scoped agent (token, database, uploads, models), like the
+    function-scoped autouse fixture in conftest gives each test. Yields ``base``."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+            mp.setenv(var, str(base / var.lower()))
+        for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
+            mp.delenv(var, raising=False)
+        yield base
 
 
 def config(libraries: list[str], db: str, **kw: Any) -> ServeConfig:

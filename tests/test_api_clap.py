@@ -13,7 +13,7 @@ from agent.models.clap import DEFAULT_MOODS
 from agent.models.registry import Registry
 from tests import fixture_models as fx
 from tests.conftest import REPO, encode, music_like
-from tests.server_harness import RunningAgent, config
+from tests.server_harness import RunningAgent, config, isolated_dirs
 
 pytest.importorskip("tokenizers")
 pytestmark = pytest.mark.slow
@@ -22,11 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def clap_agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
     base = tmp_path_factory.mktemp("clap-serve")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.setenv(var, str(base / var.lower()))
-        for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
-            mp.delenv(var, raising=False)
+    with isolated_dirs(base):
         data = base / "xdg_data_home" / "nomarr"
         shipped = Registry()
         a, t = shipped.get("clap-htsat-unfused-audio"), shipped.get("clap-htsat-unfused-text")

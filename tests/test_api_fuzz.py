@@ -59,7 +59,7 @@ from schemathesis.specs.openapi.checks import (
 
 from agent.server.app import ROUTES
 from tests.conftest import encode, music_like
-from tests.server_harness import RunningAgent, config
+from tests.server_harness import RunningAgent, config, isolated_dirs
 
 pytestmark = [
     pytest.mark.slow,
@@ -933,11 +933,7 @@ def snapshot(*dirs: Path) -> set[str]:
 def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Private XDG dirs for the module's agent (its token, database, uploads, models)."""
     base = tmp_path_factory.mktemp("fuzz")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.setenv(var, str(base / var.lower()))
-        for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
-            mp.delenv(var, raising=False)
+    with isolated_dirs(base):
         yield base
 
 

@@ -42,7 +42,7 @@ from nomarr_client import (
 from nomarr_client import models as api
 
 from tests.conftest import encode, music_like
-from tests.server_harness import RunningAgent, config
+from tests.server_harness import RunningAgent, config, isolated_dirs
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +57,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Any:
     base = tmp_path_factory.mktemp("client")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
-            mp.setenv(var, str(base / var.lower()))
-        for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
-            mp.delenv(var, raising=False)
+    with isolated_dirs(base):
         yield base
 
 
