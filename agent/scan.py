@@ -277,9 +277,7 @@ class WorkerPool:
 
     def reset(self) -> None:
         """Drop a broken pool without waiting; the next job starts a fresh one."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        self.shutdown(wait=False)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers (and free their models)."""

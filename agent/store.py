@@ -187,6 +187,22 @@ _TRACK_COLS = ("id, path, size, mtime_ns, dev, inode, duration, container, codec
                "error, title, artist, album, mb_recording, isrc")  # fmt: skip
 
 
+def _track_filter(status: str | None, under: Iterable[str] | None, status_col: str) -> tuple[str, list[Any]]:
+    """WHERE clause for tracks with a status and under some roots (a folder's whole subtree, or
+    the file itself when a root is a file); shared by listing and counting."""
+    sql = "1=1"
+    args: list[Any] = []
+    if status:
+        sql += f" AND {status_col} = ?"
+        args.append(status)
+    roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
+    if roots:
+        sql += " AND (" + " OR ".join("(path >= ? AND path < ?) OR path = ?" for _ in roots) + ")"
+        for r in roots:
+            args += [r, r[:-1] + b"0", r[:-1]]  # '0' sorts right after '/'
+    return sql, args
+
+
 def _track(row: Any) -> Track:
     r = list(row)
     r[1] = dec_path(r[1])
@@ -306,17 +322,9 @@ class Store:
     def tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None,
                limit: int | None = None, offset: int = 0) -> list[Track]:  # fmt: skip
         """Tracks, optionally only those with a status and under some roots, ordered by id."""
-        sql = f"SELECT {_TRACK_COLS} FROM tracks WHERE 1=1"
-        args: list[Any] = []
-        if status:  # "+": walk in id order and stop at the page, not sort every 'ok' row first
-            sql += " AND +status = ?"
-            args.append(status)
-        roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
-        if roots:  # everything below a folder, or the file itself when a root is a file
-            sql += " AND (" + " OR ".join("(path >= ? AND path < ?) OR path = ?" for _ in roots) + ")"
-            for r in roots:
-                args += [r, r[:-1] + b"0", r[:-1]]  # '0' sorts right after '/'
-        sql += " ORDER BY id"
+        # "+status": walk in id order and stop at the page, not sort every 'ok' row first
+        where, args = _track_filter(status, under, "+status")
+        sql = f"SELECT {_TRACK_COLS} FROM tracks WHERE {where} ORDER BY id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [limit, offset]
@@ -324,17 +332,8 @@ class Store:
 
     def count_tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None) -> int:
         """How many tracks :meth:`tracks` would list without a limit (for paged answers)."""
-        sql = "SELECT COUNT(*) FROM tracks WHERE 1=1"
-        args: list[Any] = []
-        if status:
-            sql += " AND status = ?"
-            args.append(status)
-        roots = [enc_path(r).rstrip(b"/") + b"/" for r in (under or [])]
-        if roots:
-            sql += " AND (" + " OR ".join("(path >= ? AND path < ?) OR path = ?" for _ in roots) + ")"
-            for r in roots:
-                args += [r, r[:-1] + b"0", r[:-1]]
-        return int(self.db.execute(sql, args).fetchone()[0])
+        where, args = _track_filter(status, under, "status")
+        return int(self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()[0])
 
     def snapshot(self, under: Iterable[str]) -> dict[bytes, tuple[int, int, int, int | None]]:
         """``path → (track id, size, mtime_ns, recording_id)`` for every known file under the roots.

@@ -11,6 +11,7 @@ connections, which WAL lets run alongside the scanner.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -100,9 +101,9 @@ class Agent:
         self.started = time.time()
         self.registry = Registry()
         self.uploads = uploads_dir()
-        get_profile(cfg.profile)  # an unknown profile is a config error now, not at the first scan
+        profile = get_profile(cfg.profile)  # an unknown profile is a config error now, not at the first scan
         Store(self.db_path).close()  # create/migrate the database before any reader opens it
-        self.want = planned_provenance(self.registry, cfg.models, get_profile(cfg.profile))
+        self.want = planned_provenance(self.registry, cfg.models, profile)
         self.scan_opts = ScanOptions(roots=[], db=self.db_path, write=cfg.write_tags, profile=cfg.profile,
                                      models=list(cfg.models), workers=cfg.worker_count(), threads=1,
                                      mood_field=cfg.mood_field, nice=cfg.nice, cpus=cfg.worker_cpus())  # fmt: skip
@@ -193,7 +194,7 @@ class Agent:
                 reasons = sorted({items[p] for p in roots})
                 self.scanning = f"{len(roots)} path(s) ({', '.join(reasons)})"
                 t0 = time.time()
-                opts = _replace(self.scan_opts, roots=roots, vanished_ok=vanished_ok)
+                opts = dataclasses.replace(self.scan_opts, roots=roots, vanished_ok=vanished_ok)
                 try:
                     summary = Scanner(opts, progress=False, pool=self.pool, cancel=self.cancel).run().to_dict()
                 except Exception as e:  # the agent keeps running; the next change retries
@@ -322,8 +323,7 @@ class Agent:
         roots = []
         for lib in self.cfg.libraries:
             ws = watch_state.get(lib.path, {})
-            n = st.db.execute("SELECT COUNT(*) FROM tracks WHERE status = 'ok' AND ((path >= ? AND path < ?) OR path = ?)",
-                              _range(lib.path)).fetchone()[0]  # fmt: skip
+            n = st.count_tracks(under=[lib.path])
             roots.append(api.RootStatus(path=lib.path, watch=ws.get("watch", lib.watch),
                                         poll_interval_s=lib.poll_interval_s if ws.get("watch", lib.watch) == "poll" else None,
                                         exists=os.path.isdir(lib.path), tracks=int(n)))  # fmt: skip
@@ -359,17 +359,6 @@ def _trim_heap() -> None:
 def _inside(path: str, root: str) -> bool:
     root = root.rstrip(os.sep) or os.sep
     return path == root or path.startswith(root + os.sep) or root == os.sep
-
-
-def _range(root: str) -> tuple[bytes, bytes, bytes]:
-    r = os.fsencode(os.path.abspath(root)).rstrip(b"/") + b"/"
-    return r, r[:-1] + b"0", r[:-1]
-
-
-def _replace(opts: Any, **kw: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(opts, **kw)
 
 
 def uploads_dir() -> Path:
