@@ -598,6 +598,21 @@ class Store:
         """track id → hash of the tag set last written (one query for the whole library)."""
         return {r[0]: r[1] for r in self.db.execute("SELECT track_id, tags_hash FROM writes")}
 
+    def written_keys(self) -> list[tuple[str, int]]:
+        """(key, number of ok tracks) for every ``nom:`` key last written into some file.
+
+        Reads the write records, not the files: they are committed only after the file was written
+        and verified, so they say what TagLib will find without opening a single file.
+        """
+        rows = self.db.execute(
+            "SELECT j.key, count(*) FROM writes w JOIN tracks t ON t.id = w.track_id, json_each(w.tags) j "
+            "WHERE t.status = 'ok' GROUP BY j.key ORDER BY j.key").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def model_prefixes(self) -> dict[str, str]:
+        """tag prefix → model id, over every analysis in the library."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT DISTINCT prefix, model_id FROM analyses")}
+
     def record_write(self, track_id: int, tags: dict[str, str], tags_hash: str, mood: str | None, method: str) -> None:
         """Remember what was written into a file, so the next scan can tell whether it is current."""
         self.db.execute("INSERT OR REPLACE INTO writes (track_id, tags, tags_hash, mood, method, written) VALUES (?, ?, ?, ?, ?, ?)",

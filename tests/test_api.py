@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mutagen
 import pytest
 from nomarr_client import models as api
 
@@ -303,6 +304,30 @@ def test_moods_and_playlists(served: Any) -> None:
     assert st == 409 and body["error"]["code"] == "model-missing" and "nomarr models pull" in body["error"]["message"]
 
 
+def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
+    """``GET /tags`` is what host configs (Navidrome's [Tags]) are generated from, so it must list
+    every nom: key found in the files, with the right track counts, and nothing else."""
+    ra, lib, _ = served
+    st, body = ra.request("GET", "/tags")
+    assert st == 200, body
+    keys = api.TagKeyList.model_validate(body)
+    ok_files = list(lib.rglob("*.flac"))  # the symlinked one too: it is a library track
+    found: dict[str, int] = {}
+    for p in ok_files:
+        for k in {k.lower() for k, _ in mutagen.File(p).tags}:  # Vorbis comments, read independently
+            if k.startswith("nom:"):
+                found[k.lower()] = found.get(k.lower(), 0) + 1
+    listed = {k.key: k.tracks for k in keys.items}
+    assert listed == found
+    by_kind = {k.kind for k in keys.items}
+    assert by_kind == {"score", "tier", "provenance"}
+    happy = [k for k in keys.items if k.kind == "score" and k.label == "happy"]
+    assert len(happy) == 1 and happy[0].model == "msd-musicnn-1" and happy[0].key == happy[0].prefix + "happy"
+    assert happy[0].tracks == len(ok_files)
+    tiers = [k for k in keys.items if k.kind == "tier" and k.label == "happy"]
+    assert tiers and sum(t.tracks for t in tiers) == len(ok_files) and all(t.tier for t in tiers)
+
+
 def test_models_list_and_pull_errors(served: Any) -> None:
     ra, _, _ = served
     st, body = ra.request("GET", "/models")
@@ -321,7 +346,7 @@ def test_openapi_document_covers_every_route(served: Any) -> None:
     assert st == 200 and doc["openapi"].startswith("3.1")
     p = doc["paths"]
     for path, method in (("/health", "get"), ("/status", "get"), ("/tracks", "get"), ("/tracks/{id}", "get"),
-                         ("/tracks/lookup", "get"), ("/analyze", "post"), ("/similar", "post"), ("/moods", "get"),
+                         ("/tracks/lookup", "get"), ("/analyze", "post"), ("/similar", "post"), ("/moods", "get"), ("/tags", "get"),
                          ("/playlists/mood", "post"), ("/playlists/radio", "post"), ("/playlists/path", "post"),
                          ("/playlists/text", "post"), ("/models", "get"), ("/models/{id}/pull", "post")):  # fmt: skip
         assert method in p["/api/v1" + path], path

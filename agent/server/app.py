@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from agent import query
+from agent import tags as tagkeys
 from agent.server.service import Agent, PathDenied, PathInvalid
 
 log = logging.getLogger("nomarr.api")
@@ -313,6 +314,27 @@ async def moods(request: web.Request) -> api.MoodList:
         labs = query.labels(agent.store())
         items = [api.MoodLabel(label=k, models=sorted(v)) for k, v in sorted(labs.items())]
         return api.MoodList(items=items, zero_shot=_clap_text_ready(agent))
+
+    return await _run(work)
+
+
+async def tag_keys(request: web.Request) -> api.TagKeyList:
+    agent = agent_of(request)
+
+    def work() -> api.TagKeyList:
+        st = agent.store()
+        prefixes = st.model_prefixes()
+        items = []
+        for key, n in st.written_keys():
+            try:
+                pk = tagkeys.parse_key(key)
+            except ValueError:  # not ours to describe (the writer only writes parseable keys)
+                continue
+            prefix = f"{tagkeys.PREFIX}{pk.group}_"
+            items.append(api.TagKey(key=pk.key, tracks=n, kind=pk.kind, prefix=prefix,  # type: ignore[arg-type]
+                                    label=None if pk.kind == "provenance" else pk.label, tier=pk.tier,  # type: ignore[arg-type]
+                                    model=prefixes.get(prefix)))  # fmt: skip
+        return api.TagKeyList(items=items)
 
     return await _run(work)
 
@@ -630,6 +652,8 @@ ROUTES: list[Route] = [
     Route("POST", "/similar", similar, "Nearest tracks to a track (id or path) or a raw embedding", api.HitList,
           request=api.SimilarRequest, tag="queries"),
     Route("GET", "/moods", moods, "Labels some model in the library scores", api.MoodList, tag="queries"),
+    Route("GET", "/tags", tag_keys, "Every nom: key written into the library's files, parsed, with track counts",
+          api.TagKeyList, tag="queries"),
     Route("POST", "/playlists/mood", playlist_mood, "Tracks scoring highest for a label (zero-shot with CLAP)",
           api.Playlist, request=api.MoodPlaylistRequest, tag="queries"),
     Route("POST", "/playlists/radio", playlist_radio, "A seed radio: the seed, then a smooth walk through its neighbours",

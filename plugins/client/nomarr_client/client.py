@@ -474,6 +474,10 @@ class NomarrClient:
         """Every label some model scores, and whether free text works (CLAP installed)."""
         return await self._request("GET", "/moods", api.MoodList)
 
+    async def tag_keys(self) -> api.TagKeyList:
+        """Every ``nom:`` key the agent has written into files, with how many tracks carry it."""
+        return await self._request("GET", "/tags", api.TagKeyList)
+
     async def mood_playlist(self, label: str, model: str | None = None, limit: int = 25, min_score: float = 0.0,
                             filters: api.Filters | Mapping[str, Any] | None = None) -> api.Playlist:  # fmt: skip
         """The tracks scoring highest for ``label`` (answered zero-shot when only CLAP knows it)."""
@@ -704,6 +708,7 @@ class SyncNomarrClient:
     lookup = _sync(NomarrClient.lookup)
     similar = _sync(NomarrClient.similar)
     moods = _sync(NomarrClient.moods)
+    tag_keys = _sync(NomarrClient.tag_keys)
     mood_playlist = _sync(NomarrClient.mood_playlist)
     radio = _sync(NomarrClient.radio)
     path_playlist = _sync(NomarrClient.path_playlist)

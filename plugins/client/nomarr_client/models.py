@@ -251,6 +251,25 @@ class MoodList(_Response):
     zero_shot: bool = Field(description="a CLAP model is installed: any text works as a mood")
 
 
+class TagKey(_Response):
+    """One ``nom:`` key as the agent wrote it into files (DESIGN §2), parsed."""
+
+    key: str = Field(description="the full key, lowercase, e.g. nom:onnx_musicnn_msd-1_msd50_1_happy")
+    tracks: int = Field(description="ok tracks whose file carries this key (per the agent's last write)")
+    kind: Literal["score", "tier", "provenance"]
+    prefix: str = Field(description="nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_")
+    label: str | None = Field(default=None, description="label slug for score and tier keys")
+    tier: Literal["high", "medium", "low"] | None = None
+    model: str | None = Field(default=None, description="id of the model whose analyses use this prefix")
+
+
+class TagKeyList(_Response):
+    """``GET /tags``: every ``nom:`` key written into the library's files, so host configs (Navidrome's
+    ``[Tags]``) can declare exactly what TagLib will find."""
+
+    items: list[TagKey]
+
+
 class MoodPlaylistRequest(_Request):
     """``POST /playlists/mood``: the tracks scoring highest for a label. With CLAP installed a label
     no model scores is answered zero-shot (the label as text)."""
