@@ -329,11 +329,17 @@ def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
 
 
 def test_models_list_and_pull_errors(served: Any) -> None:
-    ra, _, _ = served
+    ra, lib, _ = served
     st, body = ra.request("GET", "/models")
     ml = api.ModelList.model_validate(body)
     builtin = [m for m in ml.items if m.id == "msd-musicnn-1"][0]
     assert builtin.installed and builtin.builtin and builtin.labels == 50 and builtin.embedding_dim == 200
+    # the provenance listed is the one the library's files carry: clients skip files that have it
+    assert builtin.default and builtin.tag_prefix == "nom:onnx_musicnn_msd-1_msd50_1_"
+    carried = {v for k, v in mutagen.File(lib / "a" / "t1.flac").tags if k.lower() == builtin.tag_prefix + "provenance"}
+    assert carried == {builtin.provenance}
+    other = [m for m in ml.items if m.id == "mtt-musicnn-1"][0]
+    assert not other.default and other.provenance and other.provenance != builtin.provenance
     st, body = ra.request("POST", "/models/msd-musicnn-1/pull")
     assert st == 200 and body["status"] == "already-installed"
     st, body = ra.request("POST", "/models/does-not-exist/pull")

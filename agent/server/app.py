@@ -579,15 +579,27 @@ async def list_models(request: web.Request) -> api.ModelList:
     agent = agent_of(request)
 
     def work() -> api.ModelList:
+        from agent.pipeline.analyze import planned_provenance
+        from agent.pipeline.profiles import get_profile
+
         reg = agent.registry
         items = []
         for m in sorted(reg.manifests().values(), key=lambda m: (m.kind, m.id)):
             dim = m.outputs.get("embedding_dim") if isinstance(m.outputs, dict) else None
-            items.append(api.ModelInfo(id=m.id, kind=m.kind, installed=reg.installed(m), builtin=m.builtin,
+            installed = reg.installed(m)
+            prov = agent.want.get(m.id)
+            if prov is None and installed and m.kind in ("embedder", "head", "clap-audio"):
+                try:  # what a client asking for this model alone (POST /analyze models=[id]) would get
+                    prov = planned_provenance(reg, [m.id], get_profile(agent.cfg.profile)).get(m.id)
+                except Exception as e:  # a corrupt file: the model is listed, its provenance unknown
+                    log.debug("no provenance for %s: %s", m.id, e)
+            items.append(api.ModelInfo(id=m.id, kind=m.kind, installed=installed, builtin=m.builtin,
                                        licence=m.licence or None, source=m.source_url or None,
                                        size=sum(f.size or 0 for f in m.files) or None, labels=len(m.labels),
                                        embedding_dim=int(dim) if isinstance(dim, int) else None,
-                                       needs=m.embedder_id if m.kind == "head" else None))  # fmt: skip
+                                       needs=m.embedder_id if m.kind == "head" else None,
+                                       tag_prefix=m.namespace.prefix() if m.kind in ("embedder", "head", "clap-audio") else None,
+                                       default=m.id in agent.want, provenance=prov))  # fmt: skip
         return api.ModelList(items=items)
 
     return await _run(work)

@@ -384,6 +384,10 @@ class ModelInfo(_Response):
     labels: int = 0
     embedding_dim: int | None = None
     needs: str | None = Field(default=None, description="the embedder a head runs on")
+    tag_prefix: str | None = Field(default=None, description="the nom: prefix of the keys its scores are written under")
+    default: bool = Field(default=False, description="among the models the agent runs on every file")
+    provenance: str | None = Field(default=None, description="the provenance an analysis with the agent's profile "
+                                   "would record now (installed models only); a file carrying it is current")
 
 
 class ModelList(_Response):
