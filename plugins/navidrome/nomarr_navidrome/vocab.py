@@ -1,0 +1,56 @@
+"""Which labels are moods, which are genres, and which lean energetic or calm.
+
+The agent calls every label a "mood" (``GET /moods``), but a playlist catalogue reads better when
+"rock" is a genre and "happy" a mood. These sets cover the built-in musicnn MSD/MTT labels and the
+Essentia heads' positive classes; a label in none of them is still declared as a tag
+(``nom_tag_<label>``), it just gets no catalogue playlist of its own. Names derive from these sets,
+so moving a label between them renames its tag: they only ever grow.
+"""
+
+from __future__ import annotations
+
+MOODS = frozenset({
+    "happy", "sad", "chill", "chillout", "mellow", "beautiful", "sexy", "party", "catchy",
+    "easy_listening", "aggressive", "relaxed", "relaxing", "romantic", "dark", "energetic", "calm",
+    "melancholic", "uplifting", "dreamy", "epic", "emotional", "fun", "groovy", "hopeful",
+    "peaceful", "upbeat", "sentimental", "soft", "danceable", "quiet", "loud", "fast", "slow",
+})  # fmt: skip
+
+GENRES = frozenset({
+    "rock", "pop", "alternative", "indie", "electronic", "dance", "alternative_rock", "jazz", "metal",
+    "classic_rock", "soul", "indie_rock", "electronica", "folk", "punk", "blues", "hard_rock",
+    "ambient", "experimental", "hip-hop", "hip_hop", "country", "funk", "electro", "heavy_metal",
+    "progressive_rock", "rnb", "indie_pop", "house", "reggae", "classical", "techno", "trance",
+    "disco", "latin", "rap", "drum_and_bass", "dubstep", "downtempo", "trip-hop", "grunge", "emo",
+    "hardcore", "new_wave", "synthpop", "post-rock", "lounge", "orchestral", "soundtrack", "gospel",
+    "ska", "swing", "opera", "world", "new_age", "industrial",
+})  # fmt: skip
+
+# "Energetic vs calm": labels whose medium/high tier says the track pushes, or rests.
+ENERGETIC = ("energetic", "aggressive", "party", "upbeat", "fast", "loud", "dance", "danceable",
+             "metal", "heavy_metal", "hard_rock", "punk", "hardcore", "electro", "house", "techno",
+             "trance", "drum_and_bass", "dubstep")  # fmt: skip
+CALM = ("calm", "chill", "chillout", "relaxed", "relaxing", "mellow", "peaceful", "quiet", "slow",
+        "soft", "easy_listening", "ambient", "downtempo", "lounge", "new_age")  # fmt: skip
+# "Focus": no singing (when a model says so) and something unobtrusive.
+FOCUS_VOICELESS = ("instrumental",)
+FOCUS_CALM = CALM + ("classical", "orchestral", "soundtrack", "post-rock", "beautiful")
+PARTY = ("party", "dance", "danceable", "catchy", "happy", "upbeat", "house", "disco", "electro", "funk")
+
+
+def category(label: str) -> str:
+    """``mood`` | ``genre`` | ``tag`` (everything else: decades, instruments, voices)."""
+    if label in MOODS:
+        return "mood"
+    if label in GENRES:
+        return "genre"
+    return "tag"
+
+
+def title(label: str) -> str:
+    """A label as people write it in a playlist name."""
+    special = {"rnb": "R&B", "hip-hop": "Hip-Hop", "hip_hop": "Hip-Hop", "drum_and_bass": "Drum and Bass",
+               "edm": "EDM", "easy_listening": "Easy Listening"}  # fmt: skip
+    if label in special:
+        return special[label]
+    return " ".join(w.capitalize() for w in label.replace("_", " ").replace("-", " ").split())
