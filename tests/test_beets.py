@@ -186,6 +186,22 @@ def test_similar_and_mood_playlist_answer_with_beets_items(setup: Any, tmp_path:
     assert text[0] == "#EXTM3U" and {Path(x) for x in text if not x.startswith("#")} == set(files)
 
 
+def test_similar_for_a_library_the_agent_cannot_see(setup: Any, tmp_path: Path) -> None:
+    """A second beets library outside the agent's roots: the seed is uploaded and its embedding
+    queried; answers map back by artist + title + duration, and the seed's twin is left out."""
+    ra, beets, src, _, _ = setup
+    music = tmp_path / "elsewhere"
+    music.mkdir()
+    other = Beets(tmp_path / "other", ra.url, ra.token, music, auto="no")
+    other.run("import", "-A", str(src))
+    files = sorted(other.paths())
+    assert len(files) == len(CLIPS) and all(not _nom(p) for p in files)
+    seed = files[0]
+    r = other.run("nomarr-similar", f"path:{seed}", "-n", str(len(CLIPS)), "-f", "$path")
+    got = [Path(ln.split("  ", 1)[1]) for ln in r.stdout.splitlines() if ln.strip()]
+    assert len(got) == len(CLIPS) - 1 and seed not in got and set(got) <= set(files), r.stdout + r.stderr
+
+
 def test_rerun_skips_current_items_and_force_goes_by_path(setup: Any) -> None:
     _, beets, _, _, _ = setup
     r = beets.run("nomarr")

@@ -575,7 +575,8 @@ class NomarrPlugin(BeetsPlugin):
             hits = self.similar_hits(seed, n, opts.distinct)
         except NomarrError as e:
             raise ui.UserError(_msg(e)) from None
-        self._print_mapped(lib, hits.items, opts.format, score=lambda h: f"{h.similarity:.3f}")
+        # seeded by an upload, the agent does not know the seed: its own copy comes back first
+        self._print_mapped(lib, hits.items, opts.format, score=lambda h: f"{h.similarity:.3f}", exclude={seed.id})
 
     def similar_hits(self, seed: Item, n: int, distinct: bool) -> api.HitList:
         """The agent's neighbours of a beets item: by the agent's own track when it has one
@@ -592,16 +593,19 @@ class NomarrPlugin(BeetsPlugin):
         raise NotFound(None, "not-found", "the agent gave no embedding for this item")
 
     def agent_track(self, item: Item) -> int | None:
-        """The agent's track id for an item: same file, else same MusicBrainz recording or ISRC."""
+        """The agent's track id for an item: same file, else same MusicBrainz recording or ISRC,
+        else the same Chromaprint fingerprint (beets' chroma plugin stores it)."""
         c = self.client()
         p = self.agent_sees(os.fsdecode(item.path))
-        tries: list[dict[str, str]] = []
+        tries: list[dict[str, Any]] = []
         if p is not None:
             tries.append({"path": p})
         if item.get("mb_trackid"):
             tries.append({"mbid": item["mb_trackid"]})
         if item.get("isrc"):
             tries.append({"isrc": item["isrc"]})
+        if item.get("acoustid_fingerprint"):
+            tries.append({"fingerprint": item["acoustid_fingerprint"], "duration": item.get("length") or None})
         for q in tries:
             try:
                 found = c.lookup(**q)
@@ -656,9 +660,12 @@ class NomarrPlugin(BeetsPlugin):
                     return cand
         return None
 
-    def _print_mapped(self, lib: Library, hits: Sequence[api.Hit], fmt: str | None, score: Callable[[api.Hit], str]) -> None:
+    def _print_mapped(self, lib: Library, hits: Sequence[api.Hit], fmt: str | None, score: Callable[[api.Hit], str],
+                      exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]  # fmt: skip
         mapped = self.map_hits(lib, hits)
         for h, it in mapped:
+            if it.id in exclude:
+                continue
             ui.print_(f"{score(h)}  {format(it, fmt or '')}")
         missing = len(hits) - len(mapped)
         if missing:
