@@ -235,6 +235,15 @@ def test_agent_down_or_wrong_token_is_one_line_and_import_goes_on(setup: Any, tm
     assert len(wrong.paths()) == len(CLIPS) and len(errors) == 1 and "refused the token" in errors[0], r.stderr
     r = wrong.run("nomarr", check=False)
     assert r.returncode != 0 and "refused the token" in r.stderr and "Traceback" not in r.stderr
+    # a model the agent does not have: one line naming it, the import goes on
+    music4 = tmp_path / "music4"
+    music4.mkdir()
+    url, token = beets.config.read_text().split("url: ")[1].split()[0], beets.config.read_text().split("token: ")[1].split()[0]
+    nomodel = Beets(tmp_path / "nomodel", url, token, music4, models="[discogs-effnet-bsdynamic-1]")
+    r = nomodel.run("import", "-A", str(src))
+    errors = [ln for ln in r.stderr.splitlines() if "nomarr" in ln]
+    assert len(nomodel.paths()) == len(CLIPS) and len(errors) == 1, r.stderr
+    assert "discogs-effnet-bsdynamic-1" in errors[0] and "nomarr models pull" in errors[0]
 
 
 def test_plugin_loads_no_numpy_or_onnxruntime() -> None:

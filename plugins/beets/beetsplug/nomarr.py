@@ -501,7 +501,8 @@ class NomarrPlugin(BeetsPlugin):
             return
         try:
             s = self.run(items, write=False, force=bool(self.config["force"].get(bool)), progress=False)
-        except NomarrError as e:
+        except NomarrError as e:  # the agent as a whole cannot help (per-file failures are counted)
+            self._unavailable = self._unavailable or _msg(e)
             self._log.error("{}", _msg(e).removeprefix("nomarr: "))  # once: later tasks skip quietly
             return
         self._log.info("{}", s.line())
