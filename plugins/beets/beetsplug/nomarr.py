@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -413,7 +414,7 @@ class NomarrPlugin(BeetsPlugin):
         if not todo:
             return s
         workers = max(1, int(self.config["workers"].get(int)))
-        shown = _Progress(len(todo), self._log if not progress else None)
+        shown = _Progress(len(todo), show=progress)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nomarr") as pool:
             futures: list[tuple[Item, Future[tuple[api.AnalyzeResponse, str]]]] = [
                 (item, pool.submit(self.analyze_file, os.fsdecode(item.path))) for item in todo]  # fmt: skip
@@ -730,17 +731,18 @@ def _write_m3u(path: str, items: Sequence[Item]) -> None:
 
 
 class _Progress:
-    """A progress line on stderr every couple of seconds for long runs (rate and ETA)."""
+    """A progress line on stderr every couple of seconds for long runs (rate and ETA); stdout keeps
+    only the summary, for scripts."""
 
-    def __init__(self, total: int, log: Any = None) -> None:
-        self.total, self.done_n, self.t0, self.last, self.log = total, 0, time.monotonic(), 0.0, log
+    def __init__(self, total: int, show: bool = True) -> None:
+        self.total, self.done_n, self.t0, self.last, self.show = total, 0, time.monotonic(), 0.0, show
 
     def step(self, item: Item) -> None:
         self.done_n += 1
         now = time.monotonic()
-        if self.log is None and self.total > 1 and (now - self.last >= 2.0 or self.done_n == self.total):
+        if self.show and self.total > 1 and (now - self.last >= 2.0 or self.done_n == self.total):
             self.last = now
             rate = self.done_n / max(now - self.t0, 1e-9)
             eta = (self.total - self.done_n) / rate if rate > 0 else 0
-            ui.print_(f"nomarr: {self.done_n}/{self.total} ({100 * self.done_n // self.total}%) "
-                      f"{rate:.1f} items/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}")  # fmt: skip
+            print(f"nomarr: {self.done_n}/{self.total} ({100 * self.done_n // self.total}%) "
+                  f"{rate:.1f} items/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)  # fmt: skip
