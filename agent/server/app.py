@@ -583,14 +583,16 @@ async def list_models(request: web.Request) -> api.ModelList:
         from agent.pipeline.profiles import get_profile
 
         reg = agent.registry
+        profile = get_profile(agent.cfg.profile)
         items = []
         for m in sorted(reg.manifests().values(), key=lambda m: (m.kind, m.id)):
             dim = m.outputs.get("embedding_dim") if isinstance(m.outputs, dict) else None
             installed = reg.installed(m)
+            writes_tags = m.kind in ("embedder", "head", "clap-audio")  # clap-text only serves queries
             prov = agent.want.get(m.id)
-            if prov is None and installed and m.kind in ("embedder", "head", "clap-audio"):
+            if prov is None and installed and writes_tags:
                 try:  # what a client asking for this model alone (POST /analyze models=[id]) would get
-                    prov = planned_provenance(reg, [m.id], get_profile(agent.cfg.profile)).get(m.id)
+                    prov = planned_provenance(reg, [m.id], profile).get(m.id)
                 except Exception as e:  # a corrupt file: the model is listed, its provenance unknown
                     log.debug("no provenance for %s: %s", m.id, e)
             items.append(api.ModelInfo(id=m.id, kind=m.kind, installed=installed, builtin=m.builtin,
@@ -598,7 +600,7 @@ async def list_models(request: web.Request) -> api.ModelList:
                                        size=sum(f.size or 0 for f in m.files) or None, labels=len(m.labels),
                                        embedding_dim=int(dim) if isinstance(dim, int) else None,
                                        needs=m.embedder_id if m.kind == "head" else None,
-                                       tag_prefix=m.namespace.prefix() if m.kind in ("embedder", "head", "clap-audio") else None,
+                                       tag_prefix=m.namespace.prefix() if writes_tags else None,
                                        default=m.id in agent.want, provenance=prov))  # fmt: skip
         return api.ModelList(items=items)
 

@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -421,7 +421,7 @@ class NomarrPlugin(BeetsPlugin):
             try:
                 for item, fut in futures:
                     self._finish(item, fut, s, write)
-                    shown.step(item)
+                    shown.step()
             except AgentUnavailable:
                 for _, f in futures:
                     f.cancel()
@@ -663,7 +663,7 @@ class NomarrPlugin(BeetsPlugin):
         return None
 
     def _print_mapped(self, lib: Library, hits: Sequence[api.Hit], fmt: str | None, score: Callable[[api.Hit], str],
-                      exclude: set[int] = frozenset()) -> None:  # type: ignore[assignment]  # fmt: skip
+                      exclude: Collection[int] = ()) -> None:  # fmt: skip
         mapped = self.map_hits(lib, hits)
         for h, it in mapped:
             if it.id in exclude:
@@ -737,7 +737,7 @@ class _Progress:
     def __init__(self, total: int, show: bool = True) -> None:
         self.total, self.done_n, self.t0, self.last, self.show = total, 0, time.monotonic(), 0.0, show
 
-    def step(self, item: Item) -> None:
+    def step(self) -> None:
         self.done_n += 1
         now = time.monotonic()
         if self.show and self.total > 1 and (now - self.last >= 2.0 or self.done_n == self.total):
