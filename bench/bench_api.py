@@ -46,7 +46,7 @@ LABELS = [f"label_{i}" for i in range(50)]
 
 def build_db(n: int, path: Path, dim: int = 200, seed: int = 0) -> Path:
     """A library database with ``n`` tracks, one recording each, 50 scores and one vector each."""
-    from agent.store import Store
+    from nomarr.store import Store
 
     if path.exists():
         return path
@@ -62,19 +62,43 @@ def build_db(n: int, path: Path, dim: int = 200, seed: int = 0) -> Path:
         st.ensure_space("msd-musicnn-1", dim)
         for start in range(0, n, 5000):
             ids = range(start + 1, min(n, start + 5000) + 1)
-            db.executemany("INSERT INTO recordings (id, fp_duration, created) VALUES (?, ?, ?)", ((i, 240.0, now) for i in ids))
-            db.executemany("INSERT INTO tracks (id, path, size, mtime_ns, duration, container, codec, recording_id, status, "
-                           "first_seen, last_seen, title, artist) VALUES (?, ?, 1, 1, 240.0, 'mp3', 'mp3', ?, 'ok', ?, ?, ?, ?)",
-                           ((i, os.fsencode(f"/music/synthetic/{i // 1000:03d}/{i:06d}.mp3"), i, now, now, f"Track {i}",
-                             f"Artist {i % 997}") for i in ids))  # fmt: skip
+            db.executemany(
+                "INSERT INTO recordings (id, fp_duration, created) VALUES (?, ?, ?)",
+                ((i, 240.0, now) for i in ids),
+            )
+            db.executemany(
+                "INSERT INTO tracks (id, path, size, mtime_ns, duration, container, codec, recording_id, status, "
+                "first_seen, last_seen, title, artist) VALUES (?, ?, 1, 1, 240.0, 'mp3', 'mp3', ?, 'ok', ?, ?, ?, ?)",
+                (
+                    (
+                        i,
+                        os.fsencode(f"/music/synthetic/{i // 1000:03d}/{i:06d}.mp3"),
+                        i,
+                        now,
+                        now,
+                        f"Track {i}",
+                        f"Artist {i % 997}",
+                    )
+                    for i in ids
+                ),
+            )
             scores = rng.random((len(ids), len(LABELS))).astype(np.float32) ** 3
-            db.executemany("INSERT INTO analyses (recording_id, model_id, prefix, provenance, profile, windows, n_patches, "
-                           "provider, scores, created) VALUES (?, 'msd-musicnn-1', 'nom:onnx_musicnn_msd-1_msd50_1_', "
-                           "'synthetic', 'balanced', '[]', 40, 'CPUExecutionProvider', ?, ?)",
-                           ((i, json.dumps(dict(zip(LABELS, map(float, s), strict=True))), now) for i, s in zip(ids, scores, strict=True)))  # fmt: skip
-            vecs = centres[rng.integers(0, len(centres), len(ids))] + 0.6 * rng.standard_normal((len(ids), dim)).astype(np.float32)
-            db.executemany("INSERT INTO vec_msd_musicnn_1 (recording_id, embedding) VALUES (?, ?)",
-                           ((i, v.astype(np.float32).tobytes()) for i, v in zip(ids, vecs, strict=True)))  # fmt: skip
+            db.executemany(
+                "INSERT INTO analyses (recording_id, model_id, prefix, provenance, profile, windows, n_patches, "
+                "provider, scores, created) VALUES (?, 'msd-musicnn-1', 'nom:onnx_musicnn_msd-1_msd50_1_', "
+                "'synthetic', 'balanced', '[]', 40, 'CPUExecutionProvider', ?, ?)",
+                (
+                    (i, json.dumps(dict(zip(LABELS, map(float, s), strict=True))), now)
+                    for i, s in zip(ids, scores, strict=True)
+                ),
+            )
+            vecs = centres[rng.integers(0, len(centres), len(ids))] + 0.6 * rng.standard_normal(
+                (len(ids), dim)
+            ).astype(np.float32)
+            db.executemany(
+                "INSERT INTO vec_msd_musicnn_1 (recording_id, embedding) VALUES (?, ?)",
+                ((i, v.astype(np.float32).tobytes()) for i, v in zip(ids, vecs, strict=True)),
+            )
     st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     st.close()
     os.replace(tmp, path)
@@ -94,13 +118,31 @@ class Agent:
         self.port = free_port()
         self.work = work
         e = dict(os.environ)
-        e.update({"NOMARR_CONFIG_DIR": str(work / "config"), "NOMARR_DATA_DIR": str(work / "data"),
-                  "XDG_CACHE_HOME": str(work / "cache"), "NOMARR_ZEROCONF": "false", "NOMARR_LOG_LEVEL": "warning"})  # fmt: skip
+        e.update(
+            {
+                "NOMARR_CONFIG_DIR": str(work / "config"),
+                "NOMARR_DATA_DIR": str(work / "data"),
+                "XDG_CACHE_HOME": str(work / "cache"),
+                "NOMARR_ZEROCONF": "false",
+                "NOMARR_LOG_LEVEL": "warning",
+            }
+        )
         e.update(env)
-        args = [str(REPO / ".venv" / "bin" / "nomarr"), "serve", "--db", str(db), "--host", "127.0.0.1", "--port", str(self.port)]
+        args = [
+            str(REPO / ".venv" / "bin" / "nomarr"),
+            "serve",
+            "--db",
+            str(db),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         for lib in libraries:
             args += ["--library", str(lib)]
-        self.proc = subprocess.Popen(args, env=e, stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "ab"))  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            args, env=e, stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "ab")
+        )  # noqa: SIM115
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -116,7 +158,11 @@ class Agent:
 
     def get(self, path: str, auth: bool = True) -> tuple[int, Any]:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        c.request("GET", "/api/v1" + path, headers={"Authorization": f"Bearer {self.token}"} if auth else {})
+        c.request(
+            "GET",
+            "/api/v1" + path,
+            headers={"Authorization": f"Bearer {self.token}"} if auth else {},
+        )
         r = c.getresponse()
         body = json.loads(r.read() or b"null")
         c.close()
@@ -159,7 +205,12 @@ def latency(agent: Agent, n_tracks: int, requests: int, seed: int = 1) -> dict[s
             times.append(dt * 1e3)
     c.close()
     a = np.array(times)
-    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "max": float(a.max()), "n": len(a)}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "n": len(a),
+    }
 
 
 async def clients_during_scan(agent: Agent, n_clients: int, n_tracks: int) -> dict[str, Any]:
@@ -212,20 +263,29 @@ async def clients_during_scan(agent: Agent, n_clients: int, n_tracks: int) -> di
                     stats["examples"].append({"request": req[:2], "status": status})
 
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=n_clients + 1)) as s:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=aiohttp.TCPConnector(limit=n_clients + 1)
+    ) as s:
         await asyncio.gather(watch_scan(s), *(one(s, k) for k in range(n_clients)))
     t = np.array(stats.pop("times") or [0.0])
-    stats.update(requests=int(len(t)), p50_ms=float(np.percentile(t, 50)), p99_ms=float(np.percentile(t, 99)))
+    stats.update(
+        requests=int(len(t)), p50_ms=float(np.percentile(t, 50)), p99_ms=float(np.percentile(t, 99))
+    )
     return stats
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--scan-library", default=str(CACHE / "library-8x240s"),
-                    help="folder of audio to scan during the concurrency test (bench_scan.py builds it)")  # fmt: skip
+    ap.add_argument(
+        "--scan-library",
+        default=str(CACHE / "library-8x240s"),
+        help="folder of audio to scan during the concurrency test (bench_scan.py builds it)",
+    )
     ap.add_argument("--skip-concurrency", action="store_true")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -237,7 +297,10 @@ def main() -> int:
         for n in sizes:
             t0 = time.perf_counter()
             db = build_db(n, CACHE / f"api-{n}.db")
-            print(f"\n{n} tracks (db {db.stat().st_size / 2**20:.0f} MB, ready in {time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"\n{n} tracks (db {db.stat().st_size / 2**20:.0f} MB, ready in {time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
             row = {}
             for mode, env in (("index", {}), ("vec0", {"NOMARR_VECTOR_INDEX": "false"})):
                 work = tmp / f"lat-{n}-{mode}"
@@ -255,16 +318,23 @@ def main() -> int:
                 finally:
                     a.stop()
                 r = row[mode]
-                print(f"  /similar {mode:5s}: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  max {r['max']:6.1f} ms  (n={r['n']})", flush=True)
+                print(
+                    f"  /similar {mode:5s}: p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  max {r['max']:6.1f} ms  (n={r['n']})",
+                    flush=True,
+                )
             ratio = row["vec0"]["p99"] / row["index"]["p99"]
-            print(f"  p99 index vs vec0: {ratio:.1f}x faster; goal p99 <= {GOAL_P99_MS} ms: "
-                  f"{'met' if row['index']['p99'] <= GOAL_P99_MS else 'MISSED'} ({row['index']['p99'] / GOAL_P99_MS:.2f} of the goal)")  # fmt: skip
+            print(
+                f"  p99 index vs vec0: {ratio:.1f}x faster; goal p99 <= {GOAL_P99_MS} ms: "
+                f"{'met' if row['index']['p99'] <= GOAL_P99_MS else 'MISSED'} ({row['index']['p99'] / GOAL_P99_MS:.2f} of the goal)"
+            )
             results["latency"][n] = row
 
         if not args.skip_concurrency:
             src = Path(args.scan_library)
             if not src.is_dir():
-                print(f"\nconcurrency test skipped: {src} missing (run bench/bench_scan.py once to build it)")
+                print(
+                    f"\nconcurrency test skipped: {src} missing (run bench/bench_scan.py once to build it)"
+                )
             else:
                 work = tmp / "conc"
                 work.mkdir()
@@ -284,25 +354,33 @@ def main() -> int:
                     took = time.perf_counter() - t0
                     q = a.get("/status")[1]["queue"]
                     tot = q["totals"]
-                    print(f"\n{args.clients} clients during a scan of {len(list(lib.rglob('*.mp3')))} x 4-min MP3s into a {n}-track "
-                          f"library ({took:.1f} s; {q['scans_completed']} scan batches: {tot.get('analysed')} analysed, "
-                          f"{tot.get('failed')} failed, {tot.get('written')} tagged):")  # fmt: skip
-                    print(f"  {stats['requests']} requests, {stats['errors']} errors ({stats['by_status']}), "
-                          f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms")  # fmt: skip
+                    print(
+                        f"\n{args.clients} clients during a scan of {len(list(lib.rglob('*.mp3')))} x 4-min MP3s into a {n}-track "
+                        f"library ({took:.1f} s; {q['scans_completed']} scan batches: {tot.get('analysed')} analysed, "
+                        f"{tot.get('failed')} failed, {tot.get('written')} tagged):"
+                    )
+                    print(
+                        f"  {stats['requests']} requests, {stats['errors']} errors ({stats['by_status']}), "
+                        f"p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms"
+                    )
                     if stats["examples"]:
                         print(f"  error examples: {stats['examples']}")
                     results["concurrency"] = {**stats, "seconds": took}
                     time.sleep(12)  # idle_unload_s=5: the workers go
                     own, total, kids = a.rss_mb()
                     results["rss"]["after_scan_idle"] = own
-                    print(f"\nagent RSS: idle at start {before:.0f} MB; idle after the scan {own:.0f} MB "
-                          f"({kids} worker processes left, {total:.0f} MB with them)")  # fmt: skip
+                    print(
+                        f"\nagent RSS: idle at start {before:.0f} MB; idle after the scan {own:.0f} MB "
+                        f"({kids} worker processes left, {total:.0f} MB with them)"
+                    )
                 finally:
                     a.stop()
         rss = results["rss"]
         for n in sizes:
-            print(f"agent RSS at {n} tracks: idle {rss[f'idle_{n}']:.0f} MB, with the vector index loaded {rss[f'index_{n}']:.0f} MB "
-                  f"(goal idle <= {GOAL_IDLE_RSS_MB:.0f} MB: {rss[f'idle_{n}'] / GOAL_IDLE_RSS_MB:.2f} of it)")  # fmt: skip
+            print(
+                f"agent RSS at {n} tracks: idle {rss[f'idle_{n}']:.0f} MB, with the vector index loaded {rss[f'index_{n}']:.0f} MB "
+                f"(goal idle <= {GOAL_IDLE_RSS_MB:.0f} MB: {rss[f'idle_{n}'] / GOAL_IDLE_RSS_MB:.2f} of it)"
+            )
     out = CACHE / "bench_api.json"
     out.write_text(json.dumps(results, indent=1, default=str))
     print(f"\nraw results: {out}")

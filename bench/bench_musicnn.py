@@ -90,15 +90,37 @@ class Plan:
 
 
 FULL = Plan(
-    batches=(1, 2, 4, 8, 16, 32, 64), threads=(1, 2), lat_reps=7, lat_min_patches=16,
-    n_files=6, file_reps=3, tp_batches=(1, 8), tp_patches=192, tp_reps=3,
-    opt_batch=8, opt_reps=7, eval_files=3, calib_files=4, calib_patches_per_file=16,
-)  # fmt: skip
+    batches=(1, 2, 4, 8, 16, 32, 64),
+    threads=(1, 2),
+    lat_reps=7,
+    lat_min_patches=16,
+    n_files=6,
+    file_reps=3,
+    tp_batches=(1, 8),
+    tp_patches=192,
+    tp_reps=3,
+    opt_batch=8,
+    opt_reps=7,
+    eval_files=3,
+    calib_files=4,
+    calib_patches_per_file=16,
+)
 QUICK = Plan(
-    batches=(1, 4, 32), threads=(1, 2), lat_reps=3, lat_min_patches=8,
-    n_files=2, file_reps=1, tp_batches=(8,), tp_patches=64, tp_reps=2,
-    opt_batch=8, opt_reps=3, eval_files=1, calib_files=2, calib_patches_per_file=8,
-)  # fmt: skip
+    batches=(1, 4, 32),
+    threads=(1, 2),
+    lat_reps=3,
+    lat_min_patches=8,
+    n_files=2,
+    file_reps=1,
+    tp_batches=(8,),
+    tp_patches=64,
+    tp_reps=2,
+    opt_batch=8,
+    opt_reps=3,
+    eval_files=1,
+    calib_files=2,
+    calib_patches_per_file=8,
+)
 
 
 # -- small helpers --------------------------------------------------------------------------------
@@ -181,8 +203,7 @@ class LoadMeter:
 def machine_info() -> dict[str, Any]:
     """Facts that decide the numbers: cores, CPU model, library versions, load."""
     import onnxruntime as ort
-
-    from agent.models.runtime import available_cores
+    from nomarr.models.runtime import available_cores
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -206,7 +227,7 @@ def shipped_batch() -> int:
     """The Analyzer's default inference batch, so sections c and d measure what nomarr runs."""
     import inspect
 
-    from agent.pipeline.analyze import Analyzer
+    from nomarr.pipeline.analyze import Analyzer
 
     return int(inspect.signature(Analyzer).parameters["batch_size"].default)
 
@@ -226,8 +247,8 @@ def corpus_files(corpus: Path) -> list[Path]:
 
 def file_patches(path: Path) -> np.ndarray:
     """Non-overlapping [n, 187, 96] log-mel patches of a whole file (trailing partial dropped)."""
-    from agent.audio.decode import load_mono
-    from agent.audio.mel import log_mel
+    from nomarr.audio.decode import load_mono
+    from nomarr.audio.mel import log_mel
 
     m = log_mel(load_mono(str(path)))
     n = m.shape[0] // N_FRAMES
@@ -240,8 +261,8 @@ def bench_input(files: list[Path], n: int = 64, seed: int = 7) -> np.ndarray:
     Real spectra rather than uniform noise, so value ranges (and any denormal or saturation
     effects) are those of music; random offsets so no patch boundary is special.
     """
-    from agent.audio.decode import load_mono
-    from agent.audio.mel import log_mel
+    from nomarr.audio.decode import load_mono
+    from nomarr.audio.mel import log_mel
 
     rng = np.random.default_rng(seed)
     mels = [log_mel(load_mono(str(f))) for f in files[:2]]
@@ -362,7 +383,7 @@ def worker_latency(p: dict[str, Any]) -> dict[str, Any]:
     """Child process: per-patch latency of ORT and (optionally) TF, interleaved, one thread setting."""
     if p["pin"] is not None:  # before any runtime starts threads: they inherit the mask
         os.sched_setaffinity(0, {p["pin"]})
-    from agent.models.runtime import OrtBackend
+    from nomarr.models.runtime import OrtBackend
 
     x_all = np.load(p["input"])
     be = OrtBackend(str(MODEL), threads=p["threads"])
@@ -394,10 +415,10 @@ def worker_files(p: dict[str, Any]) -> dict[str, Any]:
     Upstream's one-off costs (TF import, first call) and the parts of a call (graph build+restore,
     librosa decode+mel) are timed separately so they can be told apart.
     """
-    from agent.audio.decode import probe
-    from agent.models.registry import Registry
-    from agent.pipeline.analyze import Analyzer, ModelSet
-    from agent.pipeline.profiles import get_profile
+    from nomarr.audio.decode import probe
+    from nomarr.models.registry import Registry
+    from nomarr.pipeline.analyze import Analyzer, ModelSet
+    from nomarr.pipeline.profiles import get_profile
 
     files = p["files"]
     t = time.perf_counter()
@@ -408,8 +429,13 @@ def worker_files(p: dict[str, Any]) -> dict[str, Any]:
     res["ours_first_call_s"] = time.perf_counter() - t
     per: dict[str, Any] = {}
     for f in files:
-        per[f] = {"duration": probe(f).duration or 0.0, "ours_s": [], "ours_decode_mel_s": [],
-                  "ours_inference_s": [], "up_s": []}  # fmt: skip
+        per[f] = {
+            "duration": probe(f).duration or 0.0,
+            "ours_s": [],
+            "ours_decode_mel_s": [],
+            "ours_inference_s": [],
+            "up_s": [],
+        }
 
     def ours(f: str) -> None:
         t = time.perf_counter()
@@ -428,8 +454,11 @@ def worker_files(p: dict[str, Any]) -> dict[str, Any]:
         from musicnn import configuration
         from musicnn.extractor import batch_data, extractor
 
-        res.update(tensorflow=tf.__version__, up_import_s=time.perf_counter() - t,
-                   labels=list(configuration.MSD_LABELS))  # fmt: skip
+        res.update(
+            tensorflow=tf.__version__,
+            up_import_s=time.perf_counter() - t,
+            labels=list(configuration.MSD_LABELS),
+        )
 
         def up(f: str) -> None:
             t = time.perf_counter()
@@ -576,8 +605,15 @@ def section_a(plan: Plan, input_path: Path, musicnn_dir: Path | None) -> dict[st
         configs.insert(1, ("1T pinned", 1, last_core()))
     runs: dict[str, dict[str, Any]] = {}
     for name, th, pin in configs:
-        params = {"input": str(input_path), "threads": th, "pin": pin, "tf": musicnn_dir is not None,
-                  "batches": list(plan.batches), "reps": plan.lat_reps, "min_patches": plan.lat_min_patches}  # fmt: skip
+        params = {
+            "input": str(input_path),
+            "threads": th,
+            "pin": pin,
+            "tf": musicnn_dir is not None,
+            "batches": list(plan.batches),
+            "reps": plan.lat_reps,
+            "min_patches": plan.lat_min_patches,
+        }
         runs[name] = run_worker("latency", params, musicnn_dir)
     head = ["batch"]
     for name, _, _ in configs:
@@ -595,7 +631,7 @@ def section_a(plan: Plan, input_path: Path, musicnn_dir: Path | None) -> dict[st
         "per thread setting, every batch size of both engines takes a turn in each repeat), 2 warm-up calls excluded. Both return tags + the 200-d embedding. nT: ORT "
         "intra_op_num_threads=n / TF intra_op_parallelism_threads=n, inter-op 1 on both. 'pinned': "
         f"process restricted to core {last_core()} with sched_setaffinity. TF/ORT: median of per-repeat ratios."
-    ]  # fmt: skip
+    ]
     used = []
     for name, _, _ in configs:
         r = runs[name]
@@ -609,8 +645,10 @@ def section_a(plan: Plan, input_path: Path, musicnn_dir: Path | None) -> dict[st
     notes.append("Cores used (CPU time / wall time): " + "; ".join(used) + ".")
     agree = next((r["tf_vs_ort"] for r in runs.values() if "tf_vs_ort" in r), None)
     if agree:
-        notes.append(f"Same input through both graphs: max |TF - ORT| = {agree['tags']:.1e} (tags), "
-                     f"{agree['embedding']:.1e} (embedding).")  # fmt: skip
+        notes.append(
+            f"Same input through both graphs: max |TF - ORT| = {agree['tags']:.1e} (tags), "
+            f"{agree['embedding']:.1e} (embedding)."
+        )
     text = table("a. Per-patch latency (ms/patch), ORT vs upstream TF graph", head, rows, notes)
     return {"runs": runs, "table": text}
 
@@ -621,7 +659,7 @@ def section_a(plan: Plan, input_path: Path, musicnn_dir: Path | None) -> dict[st
 def nomarr_cli() -> list[str]:
     """How to start the CLI with this interpreter's environment."""
     script = Path(sys.executable).parent / "nomarr"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nomarr.cli"]
 
 
 def section_b(plan: Plan, files: list[Path], musicnn_dir: Path | None) -> dict[str, Any]:
@@ -653,48 +691,104 @@ def section_b(plan: Plan, files: list[Path], musicnn_dir: Path | None) -> dict[s
         for k, v in (("audio", dur), ("ours", ot), ("up", ut), ("up_ex", ux)):
             tot[k] += v
         if "up_tag_means" in d:
-            drift.append(max(abs(d["ours_scores"][lab] - d["up_tag_means"][i])
-                             for i, lab in enumerate(w["labels"])))  # fmt: skip
+            drift.append(
+                max(
+                    abs(d["ours_scores"][lab] - d["up_tag_means"][i])
+                    for i, lab in enumerate(w["labels"])
+                )
+            )
             nonfinite.append(100 * d["up_nonfinite_frac"])
-        rows.append([f.name, fmt(dur), str(d["patches"]), fmt(ot, 3), fmt(dur / ot, 0),
-                     fmt(med(d["ours_decode_mel_s"]), 3), fmt(med(d["ours_inference_s"]), 3),
-                     fmt(ut, 3), fmt(dur / ut, 0), fmt(ux, 3), fmt(ut / ot, 1), fmt(ux / ot, 1),
-                     fmt(d.get("up_batch_data_s"), 3)])  # fmt: skip
-    rows.append(["all", fmt(tot["audio"]), "", fmt(tot["ours"], 3), fmt(tot["audio"] / tot["ours"], 0),
-                 "", "", fmt(tot["up"], 3), fmt(tot["audio"] / tot["up"], 0), fmt(tot["up_ex"], 3),
-                 fmt(tot["up"] / tot["ours"], 1), fmt(tot["up_ex"] / tot["ours"], 1), ""])  # fmt: skip
-    head = ["file", "audio s", "patches", "ours s", "ours xRT", "ours decode+mel s", "ours inference s",
-            "upstream s", "up xRT", "up excl. build s", "up/ours", "up excl. build/ours",
-            "up librosa decode+mel s"]  # fmt: skip
+        rows.append(
+            [
+                f.name,
+                fmt(dur),
+                str(d["patches"]),
+                fmt(ot, 3),
+                fmt(dur / ot, 0),
+                fmt(med(d["ours_decode_mel_s"]), 3),
+                fmt(med(d["ours_inference_s"]), 3),
+                fmt(ut, 3),
+                fmt(dur / ut, 0),
+                fmt(ux, 3),
+                fmt(ut / ot, 1),
+                fmt(ux / ot, 1),
+                fmt(d.get("up_batch_data_s"), 3),
+            ]
+        )
+    rows.append(
+        [
+            "all",
+            fmt(tot["audio"]),
+            "",
+            fmt(tot["ours"], 3),
+            fmt(tot["audio"] / tot["ours"], 0),
+            "",
+            "",
+            fmt(tot["up"], 3),
+            fmt(tot["audio"] / tot["up"], 0),
+            fmt(tot["up_ex"], 3),
+            fmt(tot["up"] / tot["ours"], 1),
+            fmt(tot["up_ex"] / tot["ours"], 1),
+            "",
+        ]
+    )
+    head = [
+        "file",
+        "audio s",
+        "patches",
+        "ours s",
+        "ours xRT",
+        "ours decode+mel s",
+        "ours inference s",
+        "upstream s",
+        "up xRT",
+        "up excl. build s",
+        "up/ours",
+        "up excl. build/ours",
+        "up librosa decode+mel s",
+    ]
     notes = [
         f"Ours: Analyzer in-process, profile full, batch {w['batch']} (its default), threads=0 (all {os.cpu_count()} cores), model "
         f"load {w['ours_load_s']:.3f} s and first call {w['ours_first_call_s']:.2f} s not included. "
         "Upstream: musicnn.extractor.extractor(file, model='MSD_musicnn', extract_features=True): default "
         "Session (all cores), batch 1 (its configuration.BATCH_SIZE), graph rebuilt and restored on every call.",
         f"Median of {plan.file_reps} run(s) per file, ours and upstream alternating in one process.",
-    ]  # fmt: skip
+    ]
     if "up_import_s" in w:
         steady = med([med(d["up_s"]) for d in w["files"].values()])
-        notes.append(f"Upstream one-offs: import TF+musicnn {w['up_import_s']:.2f} s; first extractor call "
-                     f"{w['up_first_call_s']:.2f} s vs steady median {steady:.2f} s. Graph build+restore "
-                     f"alone: {build:.3f} s (median of 3), subtracted in 'excl. build'.")  # fmt: skip
-    notes.append(f"Cold one-file runs in fresh processes ({files[0].name}): `nomarr analyze --profile full "
-                 f"--json` {cold_cli:.2f} s wall (its own timer {fmt(cold_cli_own, 2)} s); upstream "
-                 f"`python` + import + extractor {fmt(cold_up.get('wall_s'), 2)} s wall.")  # fmt: skip
+        notes.append(
+            f"Upstream one-offs: import TF+musicnn {w['up_import_s']:.2f} s; first extractor call "
+            f"{w['up_first_call_s']:.2f} s vs steady median {steady:.2f} s. Graph build+restore "
+            f"alone: {build:.3f} s (median of 3), subtracted in 'excl. build'."
+        )
+    notes.append(
+        f"Cold one-file runs in fresh processes ({files[0].name}): `nomarr analyze --profile full "
+        f"--json` {cold_cli:.2f} s wall (its own timer {fmt(cold_cli_own, 2)} s); upstream "
+        f"`python` + import + extractor {fmt(cold_up.get('wall_s'), 2)} s wall."
+    )
     if drift:
-        notes.append("Track-level tag means, ours vs upstream, max |Δ| per file: "
-                     + ", ".join(f"{d:.3f}" for d in drift) + "; share of upstream's log-mel values that "
-                     "are inf (its float16 mel overflows on loud frames): "
-                     + ", ".join(f"{n:.2f}%" for n in nonfinite) + ". The graphs agree on equal input "
-                     "(section a); the difference is upstream's front end.")  # fmt: skip
+        notes.append(
+            "Track-level tag means, ours vs upstream, max |Δ| per file: "
+            + ", ".join(f"{d:.3f}" for d in drift)
+            + "; share of upstream's log-mel values that "
+            "are inf (its float16 mel overflows on loud frames): "
+            + ", ".join(f"{n:.2f}%" for n in nonfinite)
+            + ". The graphs agree on equal input "
+            "(section a); the difference is upstream's front end."
+        )
     text = table(
         "b. Whole files, x real time: nomarr (full profile) vs upstream extractor",
         head,
         rows,
         notes,
     )
-    return {"worker": w, "cold_cli_s": cold_cli, "cold_cli_own_s": cold_cli_own, "cold_upstream": cold_up,
-            "table": text}  # fmt: skip
+    return {
+        "worker": w,
+        "cold_cli_s": cold_cli,
+        "cold_cli_own_s": cold_cli_own,
+        "cold_upstream": cold_up,
+        "table": text,
+    }
 
 
 # -- c. throughput ------------------------------------------------------------------------------------
@@ -706,7 +800,7 @@ def _proc_loop(
     """Child of the throughput test: one single-threaded session, serving timed rounds."""
     if pin is not None:
         os.sched_setaffinity(0, {pin})
-    from agent.models.runtime import OrtBackend
+    from nomarr.models.runtime import OrtBackend
 
     x_all = np.load(input_path)
     be = OrtBackend(model, threads=1)
@@ -731,11 +825,20 @@ class ProcPool:
         self.results = ctx.Queue()
         self.cmds = [ctx.Queue() for _ in range(n)]
         self.procs = [
-            ctx.Process(target=_proc_loop, daemon=True,
-                        args=(str(MODEL), str(input_path), cores[i % len(cores)] if pin else None,
-                              q, self.barrier, self.results))
+            ctx.Process(
+                target=_proc_loop,
+                daemon=True,
+                args=(
+                    str(MODEL),
+                    str(input_path),
+                    cores[i % len(cores)] if pin else None,
+                    q,
+                    self.barrier,
+                    self.results,
+                ),
+            )
             for i, q in enumerate(self.cmds)
-        ]  # fmt: skip
+        ]
         for p in self.procs:
             p.start()
 
@@ -780,7 +883,7 @@ def throughput_threads(sessions: list[Any], x: np.ndarray, calls: int) -> float:
 
 def section_c(plan: Plan, x: np.ndarray, input_path: Path, cores: int) -> dict[str, Any]:
     """One single-threaded session per core vs one session using all cores, in patches/s."""
-    from agent.models.runtime import OrtBackend
+    from nomarr.models.runtime import OrtBackend
 
     one = [OrtBackend(str(MODEL), threads=cores)]
     many = [OrtBackend(str(MODEL), threads=1) for _ in range(cores)]
@@ -795,25 +898,39 @@ def section_c(plan: Plan, x: np.ndarray, input_path: Path, cores: int) -> dict[s
                 total = max(1, plan.tp_patches // b)
                 each = max(1, total // cores)
                 cfgs: dict[str, Callable[[], float]] = {
-                    f"1 session x {cores} threads": lambda b=b, n=total: throughput_threads(one, x[:b], n),
-                    f"{cores} sessions x 1 thread, Python threads": lambda b=b, n=each: throughput_threads(many, x[:b], n),
+                    f"1 session x {cores} threads": lambda b=b, n=total: throughput_threads(
+                        one, x[:b], n
+                    ),
+                    f"{cores} sessions x 1 thread, Python threads": lambda b=b, n=each: (
+                        throughput_threads(many, x[:b], n)
+                    ),
                     f"{cores} processes x 1 thread": lambda b=b, n=each: pools["free"].round(b, n),
-                    f"{cores} processes x 1 thread, each pinned to a core": lambda b=b, n=each: pools["pinned"].round(b, n),
-                }  # fmt: skip
+                    f"{cores} processes x 1 thread, each pinned to a core": lambda b=b, n=each: (
+                        pools["pinned"].round(b, n)
+                    ),
+                }
                 for name, fn in cfgs.items():
                     res.setdefault(name, {}).setdefault(str(b), []).append(fn())
     finally:
         for pool in pools.values():
             pool.close()
     base = res[next(iter(res))]
-    head = (["configuration"] + [f"batch {b} patches/s" for b in plan.tp_batches]
-            + [f"vs 1 session (batch {b})" for b in plan.tp_batches])  # fmt: skip
-    rows = [[name] + [fmt(med(d[str(b)])) for b in plan.tp_batches]
-            + [fmt(paired_ratio(d[str(b)], base[str(b)]), 2) for b in plan.tp_batches]
-            for name, d in res.items()]  # fmt: skip
-    notes = [f"{plan.tp_patches} patches per measurement, split across sessions; median of {plan.tp_reps} "
-             "interleaved repeats; session/process start-up and one warm-up call per session excluded. "
-             "Single-threaded sessions run with spinning off, as nomarr's workers do."]  # fmt: skip
+    head = (
+        ["configuration"]
+        + [f"batch {b} patches/s" for b in plan.tp_batches]
+        + [f"vs 1 session (batch {b})" for b in plan.tp_batches]
+    )
+    rows = [
+        [name]
+        + [fmt(med(d[str(b)])) for b in plan.tp_batches]
+        + [fmt(paired_ratio(d[str(b)], base[str(b)]), 2) for b in plan.tp_batches]
+        for name, d in res.items()
+    ]
+    notes = [
+        f"{plan.tp_patches} patches per measurement, split across sessions; median of {plan.tp_reps} "
+        "interleaved repeats; session/process start-up and one warm-up call per session excluded. "
+        "Single-threaded sessions run with spinning off, as nomarr's workers do."
+    ]
     text = table(f"c. Throughput on {cores} cores (patches/s)", head, rows, notes)
     return {"cells": res, "table": text}
 
@@ -878,23 +995,41 @@ def build_variants(calib: np.ndarray) -> Iterator[tuple[str, Path, str, str]]:
         pre = MODEL
 
     def static(out: Path, per_channel: bool, ops: list[str] | None = None) -> None:
-        quantize_static(str(pre), str(out), calibration_reader(calib), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=per_channel, op_types_to_quantize=ops,
-                        calibrate_method=CalibrationMethod.MinMax)  # fmt: skip
+        quantize_static(
+            str(pre),
+            str(out),
+            calibration_reader(calib),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            op_types_to_quantize=ops,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
 
     def dynamic(out: Path, ops: list[str]) -> None:
         quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
 
     dense = ["Gemm", "MatMul"]
     jobs: list[tuple[str, Path, Callable[[Path], None]]] = [
-        ("int8 dynamic (Conv+dense)", d / "msd_musicnn.dyn.onnx", lambda o: dynamic(o, ["Conv", *dense])),
-        ("int8 dynamic (dense only)", d / "msd_musicnn.dyn-dense.onnx", lambda o: dynamic(o, dense)),
+        (
+            "int8 dynamic (Conv+dense)",
+            d / "msd_musicnn.dyn.onnx",
+            lambda o: dynamic(o, ["Conv", *dense]),
+        ),
+        (
+            "int8 dynamic (dense only)",
+            d / "msd_musicnn.dyn-dense.onnx",
+            lambda o: dynamic(o, dense),
+        ),
         ("int8 static QDQ per-tensor", d / "msd_musicnn.qdq.onnx", lambda o: static(o, False)),
         ("int8 static QDQ per-channel", d / "msd_musicnn.qdq-pc.onnx", lambda o: static(o, True)),
-        ("int8 static QDQ per-channel, Conv only", d / "msd_musicnn.qdq-pc-conv.onnx",
-         lambda o: static(o, True, ["Conv"])),
-    ]  # fmt: skip
+        (
+            "int8 static QDQ per-channel, Conv only",
+            d / "msd_musicnn.qdq-pc-conv.onnx",
+            lambda o: static(o, True, ["Conv"]),
+        ),
+    ]
     for name, out, make in jobs:
         t = time.perf_counter()
         try:
@@ -953,8 +1088,12 @@ def section_d(plan: Plan, x: np.ndarray, files: list[Path]) -> dict[str, Any]:
     cpu_by_th: dict[int, str] = {}
     for th in plan.threads:
         live = [r for r in rows_data if "sessions" in r]
-        engines = {r["name"]: (lambda a, s=r["sessions"][th]: s.run(["tags", "embedding"], {"melspectrogram": a}))
-                   for r in live}  # fmt: skip
+        engines = {
+            r["name"]: (
+                lambda a, s=r["sessions"][th]: s.run(["tags", "embedding"], {"melspectrogram": a})
+            )
+            for r in live
+        }
         core = last_core() if th == 1 else None  # as in section a: a true single-core figure
         with pinned(core):
             timing = paired_timing(
@@ -964,8 +1103,12 @@ def section_d(plan: Plan, x: np.ndarray, files: list[Path]) -> dict[str, Any]:
         for r in live:
             r["ms"][str(th)] = timing[r["name"]]["ms"]
     shipped = rows_data[0]
-    head = (["variant", "session create s"] + [f"{th}T ms/patch" for th in plan.threads]
-            + [f"vs shipped {th}T" for th in plan.threads] + ["max |Δ| tag means", "verdict", "note"])  # fmt: skip
+    head = (
+        ["variant", "session create s"]
+        + [f"{th}T ms/patch" for th in plan.threads]
+        + [f"vs shipped {th}T" for th in plan.threads]
+        + ["max |Δ| tag means", "verdict", "note"]
+    )
     rows = []
     for r in rows_data:
         rel = {
@@ -983,20 +1126,24 @@ def section_d(plan: Plan, x: np.ndarray, files: list[Path]) -> dict[str, Any]:
             ]
             verdict = "qualifies" if not why else "no: " + " & ".join(why)
         r["verdict"] = verdict
-        rows.append([r["name"], fmt(r.get("load_s"), 3)]
-                    + [fmt(med(r["ms"].get(str(th), []))) for th in plan.threads]
-                    + [fmt(rel[th], 2) for th in plan.threads]
-                    + [fmt(r.get("max_dtag"), 4), verdict, r["note"]])  # fmt: skip
+        rows.append(
+            [r["name"], fmt(r.get("load_s"), 3)]
+            + [fmt(med(r["ms"].get(str(th), []))) for th in plan.threads]
+            + [fmt(rel[th], 2) for th in plan.threads]
+            + [fmt(r.get("max_dtag"), 4), verdict, r["note"]]
+        )
         r.pop("sessions", None)
     notes = [
         f"Batch {plan.opt_batch}; median of {plan.opt_reps} repeats, all variants interleaved; 1T runs pinned to "
-        f"core {last_core()}. Cores used (CPU/wall): " + ", ".join(f"{th}T {c}" for th, c in cpu_by_th.items()) + ".",
+        f"core {last_core()}. Cores used (CPU/wall): "
+        + ", ".join(f"{th}T {c}" for th, c in cpu_by_th.items())
+        + ".",
         f"Δ: track-level tag means (probabilities) over every non-overlapping patch of {', '.join(evals)} vs the "
         f"shipped session. Calibration: {calib_arr.shape[0]} real log-mel patches from "
         f"{', '.join(f.name for f in calib_files)} (disjoint from the evaluation files), MinMax.",
         f"An int8 build 'qualifies' only if >= {FASTER_BY:.0%} faster at every thread count AND max |Δ| <= "
         f"{MAX_TAG_DRIFT}. Nothing is shipped by this script.",
-    ]  # fmt: skip
+    ]
     text = table(
         "d. Graph optimisation and int8 quantisation (ONNX Runtime, CPU)", head, rows, notes
     )
@@ -1019,8 +1166,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", default="abcd", help="sections to run, e.g. 'ab' (default: abcd)")
     p.add_argument("--corpus", help="directory of real music (default: <repo>/../shared/corpus)")
     p.add_argument("--files", type=int, help="corpus files for section b (default 6, quick 2)")
-    p.add_argument("--musicnn-dir", help="unpacked musicnn 0.1.0 wheel (default: /tmp/mnn/w, "
-                   "else pip-downloaded into bench/.cache)")  # fmt: skip
+    p.add_argument(
+        "--musicnn-dir",
+        help="unpacked musicnn 0.1.0 wheel (default: /tmp/mnn/w, "
+        "else pip-downloaded into bench/.cache)",
+    )
     p.add_argument("--no-tf", action="store_true", help="skip the upstream TensorFlow side")
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-io", help=argparse.SUPPRESS)
@@ -1048,12 +1198,20 @@ def main(argv: list[str] | None = None) -> int:
             musicnn_dir = find_musicnn(args.musicnn_dir)
         except (RuntimeError, subprocess.CalledProcessError, OSError) as e:
             print(f"upstream musicnn unavailable, TF columns will be n/a: {e}", flush=True)
-    info.update(command=shlex.join(["python", *sys.argv]), mode="quick" if args.quick else "full",
-                musicnn_dir=str(musicnn_dir) if musicnn_dir else None, corpus=str(corpus), plan=asdict(plan))  # fmt: skip
-    print(f"# nomarr musicnn benchmark ({info['mode']})\n\n{info['date_utc']}; {cores} cores "
-          f"({info['cpu']}); Python {info['python']}, onnxruntime {info['onnxruntime']}, numpy "
-          f"{info['numpy']}; load average at start {info['loadavg_start'][0]:.2f}\n"
-          f"command: {info['command']}", flush=True)  # fmt: skip
+    info.update(
+        command=shlex.join(["python", *sys.argv]),
+        mode="quick" if args.quick else "full",
+        musicnn_dir=str(musicnn_dir) if musicnn_dir else None,
+        corpus=str(corpus),
+        plan=asdict(plan),
+    )
+    print(
+        f"# nomarr musicnn benchmark ({info['mode']})\n\n{info['date_utc']}; {cores} cores "
+        f"({info['cpu']}); Python {info['python']}, onnxruntime {info['onnxruntime']}, numpy "
+        f"{info['numpy']}; load average at start {info['loadavg_start'][0]:.2f}\n"
+        f"command: {info['command']}",
+        flush=True,
+    )
     CACHE.mkdir(parents=True, exist_ok=True)
     x = bench_input(files)
     input_path = CACHE / "bench_input.npy"
@@ -1071,12 +1229,17 @@ def main(argv: list[str] | None = None) -> int:
         meter = LoadMeter()
         results[key] = run()
         load = results[key]["load"] = meter.report()
-        print(f"\n(section {key}: {load['wall_s']:.0f} s; other processes kept "
-              f"{fmt(load['other_cores'], 2)} cores busy on average; steal {fmt(load['steal_pct'])}%)",
-              flush=True)  # fmt: skip
+        print(
+            f"\n(section {key}: {load['wall_s']:.0f} s; other processes kept "
+            f"{fmt(load['other_cores'], 2)} cores busy on average; steal {fmt(load['steal_pct'])}%)",
+            flush=True,
+        )
         if (load["other_cores"] or 0.0) > 0.2:
-            print(f"warning: other work competed for the CPU during section {key}; its numbers are "
-                  "not trustworthy, rerun it on an idle machine (--sections)", flush=True)  # fmt: skip
+            print(
+                f"warning: other work competed for the CPU during section {key}; its numbers are "
+                "not trustworthy, rerun it on an idle machine (--sections)",
+                flush=True,
+            )
     for r in [
         *results.get("a", {}).get("runs", {}).values(),
         results.get("b", {}).get("worker", {}),
@@ -1085,8 +1248,11 @@ def main(argv: list[str] | None = None) -> int:
             info.setdefault("tensorflow", r["tensorflow"])
     info["loadavg_end"] = os.getloadavg()
     info["total_s"] = time.perf_counter() - t_start
-    print(f"\nTensorFlow {info.get('tensorflow', 'n/a')}; load average at end {info['loadavg_end'][0]:.2f}; "
-          f"total {info['total_s']:.0f} s", flush=True)  # fmt: skip
+    print(
+        f"\nTensorFlow {info.get('tensorflow', 'n/a')}; load average at end {info['loadavg_end'][0]:.2f}; "
+        f"total {info['total_s']:.0f} s",
+        flush=True,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
         print(f"results written to {args.json}")

@@ -48,12 +48,15 @@ GOAL_TRACKS, GOAL_HOURS = 50_000, 12.0
 
 def nomarr_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("nomarr")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "agent.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nomarr.cli"]
 
 
-def build_library(dest: Path, n: int, seed: int = 11, seconds: float = TRACK_S, offset: int = 0) -> list[Path]:
+def build_library(
+    dest: Path, n: int, seed: int = 11, seconds: float = TRACK_S, offset: int = 0
+) -> list[Path]:
     """n tracks of ``seconds`` s, each 3 excerpts of 3 different corpus tracks, as 44.1 kHz stereo MP3."""
-    from agent.audio.decode import load_mono
+    from nomarr.audio.decode import load_mono
+
     from tests.conftest import encode
 
     srcs = sorted(CORPUS.glob("sh*.ogg"))
@@ -126,7 +129,17 @@ class RssSampler:
 
 
 def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) -> dict[str, Any]:
-    cmd = [*nomarr_cmd(), "scan", str(lib), "--db", str(db), "--profile", profile, "--json", *(extra or [])]
+    cmd = [
+        *nomarr_cmd(),
+        "scan",
+        str(lib),
+        "--db",
+        str(db),
+        "--profile",
+        profile,
+        "--json",
+        *(extra or []),
+    ]
     env = dict(os.environ, NOMARR_LOG_FORMAT="json")
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -143,14 +156,16 @@ def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) 
 
 def top5(db: Path) -> dict[str, list[str]]:
     """path → top-5 labels of msd-musicnn-1, from the database."""
-    from agent.store import Store
+    from nomarr.store import Store
 
     out = {}
     with Store(db, readonly=True) as st:
         for t in st.tracks():
             a = st.analyses(t.recording_id).get("msd-musicnn-1")
             if a:
-                out[os.path.basename(t.path)] = [k for k, _ in sorted(a.scores.items(), key=lambda kv: -kv[1])[:5]]
+                out[os.path.basename(t.path)] = [
+                    k for k, _ in sorted(a.scores.items(), key=lambda kv: -kv[1])[:5]
+                ]
     return out
 
 
@@ -190,11 +205,20 @@ def run_upstream(files: list[Path]) -> dict[str, Any] | None:
     except Exception as e:  # noqa: BLE001 - the comparison is skipped with the reason printed
         print(f"upstream musicnn unavailable: {e}")
         return None
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore",
-               PYTHONPATH=os.pathsep.join(p for p in (str(mdir), os.environ.get("PYTHONPATH")) if p))  # fmt: skip
+    env = dict(
+        os.environ,
+        TF_USE_LEGACY_KERAS="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONWARNINGS="ignore",
+        PYTHONPATH=os.pathsep.join(p for p in (str(mdir), os.environ.get("PYTHONPATH")) if p),
+    )
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", UPSTREAM, json.dumps([str(f) for f in files])], env=env,
-                       capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-c", UPSTREAM, json.dumps([str(f) for f in files])],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         print(f"upstream failed: {p.stderr.strip().splitlines()[-3:]}")
         return None
@@ -205,9 +229,15 @@ def run_upstream(files: list[Path]) -> dict[str, Any] | None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tracks", type=int, default=16, help="4-minute tracks in the library (default 16)")
-    ap.add_argument("--new", type=int, default=100, help="tracks added for the incremental test (default 100)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--tracks", type=int, default=16, help="4-minute tracks in the library (default 16)"
+    )
+    ap.add_argument(
+        "--new", type=int, default=100, help="tracks added for the incremental test (default 100)"
+    )
     ap.add_argument("--profiles", default="fast,balanced,club_hifi_150s,full")
     ap.add_argument("--quick", action="store_true", help="8 tracks, 20 new, no upstream")
     ap.add_argument("--no-upstream", action="store_true")
@@ -218,7 +248,7 @@ def main() -> int:
         return 2
     if args.quick:
         args.tracks, args.new, args.no_upstream = 8, 20, True
-    from agent.models.runtime import available_cores, platform_info
+    from nomarr.models.runtime import available_cores, platform_info
 
     cores = available_cores()
     work = Path(tempfile.mkdtemp(prefix="nomarr-bench-"))
@@ -230,8 +260,10 @@ def main() -> int:
         if len(master) != args.tracks:  # built once, reused by later runs
             shutil.rmtree(master_dir, ignore_errors=True)
             master = build_library(master_dir, args.tracks)
-        print(f"library: {len(master)} x {TRACK_S:.0f} s MP3 in {time.perf_counter() - t:.0f} s; {cores} cores; "
-              f"nomarr scan = default settings (one worker process per core, tags written and verified)")  # fmt: skip
+        print(
+            f"library: {len(master)} x {TRACK_S:.0f} s MP3 in {time.perf_counter() - t:.0f} s; {cores} cores; "
+            f"nomarr scan = default settings (one worker process per core, tags written and verified)"
+        )
         profiles = args.profiles.split(",")
         rows = []
         tops: dict[str, dict[str, list[str]]] = {}
@@ -244,52 +276,85 @@ def main() -> int:
             tm = s["time"]
             workers = cores
             inf = tm.get("worker_inference", 0.0)
-            worker_total = sum(tm.get(k, 0.0) for k in ("worker_inference", "worker_decode_mel", "worker_plan", "worker_identify"))
+            worker_total = sum(
+                tm.get(k, 0.0)
+                for k in ("worker_inference", "worker_decode_mel", "worker_plan", "worker_identify")
+            )
             audio = s["audio_seconds"]
             per_track = s["wall_s"] / max(1, s["analysed"])
-            rows.append({
-                "profile": prof, "analysed": s["analysed"], "failed": s["failed"], "wall_s": s["wall_s"],
-                "scan_s": s["elapsed_s"], "tracks_per_min": 60 * s["analysed"] / s["wall_s"], "x_realtime": audio / s["wall_s"],
-                "outside_inference_share_of_worker_time": 1 - inf / max(1e-9, worker_total),
-                "outside_inference_share_of_capacity": 1 - inf / max(1e-9, s["wall_s"] * workers),
-                "worker_s": {k: round(v, 2) for k, v in tm.items()}, "peak_rss_mb": s["peak_rss_mb"],
-                "peak_rss_single_mb": s["peak_rss_single_mb"], "per_track_s": per_track,
-                "projection_h": GOAL_TRACKS * per_track * (TRACK_S / (audio / max(1, s["analysed"]))) / 3600,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "profile": prof,
+                    "analysed": s["analysed"],
+                    "failed": s["failed"],
+                    "wall_s": s["wall_s"],
+                    "scan_s": s["elapsed_s"],
+                    "tracks_per_min": 60 * s["analysed"] / s["wall_s"],
+                    "x_realtime": audio / s["wall_s"],
+                    "outside_inference_share_of_worker_time": 1 - inf / max(1e-9, worker_total),
+                    "outside_inference_share_of_capacity": 1
+                    - inf / max(1e-9, s["wall_s"] * workers),
+                    "worker_s": {k: round(v, 2) for k, v in tm.items()},
+                    "peak_rss_mb": s["peak_rss_mb"],
+                    "peak_rss_single_mb": s["peak_rss_single_mb"],
+                    "per_track_s": per_track,
+                    "projection_h": GOAL_TRACKS
+                    * per_track
+                    * (TRACK_S / (audio / max(1, s["analysed"])))
+                    / 3600,
+                }
+            )
             r = rows[-1]
-            print(f"  {prof:15s} {r['analysed']:3d} tracks {r['wall_s']:6.1f} s  {r['tracks_per_min']:5.1f} tracks/min  "
-                  f"{r['x_realtime']:5.0f}x RT  outside inference {100 * r['outside_inference_share_of_worker_time']:4.1f} % "
-                  f"of worker time ({100 * r['outside_inference_share_of_capacity']:4.1f} % of capacity)  "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB all processes / {r['peak_rss_single_mb']:.0f} MB largest  "
-                  f"50k projection {r['projection_h']:.1f} h", flush=True)  # fmt: skip
+            print(
+                f"  {prof:15s} {r['analysed']:3d} tracks {r['wall_s']:6.1f} s  {r['tracks_per_min']:5.1f} tracks/min  "
+                f"{r['x_realtime']:5.0f}x RT  outside inference {100 * r['outside_inference_share_of_worker_time']:4.1f} % "
+                f"of worker time ({100 * r['outside_inference_share_of_capacity']:4.1f} % of capacity)  "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB all processes / {r['peak_rss_single_mb']:.0f} MB largest  "
+                f"50k projection {r['projection_h']:.1f} h",
+                flush=True,
+            )
         res["profiles"] = rows
         up = None if args.no_upstream else run_upstream(master)
         res["upstream"] = up
         print("\na. Whole pipeline vs upstream musicnn (same files, same run)")
-        print(f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s}")
+        print(
+            f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s}"
+        )
         for r in rows:
             ratio = (up["total_s"] / r["wall_s"]) if up else float("nan")
             r["speedup_vs_upstream"] = ratio
-            print(f"   {r['profile']:15s} {r['tracks_per_min']:10.1f} {r['x_realtime']:6.0f} "
-                  f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x")  # fmt: skip
+            print(
+                f"   {r['profile']:15s} {r['tracks_per_min']:10.1f} {r['x_realtime']:6.0f} "
+                f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x"
+            )
         if up:
             n = len(up["per_file_s"])
-            print(f"   upstream musicnn extractor: {n} files in {up['total_s']:.1f} s ({60 * n / up['total_s']:.1f} tracks/min, "
-                  f"{n * TRACK_S / up['total_s']:.0f}x RT; one process, TF's own threading; first call {up['first_call_s']:.1f} s excluded)")  # fmt: skip
+            print(
+                f"   upstream musicnn extractor: {n} files in {up['total_s']:.1f} s ({60 * n / up['total_s']:.1f} tracks/min, "
+                f"{n * TRACK_S / up['total_s']:.0f}x RT; one process, TF's own threading; first call {up['first_call_s']:.1f} s excluded)"
+            )
         print(f"\nb. {GOAL_TRACKS:,} tracks of 4 min on this machine (goal < {GOAL_HOURS:.0f} h)")
         for r in rows:
-            print(f"   {r['profile']:15s} {r['projection_h']:5.1f} h  ({'meets' if r['projection_h'] < GOAL_HOURS else 'misses'} the goal)")
+            print(
+                f"   {r['profile']:15s} {r['projection_h']:5.1f} h  ({'meets' if r['projection_h'] < GOAL_HOURS else 'misses'} the goal)"
+            )
 
         # c. rescan and incremental add, default profile
-        from agent.pipeline.profiles import DEFAULT_PROFILE
+        from nomarr.pipeline.profiles import DEFAULT_PROFILE
 
         lib = work / f"lib-{DEFAULT_PROFILE}"
         db = work / f"{DEFAULT_PROFILE}.db"
         first = next(r for r in rows if r["profile"] == DEFAULT_PROFILE)
         again = run_scan(lib, db, DEFAULT_PROFILE)
-        res["rescan"] = {"wall_s": again["wall_s"], "analysed": again["analysed"], "share_of_first": again["wall_s"] / first["wall_s"]}
-        print(f"\nc. unchanged rescan: {again['wall_s']:.2f} s wall, {again['analysed']} analysed = "
-              f"{100 * again['wall_s'] / first['wall_s']:.1f} % of the first scan ({first['wall_s']:.1f} s) (goal < 5 %)")  # fmt: skip
+        res["rescan"] = {
+            "wall_s": again["wall_s"],
+            "analysed": again["analysed"],
+            "share_of_first": again["wall_s"] / first["wall_s"],
+        }
+        print(
+            f"\nc. unchanged rescan: {again['wall_s']:.2f} s wall, {again['analysed']} analysed = "
+            f"{100 * again['wall_s'] / first['wall_s']:.1f} % of the first scan ({first['wall_s']:.1f} s) (goal < 5 %)"
+        )
         t = time.perf_counter()
         new_dir = CACHE / f"new-{args.new}x90s"
         if len(list(new_dir.glob("*.mp3"))) != args.new:  # built once, reused by later runs
@@ -299,13 +364,31 @@ def main() -> int:
         built = time.perf_counter() - t
         add = run_scan(lib, db, DEFAULT_PROFILE)
         t = time.perf_counter()
-        q = subprocess.run([*nomarr_cmd(), "similar", str(lib / "new" / "track1000.mp3"), "--db", str(db), "--json"],
-                           capture_output=True, text=True)  # fmt: skip
+        q = subprocess.run(
+            [
+                *nomarr_cmd(),
+                "similar",
+                str(lib / "new" / "track1000.mp3"),
+                "--db",
+                str(db),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
         q_s = time.perf_counter() - t
         ok = q.returncode == 0 and len(json.loads(q.stdout)["tracks"]) > 0
-        res["incremental"] = {"new": args.new, "analysed": add["analysed"], "wall_s": add["wall_s"], "query_s": q_s, "query_ok": ok}
-        print(f"   {args.new} new 90 s tracks (built in {built:.0f} s, not counted): analysed {add['analysed']}, tagged and "
-              f"stored in {add['wall_s']:.1f} s; first query {q_s:.2f} s ({'ok' if ok else 'FAILED'}) (goal < 90 s)")  # fmt: skip
+        res["incremental"] = {
+            "new": args.new,
+            "analysed": add["analysed"],
+            "wall_s": add["wall_s"],
+            "query_s": q_s,
+            "query_ok": ok,
+        }
+        print(
+            f"   {args.new} new 90 s tracks (built in {built:.0f} s, not counted): analysed {add['analysed']}, tagged and "
+            f"stored in {add['wall_s']:.1f} s; first query {q_s:.2f} s ({'ok' if ok else 'FAILED'}) (goal < 90 s)"
+        )
 
         # d. agreement with full
         print("\nd. top-5 tags vs the full profile (same set of 5)")
@@ -314,9 +397,13 @@ def main() -> int:
             for prof in profiles:
                 same, ov = agreement(tops[prof], tops["full"])
                 res["agreement"][prof] = {"library_same_top5": same, "library_overlap": ov}
-                print(f"   {prof:15s} 4-min library: {100 * same:5.1f} % identical top-5, mean overlap {100 * ov:5.1f} %")
+                print(
+                    f"   {prof:15s} 4-min library: {100 * same:5.1f} % identical top-5, mean overlap {100 * ov:5.1f} %"
+                )
         corpus_lib = work / "corpus"
-        shutil.copytree(CORPUS, corpus_lib, ignore=shutil.ignore_patterns("*.csv", "*.md", "licenses"))
+        shutil.copytree(
+            CORPUS, corpus_lib, ignore=shutil.ignore_patterns("*.csv", "*.md", "licenses")
+        )
         ctops = {}
         for prof in (DEFAULT_PROFILE, "full"):
             dbc = work / f"corpus-{prof}.db"
@@ -324,8 +411,10 @@ def main() -> int:
             ctops[prof] = top5(dbc)
         same, ov = agreement(ctops[DEFAULT_PROFILE], ctops["full"])
         res["agreement"]["corpus_default"] = {"same_top5": same, "overlap": ov}
-        print(f"   {DEFAULT_PROFILE} on ../shared/corpus ({len(ctops['full'])} tracks of 90 s): {100 * same:.1f} % identical "
-              f"top-5 (goal >= 90 %); corpus tracks are shorter than the profile's windows, so they are analysed in full")  # fmt: skip
+        print(
+            f"   {DEFAULT_PROFILE} on ../shared/corpus ({len(ctops['full'])} tracks of 90 s): {100 * same:.1f} % identical "
+            f"top-5 (goal >= 90 %); corpus tracks are shorter than the profile's windows, so they are analysed in full"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:

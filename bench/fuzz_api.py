@@ -50,8 +50,18 @@ def private_dirs() -> Iterator[Path]:
     """A temp dir with its own XDG folders, so the agent never touches the user's real ones."""
     with tempfile.TemporaryDirectory(prefix="nomarr-fuzz-") as d:
         base = Path(d)
-        saved = {k: os.environ.get(k) for k in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                                                "NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB")}  # fmt: skip
+        saved = {
+            k: os.environ.get(k)
+            for k in (
+                "XDG_DATA_HOME",
+                "XDG_CONFIG_HOME",
+                "XDG_CACHE_HOME",
+                "NOMARR_DATA_DIR",
+                "NOMARR_CONFIG_DIR",
+                "NOMARR_MODELS_DIR",
+                "NOMARR_DB",
+            )
+        }
         for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
             os.environ[var] = str(base / var.lower())
         for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
@@ -72,7 +82,9 @@ def _first_lines(e: BaseException, n: int = 25) -> str:
     return "\n      ".join(lines[:n])
 
 
-def campaign(target: Target, args: argparse.Namespace, stats: FuzzStats, seen: list[str] | None) -> None:
+def campaign(
+    target: Target, args: argparse.Namespace, stats: FuzzStats, seen: list[str] | None
+) -> None:
     """Everything, in the order the test runs it; failures are collected, never raised."""
     import schemathesis
 
@@ -86,8 +98,13 @@ def campaign(target: Target, args: argparse.Namespace, stats: FuzzStats, seen: l
     with links:
         for field_ in fz.PATH_FIELDS:
             try:
-                problems = fz.fuzz_path_field(field_, target, ctx, path_examples, stats, seed=args.seed)
-            except (Exception, BaseExceptionGroup) as e:  # a transport error, hypothesis' own complaints
+                problems = fz.fuzz_path_field(
+                    field_, target, ctx, path_examples, stats, seed=args.seed
+                )
+            except (
+                Exception,
+                BaseExceptionGroup,
+            ) as e:  # a transport error, hypothesis' own complaints
                 problems = [f"{field_.name}: {_first_lines(e)}"]
             stats.failures += [f"path {p}" for p in problems]
     stats.failures += [f"upload {p}" for p in fz.probe_upload_names(target, stats)]
@@ -105,7 +122,10 @@ def campaign(target: Target, args: argparse.Namespace, stats: FuzzStats, seen: l
         for mode in modes:
             try:
                 fz.fuzz_operation(op, target, mode, args.examples, stats, seed=args.seed)
-            except (Exception, BaseExceptionGroup) as e:  # the shrunk failure (schemathesis' FailureGroup too)
+            except (
+                Exception,
+                BaseExceptionGroup,
+            ) as e:  # the shrunk failure (schemathesis' FailureGroup too)
                 stats.failures.append(f"{label} [{mode.value}]: {_first_lines(e)}")
         try:
             fz.fuzz_auth(op, target, max(10, args.examples // 10), stats, seed=args.seed)
@@ -114,21 +134,45 @@ def campaign(target: Target, args: argparse.Namespace, stats: FuzzStats, seen: l
     print(f"  generated requests: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     stats.failures += [f"auth {p}" for p in fz.probe_auth_paths(target, stats)]
     if seen is not None:
-        stats.failures += [f"analysed outside the roots: {p}" for p in fz.analysed_outside(seen, target)]
+        stats.failures += [
+            f"analysed outside the roots: {p}" for p in fz.analysed_outside(seen, target)
+        ]
     if target.uploads is not None and list(target.uploads.glob("*")):
         stats.failures.append(f"uploads left behind in {target.uploads}")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--examples", type=int, default=500, help="generated requests per operation and mode (default 500)")
-    ap.add_argument("--path-examples", type=int, default=None, help="generated hostile values per path field (default: --examples)")
-    ap.add_argument("--seed", type=int, default=None, help="random seed (default: derandomised, as in CI)")
-    ap.add_argument("--modes", nargs="+", default=["positive", "negative"], choices=["positive", "negative"])
-    ap.add_argument("--only", nargs="+", default=None, help="only operations whose label contains one of these")
-    ap.add_argument("--url", help="fuzz a running agent at this API URL (…/api/v1) instead of a fresh one")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--examples",
+        type=int,
+        default=500,
+        help="generated requests per operation and mode (default 500)",
+    )
+    ap.add_argument(
+        "--path-examples",
+        type=int,
+        default=None,
+        help="generated hostile values per path field (default: --examples)",
+    )
+    ap.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: derandomised, as in CI)"
+    )
+    ap.add_argument(
+        "--modes", nargs="+", default=["positive", "negative"], choices=["positive", "negative"]
+    )
+    ap.add_argument(
+        "--only", nargs="+", default=None, help="only operations whose label contains one of these"
+    )
+    ap.add_argument(
+        "--url", help="fuzz a running agent at this API URL (…/api/v1) instead of a fresh one"
+    )
     ap.add_argument("--token", help="its bearer token (with --url)")
-    ap.add_argument("--by-status", action="store_true", help="also print the status codes per operation")
+    ap.add_argument(
+        "--by-status", action="store_true", help="also print the status codes per operation"
+    )
     args = ap.parse_args()
     if bool(args.url) != bool(args.token):
         ap.error("--url and --token go together")
@@ -154,8 +198,10 @@ def main() -> int:
                     campaign(target, args, stats, seen)
                 finally:
                     ra.stop()
-    print(f"\nnomarr API fuzz: {args.examples} examples per operation and mode, seed "
-          f"{'derandomised' if args.seed is None else args.seed}, {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    print(
+        f"\nnomarr API fuzz: {args.examples} examples per operation and mode, seed "
+        f"{'derandomised' if args.seed is None else args.seed}, {time.perf_counter() - t0:.0f} s"
+    )
     print(stats.summary())
     if args.by_status:
         for (label, probe, status), n in sorted(stats.by_status.items()):

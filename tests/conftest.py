@@ -32,7 +32,9 @@ FORMATS = {
 
 
 @pytest.fixture(autouse=True)
-def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_dirs(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Never touch the developer's real ~/.local/share/nomarr or ~/.cache."""
     base = tmp_path_factory.mktemp("xdg")
     for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
@@ -75,7 +77,9 @@ def music_like(seconds: float, sr: int = 44100, channels: int = 2, seed: int = 0
     return out.astype(np.float32)
 
 
-def encode(path: Path, signal: np.ndarray, sr: int, ext: str | None = None, sample_fmt: str | None = None) -> Path:
+def encode(
+    path: Path, signal: np.ndarray, sr: int, ext: str | None = None, sample_fmt: str | None = None
+) -> Path:
     """Encode [channels, n] float32 to a real file with PyAV's encoders."""
     ext = ext or path.suffix.lstrip(".")
     fmt, codec, default_fmt, opts = FORMATS[ext]
@@ -99,7 +103,9 @@ def encode(path: Path, signal: np.ndarray, sr: int, ext: str | None = None, samp
                 data = chunk.astype(np.float32)
             if not sample_fmt.endswith("p"):
                 data = np.ascontiguousarray(data.T).reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=sample_fmt, layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(data), format=sample_fmt, layout=layout
+            )
             frame.sample_rate = sr
             frame.pts = i
             frame.time_base = Fraction(1, sr)
@@ -114,8 +120,15 @@ def encode(path: Path, signal: np.ndarray, sr: int, ext: str | None = None, samp
 def make_audio(tmp_path: Path):  # noqa: ANN201 - pytest factory fixture
     """Factory: make_audio("x.mp3", seconds=5, sr=44100, channels=2) -> Path of a real file."""
 
-    def _make(name: str, seconds: float = 5.0, sr: int = 44100, channels: int = 2, seed: int = 0,
-              sample_fmt: str | None = None, signal: np.ndarray | None = None) -> Path:  # fmt: skip
+    def _make(
+        name: str,
+        seconds: float = 5.0,
+        sr: int = 44100,
+        channels: int = 2,
+        seed: int = 0,
+        sample_fmt: str | None = None,
+        signal: np.ndarray | None = None,
+    ) -> Path:
         sig = music_like(seconds, sr, channels, seed) if signal is None else signal
         return encode(tmp_path / name, sig, sr, sample_fmt=sample_fmt)
 

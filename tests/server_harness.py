@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.config import Library, ServeConfig
+from nomarr.config import Library, ServeConfig
 
 
 class RunningAgent:
@@ -39,7 +39,7 @@ class RunningAgent:
         ready = threading.Event()
 
         def run() -> None:
-            from agent.server import serve
+            from nomarr.server import serve
 
             async def main() -> None:
                 self._loop = asyncio.get_running_loop()
@@ -69,7 +69,12 @@ class RunningAgent:
         return self
 
     def stop(self, timeout: float = 90.0) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
+        if (
+            self._loop is not None
+            and self._stop is not None
+            and self._thread is not None
+            and self._thread.is_alive()
+        ):
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(timeout)
         if self._error is not None and not isinstance(self._error, (KeyboardInterrupt, SystemExit)):
@@ -77,9 +82,17 @@ class RunningAgent:
 
     # -- HTTP ---------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, *, token: str | None = "default",
-                headers: dict[str, str] | None = None, raw: bytes | None = None,
-                timeout: float = 120.0) -> tuple[int, Any]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = "default",
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 120.0,
+    ) -> tuple[int, Any]:
         """(status, parsed JSON body) for one request; never raises for HTTP errors."""
         h = dict(headers or {})
         tok = self.token if token == "default" else token
@@ -100,7 +113,9 @@ class RunningAgent:
             except ValueError:
                 return e.code, payload.decode(errors="replace")
 
-    def wait_for(self, cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    def wait_for(
+        self, cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+    ) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
@@ -115,7 +130,9 @@ class RunningAgent:
 
         def quiet() -> bool:
             st, body = self.request("GET", "/status")
-            return st == 200 and not body["queue"]["running"] and body["queue"]["pending_paths"] == 0
+            return (
+                st == 200 and not body["queue"]["running"] and body["queue"]["pending_paths"] == 0
+            )
 
         self.wait_for(quiet, timeout, "the scanner to go idle", interval=0.2)
 
@@ -136,7 +153,16 @@ def isolated_dirs(base: Path) -> Iterator[Path]:
 
 def config(libraries: list[str], db: str, **kw: Any) -> ServeConfig:
     """A test configuration: loopback, any free port, no zeroconf, fast watcher timings."""
-    base: dict[str, Any] = dict(host="127.0.0.1", port=0, zeroconf=False, workers=1, nice=0, debounce_s=0.2,
-                                settle_s=0.5, idle_unload_s=300.0, log_level="warning")  # fmt: skip
+    base: dict[str, Any] = dict(
+        host="127.0.0.1",
+        port=0,
+        zeroconf=False,
+        workers=1,
+        nice=0,
+        debounce_s=0.2,
+        settle_s=0.5,
+        idle_unload_s=300.0,
+        log_level="warning",
+    )
     base.update(kw)
     return ServeConfig(libraries=[Library(path=p) for p in libraries], db=db, **base)

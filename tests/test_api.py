@@ -16,9 +16,9 @@ from typing import Any
 
 import mutagen
 import pytest
+from nomarr.tagio import read_tags
 from nomarr_client import models as api
 
-from agent.tagio import read_tags
 from tests.conftest import encode, music_like
 from tests.server_harness import RunningAgent, config, isolated_dirs
 
@@ -57,8 +57,13 @@ def test_health_is_open_everything_else_needs_the_token(served: Any) -> None:
     ra, _, _ = served
     st, body = ra.request("GET", "/health", token=None)
     assert st == 200 and body["status"] == "ok" and body["api"] == 1
-    for method, path, payload in (("GET", "/status", None), ("GET", "/tracks", None), ("POST", "/similar", {"track_id": 1}),
-                                  ("GET", "/openapi.json", None), ("GET", "/no/such/route", None)):  # fmt: skip
+    for method, path, payload in (
+        ("GET", "/status", None),
+        ("GET", "/tracks", None),
+        ("POST", "/similar", {"track_id": 1}),
+        ("GET", "/openapi.json", None),
+        ("GET", "/no/such/route", None),
+    ):
         st, body = ra.request(method, path, payload, token=None)
         assert st == 401, (path, st, body)
         assert body["error"]["code"] == "unauthorized"
@@ -96,11 +101,18 @@ def test_tracks_paging_detail_and_lookup(served: Any) -> None:
     assert st == 200 and page.total == 8 and len(page.items) == 3 and page.next_offset == 3
     seen = [t.id for t in page.items]
     while page.next_offset is not None:
-        page = api.TrackPage.model_validate(ra.request("GET", f"/tracks?limit=3&offset={page.next_offset}")[1])
+        page = api.TrackPage.model_validate(
+            ra.request("GET", f"/tracks?limit=3&offset={page.next_offset}")[1]
+        )
         seen += [t.id for t in page.items]
     assert len(seen) == len(set(seen)) == 8
     st, body = ra.request("GET", f"/tracks?under={lib / 'b'}")
-    assert {Path(t["path"]).name for t in body["items"]} == {"t3.flac", "t4.flac", "t5.flac", "t0-copy.flac"}
+    assert {Path(t["path"]).name for t in body["items"]} == {
+        "t3.flac",
+        "t4.flac",
+        "t5.flac",
+        "t0-copy.flac",
+    }
     t0 = str(lib / "a" / "t0.flac")
     st, body = ra.request("GET", f"/tracks/lookup?path={t0}")
     assert st == 200 and [t["path"] for t in body["items"]] == [t0]
@@ -113,10 +125,17 @@ def test_tracks_paging_detail_and_lookup(served: Any) -> None:
     # lookup by content: the compressed fingerprint fpcalc prints (what beets' acoustid plugin has)
     import subprocess
 
-    out = subprocess.run(["fpcalc", str(lib / "b" / "t0-copy.flac")], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["fpcalc", str(lib / "b" / "t0-copy.flac")], capture_output=True, text=True
+    ).stdout
     fp = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    st, body = ra.request("GET", f"/tracks/lookup?fingerprint={fp['FINGERPRINT']}&duration={fp['DURATION']}")
-    assert st == 200 and {Path(t["path"]).name for t in body["items"]} == {"t0.flac", "t0-copy.flac"}
+    st, body = ra.request(
+        "GET", f"/tracks/lookup?fingerprint={fp['FINGERPRINT']}&duration={fp['DURATION']}"
+    )
+    assert st == 200 and {Path(t["path"]).name for t in body["items"]} == {
+        "t0.flac",
+        "t0-copy.flac",
+    }
     st, body = ra.request("GET", "/tracks/lookup?fingerprint=AQAA!!")
     assert st == 400
     st, body = ra.request("GET", "/tracks/999999")
@@ -137,7 +156,9 @@ def test_similar_by_id_path_and_vector(served: Any) -> None:
     assert t0 not in [h.path for h in res.items]
     sims = [h.similarity for h in res.items]
     assert sims == sorted(sims, reverse=True)
-    st, body = ra.request("POST", "/similar", {"track_id": res.seed.id, "limit": 4, "distinct": True})
+    st, body = ra.request(
+        "POST", "/similar", {"track_id": res.seed.id, "limit": 4, "distinct": True}
+    )
     assert st == 200 and not any(h["same_recording"] for h in body["items"])
     st, det = ra.request("GET", f"/tracks/{res.seed.id}")
     # a raw vector (the embedding of t0 from /analyze) finds t0's recording first
@@ -145,22 +166,41 @@ def test_similar_by_id_path_and_vector(served: Any) -> None:
     assert st == 200 and an["source"] == "library"
     vec = an["models"]["msd-musicnn-1"]["embedding"]
     st, body = ra.request("POST", "/similar", {"vector": vec, "model": "msd-musicnn-1", "limit": 2})
-    assert st == 200 and {Path(h["path"]).name for h in body["items"]} == {"t0.flac", "t0-copy.flac"}
+    assert st == 200 and {Path(h["path"]).name for h in body["items"]} == {
+        "t0.flac",
+        "t0-copy.flac",
+    }
     assert body["items"][0]["distance"] < 1e-4
-    st, body = ra.request("POST", "/similar", {"path": t0, "filters": {"under": [str(lib / "b")]}, "limit": 10})
+    st, body = ra.request(
+        "POST", "/similar", {"path": t0, "filters": {"under": [str(lib / "b")]}, "limit": 10}
+    )
     assert st == 200 and body["items"] and all("/b/" in h["path"] for h in body["items"])
 
 
-@pytest.mark.parametrize("payload,status", [
-    ({}, 400), ({"track_id": 1, "path": "/x"}, 400), ({"vector": [1.0, 2.0]}, 400),
-    ({"vector": [0.0] * 200, "model": "msd-musicnn-1"}, 400), ({"vector": [1.0] * 7, "model": "msd-musicnn-1"}, 400),
-    ({"track_id": 1, "limit": 0}, 400), ({"track_id": 1, "limit": 100000}, 400), ({"track_id": 1, "bogus": 1}, 400),
-    ({"track_id": "one"}, 400), ({"track_id": 987654}, 404), ({"track_id": 1, "model": "nope"}, 422),
-    ({"vector": [1.0] * 200, "model": "nope"}, 422), ({"track_id": 1, "filters": {"min_scores": {"rock": 2}}}, 400),
-    ({"track_id": 1, "filters": {"min_duration": 50, "max_duration": 10}}, 400),
-    ({"path": "a/t0.flac"}, 400), ({"track_id": 1, "filters": {"min_scores": {"no_such_label": 0.5}}}, 422),
-])  # fmt: skip
-def test_similar_rejects_bad_requests_with_4xx(served: Any, payload: dict[str, Any], status: int) -> None:
+@pytest.mark.parametrize(
+    "payload,status",
+    [
+        ({}, 400),
+        ({"track_id": 1, "path": "/x"}, 400),
+        ({"vector": [1.0, 2.0]}, 400),
+        ({"vector": [0.0] * 200, "model": "msd-musicnn-1"}, 400),
+        ({"vector": [1.0] * 7, "model": "msd-musicnn-1"}, 400),
+        ({"track_id": 1, "limit": 0}, 400),
+        ({"track_id": 1, "limit": 100000}, 400),
+        ({"track_id": 1, "bogus": 1}, 400),
+        ({"track_id": "one"}, 400),
+        ({"track_id": 987654}, 404),
+        ({"track_id": 1, "model": "nope"}, 422),
+        ({"vector": [1.0] * 200, "model": "nope"}, 422),
+        ({"track_id": 1, "filters": {"min_scores": {"rock": 2}}}, 400),
+        ({"track_id": 1, "filters": {"min_duration": 50, "max_duration": 10}}, 400),
+        ({"path": "a/t0.flac"}, 400),
+        ({"track_id": 1, "filters": {"min_scores": {"no_such_label": 0.5}}}, 422),
+    ],
+)
+def test_similar_rejects_bad_requests_with_4xx(
+    served: Any, payload: dict[str, Any], status: int
+) -> None:
     ra, _, _ = served
     st, body = ra.request("POST", "/similar", payload)
     assert st == status, body
@@ -170,10 +210,16 @@ def test_similar_rejects_bad_requests_with_4xx(served: Any, payload: dict[str, A
 def test_malformed_bodies_are_400_or_413(served: Any) -> None:
     ra, _, _ = served
     for raw in (b"{", b"[1,2]", b"\xff\xfe", b"null", b'"x"'):
-        st, body = ra.request("POST", "/similar", raw=raw, headers={"Content-Type": "application/json"})
+        st, body = ra.request(
+            "POST", "/similar", raw=raw, headers={"Content-Type": "application/json"}
+        )
         assert st == 400, (raw, body)
-    st, body = ra.request("POST", "/similar", raw=b'{"track_id": 1, "pad": "' + b"x" * 400_000 + b'"}',
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    st, body = ra.request(
+        "POST",
+        "/similar",
+        raw=b'{"track_id": 1, "pad": "' + b"x" * 400_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert st == 413 and body["error"]["code"] == "too-large"
     st, body = ra.request("DELETE", "/similar")
     assert st == 405 and body["error"]["code"] == "method-not-allowed"
@@ -225,8 +271,12 @@ def test_analyze_library_file_and_upload(served: Any, tmp_path: Path) -> None:
     # upload: bytes streamed from "another machine"; the same audio gives the same scores
     src = tmp_path / "up.mp3"
     encode(src, music_like(25.0, seed=103), 44100)  # the audio of t3, as MP3
-    st, body = ra.request("POST", "/analyze?filename=up.mp3", raw=src.read_bytes(),
-                          headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    st, body = ra.request(
+        "POST",
+        "/analyze?filename=up.mp3",
+        raw=src.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert st == 200, body
     up = api.AnalyzeResponse.model_validate(body)
     assert up.source == "analysis" and up.path is None and up.filename == "up.mp3"
@@ -235,9 +285,20 @@ def test_analyze_library_file_and_upload(served: Any, tmp_path: Path) -> None:
     assert not list((Path(os.environ["XDG_CACHE_HOME"]) / "nomarr" / "uploads").glob("*"))
     # multipart, as a browser or curl -F would send it
     boundary = "nomarrtestboundary"
-    payload = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"up.mp3\"\r\n"
-               f"Content-Type: audio/mpeg\r\n\r\n").encode() + src.read_bytes() + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
-    st, body = ra.request("POST", "/analyze", raw=payload, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    payload = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="up.mp3"\r\n'
+            f"Content-Type: audio/mpeg\r\n\r\n"
+        ).encode()
+        + src.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    st, body = ra.request(
+        "POST",
+        "/analyze",
+        raw=payload,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert st == 200 and body["filename"] == "up.mp3", body
 
 
@@ -248,7 +309,9 @@ def test_bad_uploads(served: Any) -> None:
     assert st == 415
     st, body = ra.request("POST", "/analyze", raw=b"hello", headers=ct)
     assert st == 415
-    st, body = ra.request("POST", "/analyze?filename=x.flac", raw=b"this is not audio at all" * 100, headers=ct)
+    st, body = ra.request(
+        "POST", "/analyze?filename=x.flac", raw=b"this is not audio at all" * 100, headers=ct
+    )
     assert st == 422 and "decode" in body["error"]["message"]
     st, body = ra.request("POST", "/analyze?filename=x.flac", raw=b"", headers=ct)
     assert st == 400
@@ -265,8 +328,12 @@ def test_upload_size_limit(served: Any) -> None:
     old = ra.agent.cfg.max_upload_mb
     ra.agent.cfg.max_upload_mb = 1
     try:
-        st, body = ra.request("POST", "/analyze?filename=big.flac", raw=b"\0" * (2 << 20),
-                              headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        st, body = ra.request(
+            "POST",
+            "/analyze?filename=big.flac",
+            raw=b"\0" * (2 << 20),
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert st == 413 and body["error"]["code"] == "too-large"
     finally:
         ra.agent.cfg.max_upload_mb = old
@@ -294,14 +361,22 @@ def test_moods_and_playlists(served: Any) -> None:
     assert st == 200 and radio.items[0].path == t0 and len(radio.items) == 5
     assert len({h.recording_id for h in radio.items}) == 5
     played = [radio.items[1].id]
-    st, body = ra.request("POST", "/playlists/radio", {"path": t0, "limit": 5, "exclude_track_ids": played})
+    st, body = ra.request(
+        "POST", "/playlists/radio", {"path": t0, "limit": 5, "exclude_track_ids": played}
+    )
     assert st == 200 and played[0] not in [h["id"] for h in body["items"]]
     t5 = str(lib / "b" / "t5.flac")
-    st, body = ra.request("POST", "/playlists/path", {"start": {"path": t0}, "end": {"path": t5}, "limit": 4})
+    st, body = ra.request(
+        "POST", "/playlists/path", {"start": {"path": t0}, "end": {"path": t5}, "limit": 4}
+    )
     path_pl = api.Playlist.model_validate(body)
     assert st == 200 and path_pl.items[0].path == t0 and path_pl.items[-1].path == t5
     st, body = ra.request("POST", "/playlists/text", {"text": "calm piano at night"})
-    assert st == 409 and body["error"]["code"] == "model-missing" and "nomarr models pull" in body["error"]["message"]
+    assert (
+        st == 409
+        and body["error"]["code"] == "model-missing"
+        and "nomarr models pull" in body["error"]["message"]
+    )
 
 
 def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
@@ -314,7 +389,9 @@ def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
     ok_files = list(lib.rglob("*.flac"))  # the symlinked one too: it is a library track
     found: dict[str, int] = {}
     for p in ok_files:
-        for k in {k.lower() for k, _ in mutagen.File(p).tags}:  # Vorbis comments, read independently
+        for k in {
+            k.lower() for k, _ in mutagen.File(p).tags
+        }:  # Vorbis comments, read independently
             if k.startswith("nom:"):
                 found[k.lower()] = found.get(k.lower(), 0) + 1
     listed = {k.key: k.tracks for k in keys.items}
@@ -322,7 +399,11 @@ def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
     by_kind = {k.kind for k in keys.items}
     assert by_kind == {"score", "tier", "provenance"}
     happy = [k for k in keys.items if k.kind == "score" and k.label == "happy"]
-    assert len(happy) == 1 and happy[0].model == "msd-musicnn-1" and happy[0].key == happy[0].prefix + "happy"
+    assert (
+        len(happy) == 1
+        and happy[0].model == "msd-musicnn-1"
+        and happy[0].key == happy[0].prefix + "happy"
+    )
     assert happy[0].tracks == len(ok_files)
     tiers = [k for k in keys.items if k.kind == "tier" and k.label == "happy"]
     assert tiers and sum(t.tracks for t in tiers) == len(ok_files) and all(t.tier for t in tiers)
@@ -333,10 +414,19 @@ def test_models_list_and_pull_errors(served: Any) -> None:
     st, body = ra.request("GET", "/models")
     ml = api.ModelList.model_validate(body)
     builtin = [m for m in ml.items if m.id == "msd-musicnn-1"][0]
-    assert builtin.installed and builtin.builtin and builtin.labels == 50 and builtin.embedding_dim == 200
+    assert (
+        builtin.installed
+        and builtin.builtin
+        and builtin.labels == 50
+        and builtin.embedding_dim == 200
+    )
     # the provenance listed is the one the library's files carry: clients skip files that have it
     assert builtin.default and builtin.tag_prefix == "nom:onnx_musicnn_msd-1_msd50_1_"
-    carried = {v for k, v in mutagen.File(lib / "a" / "t1.flac").tags if k.lower() == builtin.tag_prefix + "provenance"}
+    carried = {
+        v
+        for k, v in mutagen.File(lib / "a" / "t1.flac").tags
+        if k.lower() == builtin.tag_prefix + "provenance"
+    }
     assert carried == {builtin.provenance}
     other = [m for m in ml.items if m.id == "mtt-musicnn-1"][0]
     assert not other.default and other.provenance and other.provenance != builtin.provenance
@@ -351,10 +441,23 @@ def test_openapi_document_covers_every_route(served: Any) -> None:
     st, doc = ra.request("GET", "/openapi.json")
     assert st == 200 and doc["openapi"].startswith("3.1")
     p = doc["paths"]
-    for path, method in (("/health", "get"), ("/status", "get"), ("/tracks", "get"), ("/tracks/{id}", "get"),
-                         ("/tracks/lookup", "get"), ("/analyze", "post"), ("/similar", "post"), ("/moods", "get"), ("/tags", "get"),
-                         ("/playlists/mood", "post"), ("/playlists/radio", "post"), ("/playlists/path", "post"),
-                         ("/playlists/text", "post"), ("/models", "get"), ("/models/{id}/pull", "post")):  # fmt: skip
+    for path, method in (
+        ("/health", "get"),
+        ("/status", "get"),
+        ("/tracks", "get"),
+        ("/tracks/{id}", "get"),
+        ("/tracks/lookup", "get"),
+        ("/analyze", "post"),
+        ("/similar", "post"),
+        ("/moods", "get"),
+        ("/tags", "get"),
+        ("/playlists/mood", "post"),
+        ("/playlists/radio", "post"),
+        ("/playlists/path", "post"),
+        ("/playlists/text", "post"),
+        ("/models", "get"),
+        ("/models/{id}/pull", "post"),
+    ):
         assert method in p["/api/v1" + path], path
     assert p["/api/v1/health"]["get"]["security"] == []
     assert "SimilarRequest" in doc["components"]["schemas"]
@@ -381,7 +484,11 @@ def test_watcher_adds_moves_and_deletes(served: Any, tmp_path: Path) -> None:
     tid = ra.request("GET", f"/tracks/lookup?path={dst}")[1]["items"][0]["id"]
     moved = lib / "b" / "renamed.flac"
     os.rename(dst, moved)
-    ra.wait_for(lambda: ra.request("GET", f"/tracks/lookup?path={moved}")[1]["items"], 20, "the move to be seen")
+    ra.wait_for(
+        lambda: ra.request("GET", f"/tracks/lookup?path={moved}")[1]["items"],
+        20,
+        "the move to be seen",
+    )
     assert ra.request("GET", f"/tracks/lookup?path={moved}")[1]["items"][0]["id"] == tid
     assert ra.request("GET", f"/tracks/lookup?path={dst}")[1]["items"] == []
     # delete: gone from every answer
@@ -407,7 +514,9 @@ def test_scan_endpoint_and_graceful_stop(env: Path, tmp_path: Path) -> None:
         assert body["total"] == 0
         st, body = ra.request("POST", "/scan", {})
         assert st == 200 and body["queued"] == 1
-        ra.wait_for(lambda: ra.request("GET", "/tracks")[1]["total"] == 3, 60, "the API-triggered scan")
+        ra.wait_for(
+            lambda: ra.request("GET", "/tracks")[1]["total"] == 3, 60, "the API-triggered scan"
+        )
         ra.idle()
         assert ra.request("GET", "/status")[1]["workers_loaded"]
     finally:
@@ -427,7 +536,9 @@ def test_idle_unload_frees_the_workers(env: Path, tmp_path: Path) -> None:
     ra = RunningAgent(config([str(lib)], str(tmp_path / "db3.sqlite"), idle_unload_s=1.0)).start()
     try:
         ra.wait_for(lambda: ra.request("GET", "/tracks")[1]["total"] == 1, 60, "the first scan")
-        ra.wait_for(lambda: not ra.request("GET", "/status")[1]["workers_loaded"], 20, "idle unload")
+        ra.wait_for(
+            lambda: not ra.request("GET", "/status")[1]["workers_loaded"], 20, "idle unload"
+        )
         # and they come back on demand
         st, body = ra.request("POST", "/analyze", {"path": str(lib / "x.flac"), "profile": "fast"})
         assert st == 200 and body["source"] == "analysis"
@@ -436,21 +547,31 @@ def test_idle_unload_frees_the_workers(env: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.corpus
-def test_copied_real_track_is_answerable_within_10s_plus_analysis(corpus: Path, env: Path, tmp_path: Path) -> None:
+def test_copied_real_track_is_answerable_within_10s_plus_analysis(
+    corpus: Path, env: Path, tmp_path: Path
+) -> None:
     lib = tmp_path / "lib4"
     lib.mkdir()
     for name in ("sh01.ogg", "sh02.ogg"):
         shutil.copy(corpus / name, lib / name)
         os.chmod(lib / name, 0o644)
-    ra = RunningAgent(config([str(lib)], str(tmp_path / "db4.sqlite"), settle_s=1.0, debounce_s=0.5)).start()
+    ra = RunningAgent(
+        config([str(lib)], str(tmp_path / "db4.sqlite"), settle_s=1.0, debounce_s=0.5)
+    ).start()
     try:
         ra.idle(120)
         new = lib / "sh03.ogg"
         t0 = time.monotonic()
         shutil.copy(corpus / "sh03.ogg", new)
         os.chmod(new, 0o644)
-        ra.wait_for(lambda: ra.request("GET", f"/tracks/lookup?path={new}")[1]["items"], 60, "the copied track")
-        ra.wait_for(lambda: read_tags(str(new)).nom, 30, "its tags")  # written right after it is stored
+        ra.wait_for(
+            lambda: ra.request("GET", f"/tracks/lookup?path={new}")[1]["items"],
+            60,
+            "the copied track",
+        )
+        ra.wait_for(
+            lambda: read_tags(str(new)).nom, 30, "its tags"
+        )  # written right after it is stored
         st, body = ra.request("POST", "/similar", {"path": str(new), "limit": 2})
         took = time.monotonic() - t0
         assert st == 200 and len(body["items"]) == 2

@@ -7,10 +7,10 @@ import hashlib
 from typing import Any
 
 import pytest
+from nomarr.models.clap import DEFAULT_MOODS
+from nomarr.models.registry import Registry
 from nomarr_client import models as api
 
-from agent.models.clap import DEFAULT_MOODS
-from agent.models.registry import Registry
 from tests import fixture_models as fx
 from tests.conftest import REPO, encode, music_like
 from tests.server_harness import RunningAgent, config, isolated_dirs
@@ -31,21 +31,31 @@ def clap_agent(tmp_path_factory: pytest.TempPathFactory) -> Any:
         fx.clap_audio(data / "models" / a.id / a.model_file.name)
         fx.clap_text(data / "models" / t.id / t.model_file.name)
         tok = next(f for f in t.files if f.role == "tokenizer")
-        fx.word_tokenizer(data / "models" / t.id / tok.name,
-                          "This is a song . music spooky".split() + list(DEFAULT_MOODS))  # fmt: skip
+        fx.word_tokenizer(
+            data / "models" / t.id / tok.name,
+            "This is a song . music spooky".split() + list(DEFAULT_MOODS),
+        )
         (data / "manifests").mkdir(parents=True)
         for m in (a, t):  # the shipped manifests pin the real files' hashes: re-pin to the fixtures
             text = (REPO / "models" / "manifests" / f"{m.id}.toml").read_text()
             for f in m.files:
                 if f.sha256:
-                    text = text.replace(f.sha256, hashlib.sha256((data / "models" / m.id / f.name).read_bytes()).hexdigest())
+                    text = text.replace(
+                        f.sha256,
+                        hashlib.sha256((data / "models" / m.id / f.name).read_bytes()).hexdigest(),
+                    )
             (data / "manifests" / f"{m.id}.toml").write_text(text)
         lib = base / "lib"
         lib.mkdir()
         for i in range(4):
             encode(lib / f"c{i}.flac", music_like(12.0, sr=48000, seed=300 + i), 48000)
-        ra = RunningAgent(config([str(lib)], str(base / "db.sqlite"),
-                                 models=["msd-musicnn-1", "clap-htsat-unfused-audio"])).start()  # fmt: skip
+        ra = RunningAgent(
+            config(
+                [str(lib)],
+                str(base / "db.sqlite"),
+                models=["msd-musicnn-1", "clap-htsat-unfused-audio"],
+            )
+        ).start()
         try:
             ra.idle(180)
             yield ra, lib
@@ -65,13 +75,16 @@ def test_text_search_ranks_by_the_text_tower(clap_agent: Any) -> None:
     pl = api.Playlist.model_validate(body)
     assert pl.kind == "text" and len(pl.items) == 4
     # the order is the text vector's cosine ranking of the stored CLAP vectors: check it directly
-    from agent.models.clap import ClapText
-    from agent.store import Store
+    from nomarr.models.clap import ClapText
+    from nomarr.store import Store
 
     reg = ra.agent.registry  # the test's own XDG dirs differ from the module-scoped agent's
     vec = ClapText(reg, reg.get("clap-htsat-unfused-text")).embed(["This is a happy song ."])[0]
     st_ = Store(ra.agent.db_path, readonly=True)
-    sims = {t.id: float(st_.embedding("clap-htsat-unfused-audio", t.recording_id) @ vec) for t in st_.tracks()}
+    sims = {
+        t.id: float(st_.embedding("clap-htsat-unfused-audio", t.recording_id) @ vec)
+        for t in st_.tracks()
+    }
     assert [h.id for h in pl.items] == sorted(sims, key=lambda k: -sims[k])
     st_.close()
 

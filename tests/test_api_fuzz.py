@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from nomarr.server.app import ROUTES
 from nomarr_client import models as api
 from pydantic import BaseModel, ValidationError
 from schemathesis.checks import not_a_server_error
@@ -57,7 +58,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agent.server.app import ROUTES
 from tests.conftest import encode, music_like
 from tests.server_harness import RunningAgent, config, isolated_dirs
 
@@ -116,9 +116,17 @@ def build_library(base: Path) -> FuzzLibrary:
     encode(outside / "secret.flac", music_like(6.0, seed=7), 44100)
     (outside / "notes.txt").write_text("outside the library: never served\n")
     (root / "a" / "escape.flac").symlink_to(outside / "secret.flac")
-    return FuzzLibrary(base=base, root=root, latin1=latin1, outside=outside, secret=outside / "secret.flac",
-                       notes=outside / "notes.txt", link=root / "a" / "escape.flac",
-                       late_link=root / "a" / "late.flac", late_dir=root / "b" / "late-dir")  # fmt: skip
+    return FuzzLibrary(
+        base=base,
+        root=root,
+        latin1=latin1,
+        outside=outside,
+        secret=outside / "secret.flac",
+        notes=outside / "notes.txt",
+        link=root / "a" / "escape.flac",
+        late_link=root / "a" / "late.flac",
+        late_dir=root / "b" / "late-dir",
+    )
 
 
 def start_agent(lib: FuzzLibrary) -> RunningAgent:
@@ -152,7 +160,7 @@ def analysis_spy() -> Iterator[list[str]]:
     ``POST /analyze`` runs the models through ``agent.server.app._analyze_file``; wrapping it
     shows what was analysed, whatever the HTTP answer said.
     """
-    from agent.server import app
+    from nomarr.server import app
 
     seen: list[str] = []
     real = app._analyze_file
@@ -180,7 +188,9 @@ class Target:
     roots: list[str]
     forbidden: list[str] = field(default_factory=list)  # substrings no 2xx answer may contain
     lib: FuzzLibrary | None = None  # set for an agent this process built (enables symlink cases)
-    uploads: Path | None = None  # its upload folder (the one place analysis may read outside the roots)
+    uploads: Path | None = (
+        None  # its upload folder (the one place analysis may read outside the roots)
+    )
     samples: dict[str, list[Any]] = field(default_factory=dict)  # real values by request field name
 
     @property
@@ -192,7 +202,9 @@ class Target:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def target_for(url: str, token: str, lib: FuzzLibrary | None = None, uploads: Path | None = None) -> Target:
+def target_for(
+    url: str, token: str, lib: FuzzLibrary | None = None, uploads: Path | None = None
+) -> Target:
     """Ask the agent for its roots (``GET /status``); for a local library also forbid the
     outside folder by name and by real path."""
     status, body, _ = send(url, "GET", "/status", headers={"Authorization": f"Bearer {token}"})
@@ -202,7 +214,9 @@ def target_for(url: str, token: str, lib: FuzzLibrary | None = None, uploads: Pa
     forbidden = []
     if lib is not None:
         forbidden = sorted({str(lib.outside), os.path.realpath(lib.outside)})
-    target = Target(url=url.rstrip("/"), token=token, roots=roots, forbidden=forbidden, lib=lib, uploads=uploads)
+    target = Target(
+        url=url.rstrip("/"), token=token, roots=roots, forbidden=forbidden, lib=lib, uploads=uploads
+    )
     target.samples = library_samples(target)
     return target
 
@@ -221,17 +235,32 @@ def library_samples(target: Target) -> dict[str, list[Any]]:
     ids = [t["id"] for t in items]
     paths = [t["path"] for t in items]
     labels = [m["label"] for m in (moods.get("items", []) if isinstance(moods, dict) else [])][:20]
-    installed = [m["id"] for m in (models.get("items", []) if isinstance(models, dict) else []) if m.get("installed")]
+    installed = [
+        m["id"]
+        for m in (models.get("items", []) if isinstance(models, dict) else [])
+        if m.get("installed")
+    ]
     vectors: list[Any] = []
     if paths:
         status, an, _ = send_json(target, "POST", "/analyze", {"path": paths[0], "embedding": True})
         if status == 200:
             vectors = [m["embedding"] for m in an.get("models", {}).values() if m.get("embedding")]
     folders = sorted({posixpath.dirname(p) for p in paths} | set(target.roots))
-    return {"track_id": ids, "exclude_track_ids": [ids[:3]], "path": paths,
-            "under": folders + [folders[:2]], "paths": [folders[:1], paths[:2]], "label": labels,
-            "model": installed, "models": [installed[:1]], "vector": vectors, "text": ["calm piano at night"],
-            "mbid": ["5b11f4ce-a62d-471e-81fc-a69a8278c7da"], "isrc": ["GBAYE0601498"], "fingerprint": ["AQAAAA"]}  # fmt: skip
+    return {
+        "track_id": ids,
+        "exclude_track_ids": [ids[:3]],
+        "path": paths,
+        "under": folders + [folders[:2]],
+        "paths": [folders[:1], paths[:2]],
+        "label": labels,
+        "model": installed,
+        "models": [installed[:1]],
+        "vector": vectors,
+        "text": ["calm piano at night"],
+        "mbid": ["5b11f4ce-a62d-471e-81fc-a69a8278c7da"],
+        "isrc": ["GBAYE0601498"],
+        "fingerprint": ["AQAAAA"],
+    }
 
 
 def _inside(path: str, root: str) -> bool:
@@ -267,7 +296,9 @@ def outside_strings(doc: Any, target: Target) -> list[str]:
 def no_outside_paths(target: Target) -> Callable[..., None]:
     """A schemathesis check: a 2xx answer never names a path outside the library roots."""
 
-    def no_outside_paths(ctx: Any, response: schemathesis.Response, case: schemathesis.Case) -> None:
+    def no_outside_paths(
+        ctx: Any, response: schemathesis.Response, case: schemathesis.Case
+    ) -> None:
         if not 200 <= response.status_code < 300 or case.operation.path == PREFIX + "/openapi.json":
             return
         try:
@@ -292,7 +323,9 @@ class FuzzStats:
     requests: int = 0
     by_class: Counter[str] = field(default_factory=Counter)
     by_probe: Counter[tuple[str, str]] = field(default_factory=Counter)  # (probe, status class)
-    by_status: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # (label, probe, status)
+    by_status: Counter[tuple[str, str, int]] = field(
+        default_factory=Counter
+    )  # (label, probe, status)
     failures: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -307,10 +340,15 @@ class FuzzStats:
 
     def summary(self) -> str:
         probes = sorted({p for p, _ in self.by_probe})
-        lines = [f"operations: {len(self.operations)}", f"requests:   {self.requests}",
-                 "responses:  " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_class.items()))]  # fmt: skip
+        lines = [
+            f"operations: {len(self.operations)}",
+            f"requests:   {self.requests}",
+            "responses:  " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_class.items())),
+        ]
         for probe in probes:
-            counts = ", ".join(f"{c} {n}" for (p, c), n in sorted(self.by_probe.items()) if p == probe)
+            counts = ", ".join(
+                f"{c} {n}" for (p, c), n in sorted(self.by_probe.items()) if p == probe
+            )
             lines.append(f"  {probe + ':':<12}{counts}")
         lines.append(f"failures:   {len(self.failures)}")
         lines += [f"  - {f}" for f in self.failures]
@@ -322,15 +360,23 @@ class FuzzStats:
 # -- raw HTTP (exact bytes on the wire, no client-side normalisation) --------------------------
 
 
-def send(url: str, method: str, path_qs: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+def send(
+    url: str,
+    method: str,
+    path_qs: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> tuple[int, Any, dict[str, str]]:
     """(status, parsed JSON or text, headers) for one request, the path sent exactly as given.
 
     ``requests`` re-quotes URLs (``%2e`` becomes ``.``); http.client sends what we wrote, so the
     percent-encoding tricks reach the server intact.
     """
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    conn = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout
+    )
     try:
         conn.request(method, parts.path.rstrip("/") + path_qs, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -344,8 +390,13 @@ def send(url: str, method: str, path_qs: str, body: bytes | None = None,
         return resp.status, raw.decode(errors="replace"), hdrs
 
 
-def send_json(target: Target, method: str, path_qs: str, payload: Any = None,
-              headers: dict[str, str] | None = None) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+def send_json(
+    target: Target,
+    method: str,
+    path_qs: str,
+    payload: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, dict[str, str]]:
     h = {**target.auth, **(headers or {})}
     body = None
     if payload is not None:
@@ -359,7 +410,9 @@ def send_json(target: Target, method: str, path_qs: str, payload: Any = None,
 
 def load_schema(target: Target) -> Any:
     """The agent's own OpenAPI document (it needs the token), pointed at the agent."""
-    schema = schemathesis.openapi.from_url(target.url + "/openapi.json", headers=target.auth, timeout=30)
+    schema = schemathesis.openapi.from_url(
+        target.url + "/openapi.json", headers=target.auth, timeout=30
+    )
     schema.config.update(base_url=target.origin)
     return schema
 
@@ -395,8 +448,21 @@ def _wav_bytes(seconds: float = 0.25, sr: int = 8000) -> bytes:
 
 
 TINY_WAV = _wav_bytes()
-UPLOAD_NAMES = [None, "x.flac", "x.wav", "X.MP3", "../../lib-outside/pwn.flac", "/etc/passwd.wav", "a\\..\\b.ogg",
-                "\u202ex.flac", "x.flac\x00.txt", "....flac", ".flac", "x." + "a" * 300 + ".wav", "x.txt"]  # fmt: skip
+UPLOAD_NAMES = [
+    None,
+    "x.flac",
+    "x.wav",
+    "X.MP3",
+    "../../lib-outside/pwn.flac",
+    "/etc/passwd.wav",
+    "a\\..\\b.ogg",
+    "\u202ex.flac",
+    "x.flac\x00.txt",
+    "....flac",
+    ".flac",
+    "x." + "a" * 300 + ".wav",
+    "x.txt",
+]
 
 
 def _mutated_audio(data: st.DataObject) -> bytes:
@@ -438,9 +504,13 @@ EXTREME_STRS = ["", "\x00", "\ud800", "\udc80", "\u202e", "../" * 20, "%00", "x"
 
 # Objects that name a track by exactly one of these (the document cannot say "exactly one"):
 # (operation path, key of the object in the body, "" for the body itself) -> allowed seeds
-SEEDED = {(PREFIX + "/similar", ""): ("track_id", "path", "vector"), (PREFIX + "/playlists/radio", ""): ("track_id", "path"),
-          (PREFIX + "/playlists/path", "start"): ("track_id", "path"), (PREFIX + "/playlists/path", "end"): ("track_id", "path"),
-          (PREFIX + "/tracks/lookup", "?"): ("path", "mbid", "isrc", "fingerprint")}  # fmt: skip
+SEEDED = {
+    (PREFIX + "/similar", ""): ("track_id", "path", "vector"),
+    (PREFIX + "/playlists/radio", ""): ("track_id", "path"),
+    (PREFIX + "/playlists/path", "start"): ("track_id", "path"),
+    (PREFIX + "/playlists/path", "end"): ("track_id", "path"),
+    (PREFIX + "/tracks/lookup", "?"): ("path", "mbid", "isrc", "fingerprint"),
+}
 
 
 def _extreme(value: Any, data: st.DataObject) -> Any:
@@ -455,8 +525,12 @@ def _extreme(value: Any, data: st.DataObject) -> Any:
     return value
 
 
-def _one_seed(value: dict[str, Any], allowed: tuple[str, ...], data: st.DataObject,
-              samples: dict[str, list[Any]]) -> dict[str, Any]:  # fmt: skip
+def _one_seed(
+    value: dict[str, Any],
+    allowed: tuple[str, ...],
+    data: st.DataObject,
+    samples: dict[str, list[Any]],
+) -> dict[str, Any]:
     """Mostly: exactly one of the allowed seeds, a generated or a real one (a vector query also
     names its model). Sometimes left as generated, so none or several still get sent."""
     if data.draw(st.integers(0, 3), label="leave seeds") == 3:
@@ -471,8 +545,15 @@ def _one_seed(value: dict[str, Any], allowed: tuple[str, ...], data: st.DataObje
     return out
 
 
-def _steer(key: str, value: Any, data: st.DataObject, samples: dict[str, list[Any]], seeds: tuple[str, ...] = (),
-           children: dict[str, tuple[str, ...]] | None = None, drop: bool = True) -> Any:  # fmt: skip
+def _steer(
+    key: str,
+    value: Any,
+    data: st.DataObject,
+    samples: dict[str, list[Any]],
+    seeds: tuple[str, ...] = (),
+    children: dict[str, tuple[str, ...]] | None = None,
+    drop: bool = True,
+) -> Any:
     """``value`` (found under ``key``) with some leaves swapped for real or extreme values and
     some optional-looking keys dropped (their defaults are valid, so more requests get deep);
     ``seeds`` (and ``children``: key -> seeds) mark the objects that name one track."""
@@ -480,8 +561,11 @@ def _steer(key: str, value: Any, data: st.DataObject, samples: dict[str, list[An
         if seeds:
             value = _one_seed(value, seeds, data, samples)
         sub = children or {}
-        keep = {k: v for k, v in value.items()
-                if not drop or k in seeds or k in sub or data.draw(st.integers(0, 3), label=f"drop {k}")}  # fmt: skip
+        keep = {
+            k: v
+            for k, v in value.items()
+            if not drop or k in seeds or k in sub or data.draw(st.integers(0, 3), label=f"drop {k}")
+        }
         return {k: _steer(str(k), v, data, samples, sub.get(str(k), ())) for k, v in keep.items()}
     choice = data.draw(st.integers(0, 3), label=f"steer {key}")
     if choice == 0 and value is not None:
@@ -493,7 +577,9 @@ def _steer(key: str, value: Any, data: st.DataObject, samples: dict[str, list[An
     return _extreme(value, data) if choice == 1 else value
 
 
-def _steer_case(case: schemathesis.Case, data: st.DataObject, samples: dict[str, list[Any]]) -> schemathesis.Case:
+def _steer_case(
+    case: schemathesis.Case, data: st.DataObject, samples: dict[str, list[Any]]
+) -> schemathesis.Case:
     """Apply ``_steer`` to the JSON body, the query and the path parameters of a generated case."""
     if case.media_type == "application/json" and isinstance(case.body, (dict, list)):
         op = case.operation.path
@@ -511,8 +597,13 @@ def _steer_case(case: schemathesis.Case, data: st.DataObject, samples: dict[str,
                 case.query[k] = given[k]  # keep what schemathesis generated
     if case.path_parameters:  # {id} is a model id under /models, a track id elsewhere
         alias = "model" if "/models/" in case.operation.path else "track_id"
-        pp = {k: _steer(alias if k == "id" else k, v, data, samples) for k, v in case.path_parameters.items()}
-        case.path_parameters = {k: case.path_parameters[k] if _unsendable(v) or v == "" else v for k, v in pp.items()}
+        pp = {
+            k: _steer(alias if k == "id" else k, v, data, samples)
+            for k, v in case.path_parameters.items()
+        }
+        case.path_parameters = {
+            k: case.path_parameters[k] if _unsendable(v) or v == "" else v for k, v in pp.items()
+        }
     return case
 
 
@@ -520,30 +611,51 @@ def _unsendable(v: Any) -> bool:
     return any(_has_surrogate(s) or len(s) > 1000 for s in _strings(v))
 
 
-def case_strategy(op: Any, mode: schemathesis.GenerationMode,
-                  samples: dict[str, list[Any]] | None = None) -> st.SearchStrategy[schemathesis.Case]:  # fmt: skip
+def case_strategy(
+    op: Any, mode: schemathesis.GenerationMode, samples: dict[str, list[Any]] | None = None
+) -> st.SearchStrategy[schemathesis.Case]:
     """Schemathesis' cases for ``op``, steered (see ``_steer``), uploads kept small."""
     smp = samples or {}
-    base = st.tuples(op.as_strategy(generation_mode=mode), st.data()).map(lambda cd: _steer_case(cd[0], cd[1], smp))
+    base = st.tuples(op.as_strategy(generation_mode=mode), st.data()).map(
+        lambda cd: _steer_case(cd[0], cd[1], smp)
+    )
     if op.path == PREFIX + "/analyze":
         return st.tuples(base, st.data()).map(lambda cd: _small_upload(*cd))
     return base
 
 
-def fuzz_operation(op: Any, target: Target, mode: schemathesis.GenerationMode, examples: int,
-                   stats: FuzzStats, *, seed: int | None = None) -> None:  # fmt: skip
+def fuzz_operation(
+    op: Any,
+    target: Target,
+    mode: schemathesis.GenerationMode,
+    examples: int,
+    stats: FuzzStats,
+    *,
+    seed: int | None = None,
+) -> None:
     """Run ``examples`` generated requests against ``op``; raise on the first (shrunk) failure.
 
     Checks: no 5xx, response body and status code as documented, JSON content type, and no
     path outside the roots in a 2xx answer. An operation with nothing to negate (no parameters)
     is recorded as skipped in negative mode.
     """
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance, no_outside_paths(target)]  # fmt: skip
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+        no_outside_paths(target),
+    ]
 
-    @settings(max_examples=examples, derandomize=seed is None, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink],
-              report_multiple_bugs=False)  # fmt: skip
+    @settings(
+        max_examples=examples,
+        derandomize=seed is None,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+    )
     @given(case=case_strategy(op, mode, target.samples))
     def run(case: schemathesis.Case) -> None:
         response = case.call(headers=target.auth, timeout=60)
@@ -568,10 +680,18 @@ def fuzz_operation(op: Any, target: Target, mode: schemathesis.GenerationMode, e
 
 def wrong_tokens(token: str) -> list[dict[str, str]]:
     """Authorization headers that must all be refused (plus no header at all)."""
-    return [{}, {"Authorization": "Bearer " + "x" * len(token)}, {"Authorization": f"Bearer {token}x"},
-            {"Authorization": f"Bearer {token[:-1]}"}, {"Authorization": f"Basic {token}"},
-            {"Authorization": token}, {"Authorization": "Bearer"}, {"Authorization": "Bearer "},
-            {"Authorization": f"Token {token}"}, {"Authorization": f"Bearer {token.upper()}"}]  # fmt: skip
+    return [
+        {},
+        {"Authorization": "Bearer " + "x" * len(token)},
+        {"Authorization": f"Bearer {token}x"},
+        {"Authorization": f"Bearer {token[:-1]}"},
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": token},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer "},
+        {"Authorization": f"Token {token}"},
+        {"Authorization": f"Bearer {token.upper()}"},
+    ]
 
 
 def auth_refused(status: int, body: Any, headers: dict[str, str], label: str) -> str | None:
@@ -587,28 +707,42 @@ def auth_refused(status: int, body: Any, headers: dict[str, str], label: str) ->
     return None
 
 
-def fuzz_auth(op: Any, target: Target, examples: int, stats: FuzzStats, *, seed: int | None = None) -> None:
+def fuzz_auth(
+    op: Any, target: Target, examples: int, stats: FuzzStats, *, seed: int | None = None
+) -> None:
     """Generated requests (valid and malformed) without a valid token are all refused."""
     label = op.label
 
-    @settings(max_examples=examples, derandomize=seed is None, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink],
-              report_multiple_bugs=False)  # fmt: skip
-    @given(case=case_strategy(op, schemathesis.GenerationMode.POSITIVE, target.samples)
-           | case_strategy(op, schemathesis.GenerationMode.NEGATIVE, target.samples),
-           bad=st.sampled_from(wrong_tokens(target.token)))  # fmt: skip
+    @settings(
+        max_examples=examples,
+        derandomize=seed is None,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+    )
+    @given(
+        case=case_strategy(op, schemathesis.GenerationMode.POSITIVE, target.samples)
+        | case_strategy(op, schemathesis.GenerationMode.NEGATIVE, target.samples),
+        bad=st.sampled_from(wrong_tokens(target.token)),
+    )
     def run(case: schemathesis.Case, bad: dict[str, str]) -> None:
         case.headers.pop("Authorization", None)
         response = case.call(headers=bad or None, timeout=60)
         if response.status_code == 400 and len(str(response.request.url)) > 8000:
-            stats.record(label, 400, "url > 8 KiB")  # refused by aiohttp's parser, see fuzz_operation
+            stats.record(
+                label, 400, "url > 8 KiB"
+            )  # refused by aiohttp's parser, see fuzz_operation
             return
         stats.record(label, response.status_code, "no token")
         try:
             body = response.json()
         except ValueError:
             body = response.text
-        problem = auth_refused(response.status_code, body, {k: v[0] for k, v in response.headers.items()}, label)
+        problem = auth_refused(
+            response.status_code, body, {k: v[0] for k, v in response.headers.items()}, label
+        )
         assert problem is None, f"{problem}\nrequest: {case.as_curl_command(headers=bad)}"
 
     if seed is not None:
@@ -621,10 +755,28 @@ def fuzz_auth(op: Any, target: Target, examples: int, stats: FuzzStats, *, seed:
 
 # Paths that must never reach a handler without the token: dot segments, encodings, case, doubled
 # slashes, /health as a prefix. Each is sent byte for byte; only an exact /health may answer 200.
-AUTH_PATH_TRICKS = ["/status", "/health/../status", "/health/%2e%2e/status", "/health%2f..%2fstatus", "/./status",
-                    "//status", "/Status", "/status/", "/status?x=/health", "/status#/health", "/health/x", "/healthz",
-                    "/%73tatus", "/tracks/1", "/tracks/lookup?path=/", "/openapi.json", "/no/such/route", "/",
-                    "/health;/../status", "/health\\..\\status"]  # fmt: skip
+AUTH_PATH_TRICKS = [
+    "/status",
+    "/health/../status",
+    "/health/%2e%2e/status",
+    "/health%2f..%2fstatus",
+    "/./status",
+    "//status",
+    "/Status",
+    "/status/",
+    "/status?x=/health",
+    "/status#/health",
+    "/health/x",
+    "/healthz",
+    "/%73tatus",
+    "/tracks/1",
+    "/tracks/lookup?path=/",
+    "/openapi.json",
+    "/no/such/route",
+    "/",
+    "/health;/../status",
+    "/health\\..\\status",
+]
 
 
 def probe_auth_paths(target: Target, stats: FuzzStats) -> list[str]:
@@ -632,10 +784,16 @@ def probe_auth_paths(target: Target, stats: FuzzStats) -> list[str]:
     problems = []
     for trick in AUTH_PATH_TRICKS:
         for method in ("GET", "POST"):
-            status, body, headers = send(target.url, method, trick, b"{}", {"Content-Type": "application/json"})
+            status, body, headers = send(
+                target.url, method, trick, b"{}", {"Content-Type": "application/json"}
+            )
             stats.record(f"{method} {PREFIX}{trick}", status, "auth path")
             health = isinstance(body, dict) and set(body) == {"status", "version", "api"}
-            if status == 401 and isinstance(body, dict) and body.get("error", {}).get("code") == "unauthorized":
+            if (
+                status == 401
+                and isinstance(body, dict)
+                and body.get("error", {}).get("code") == "unauthorized"
+            ):
                 continue
             if health and method == "GET":
                 continue  # the path normalised to /health: the open route, nothing else
@@ -706,39 +864,127 @@ def fixed_hostile(target: Target) -> list[str]:
     lib = target.lib
     out_dir = str(lib.outside) if lib else posixpath.dirname(r) + "/lib-outside"
     vals = [
-        f"{out_dir}/secret.flac", f"{out_dir}/notes.txt", out_dir, out_dir + "/", r + "-outside/secret.flac",
-        r + "2", r + "/../lib-outside/notes.txt", f"{r}/a/../../lib-outside/secret.flac", r + "/..", r + "/../..",
-        f"{r}/a/" + "../" * 12 + "etc/passwd", "/etc/passwd", "/", "//etc/passwd", "/proc/self/environ", "/dev/zero",
-        "/dev/stdin", posixpath.dirname(r), "a/t0.flac", "lib/a/t0.flac", "../lib-outside/secret.flac", "~/x", "~root",
-        ".", "", " ", f" {r}/a/t0.flac", f"{r}/a/t0.flac\x00", f"{r}/a/t0.flac\x00/../../../etc/passwd", "\x00",
-        f"{r}/a/%2e%2e/%2e%2e/lib-outside/secret.flac", f"{r}/a/..%2f..%2flib-outside", "%2fetc%2fpasswd",
-        f"{r}/a/\u2025/\u2025/lib-outside/notes.txt", f"{r}/a/\uff0e\uff0e/\uff0e\uff0e/lib-outside",
-        f"{r}/a/t0.flac\u200b", "\u202e" + r, r.upper(), f"{r}\\..\\..\\lib-outside\\notes.txt", f"{r}/\ud800",
-        f"{r}/a/\udc80.flac", f"{r}/" + "a" * 255, f"{r}/" + "a" * 256 + ".flac", r + "/x" * 2100, f"{r}/a/t0.flac/",
-        f"{r}/a/t0.flac/.", f"{r}/./a/./t0.flac", f"{r}//a//t0.flac", f"{r}/b/../a/t0.flac", f"{r}/a", r, r + "/",
-        "/" + r.lstrip("/"), "//" + r.lstrip("/") + "/a/t0.flac", "///" + r.lstrip("/") + "/../lib-outside",
-    ]  # fmt: skip
+        f"{out_dir}/secret.flac",
+        f"{out_dir}/notes.txt",
+        out_dir,
+        out_dir + "/",
+        r + "-outside/secret.flac",
+        r + "2",
+        r + "/../lib-outside/notes.txt",
+        f"{r}/a/../../lib-outside/secret.flac",
+        r + "/..",
+        r + "/../..",
+        f"{r}/a/" + "../" * 12 + "etc/passwd",
+        "/etc/passwd",
+        "/",
+        "//etc/passwd",
+        "/proc/self/environ",
+        "/dev/zero",
+        "/dev/stdin",
+        posixpath.dirname(r),
+        "a/t0.flac",
+        "lib/a/t0.flac",
+        "../lib-outside/secret.flac",
+        "~/x",
+        "~root",
+        ".",
+        "",
+        " ",
+        f" {r}/a/t0.flac",
+        f"{r}/a/t0.flac\x00",
+        f"{r}/a/t0.flac\x00/../../../etc/passwd",
+        "\x00",
+        f"{r}/a/%2e%2e/%2e%2e/lib-outside/secret.flac",
+        f"{r}/a/..%2f..%2flib-outside",
+        "%2fetc%2fpasswd",
+        f"{r}/a/\u2025/\u2025/lib-outside/notes.txt",
+        f"{r}/a/\uff0e\uff0e/\uff0e\uff0e/lib-outside",
+        f"{r}/a/t0.flac\u200b",
+        "\u202e" + r,
+        r.upper(),
+        f"{r}\\..\\..\\lib-outside\\notes.txt",
+        f"{r}/\ud800",
+        f"{r}/a/\udc80.flac",
+        f"{r}/" + "a" * 255,
+        f"{r}/" + "a" * 256 + ".flac",
+        r + "/x" * 2100,
+        f"{r}/a/t0.flac/",
+        f"{r}/a/t0.flac/.",
+        f"{r}/./a/./t0.flac",
+        f"{r}//a//t0.flac",
+        f"{r}/b/../a/t0.flac",
+        f"{r}/a",
+        r,
+        r + "/",
+        "/" + r.lstrip("/"),
+        "//" + r.lstrip("/") + "/a/t0.flac",
+        "///" + r.lstrip("/") + "/../lib-outside",
+    ]
     if lib is not None:
-        vals += [str(lib.link), str(lib.link) + "/..", str(lib.link) + "/../../../lib-outside/notes.txt",
-                 str(lib.late_link), str(lib.late_dir), str(lib.late_dir) + "/secret.flac",
-                 str(lib.late_dir) + "/notes.txt", str(lib.late_dir) + "/../../a/t0.flac",
-                 str(lib.base / "xdg_config_home" / "nomarr" / "token"), str(lib.base / "db.sqlite")]  # fmt: skip
+        vals += [
+            str(lib.link),
+            str(lib.link) + "/..",
+            str(lib.link) + "/../../../lib-outside/notes.txt",
+            str(lib.late_link),
+            str(lib.late_dir),
+            str(lib.late_dir) + "/secret.flac",
+            str(lib.late_dir) + "/notes.txt",
+            str(lib.late_dir) + "/../../a/t0.flac",
+            str(lib.base / "xdg_config_home" / "nomarr" / "token"),
+            str(lib.base / "db.sqlite"),
+        ]
     return vals
 
 
-SEGMENTS = ["..", ".", "", "a", "b", "...", "t0.flac", "escape.flac", "late.flac", "late-dir", "lib-outside", "secret.flac",
-            "notes.txt", "%2e%2e", "..%2f", "%00", "\u2025", "\uff0e\uff0e", "..\\", "etc", "passwd", "~", " "]  # fmt: skip
+SEGMENTS = [
+    "..",
+    ".",
+    "",
+    "a",
+    "b",
+    "...",
+    "t0.flac",
+    "escape.flac",
+    "late.flac",
+    "late-dir",
+    "lib-outside",
+    "secret.flac",
+    "notes.txt",
+    "%2e%2e",
+    "..%2f",
+    "%00",
+    "\u2025",
+    "\uff0e\uff0e",
+    "..\\",
+    "etc",
+    "passwd",
+    "~",
+    " ",
+]
 
 
 def hostile_values(target: Target) -> st.SearchStrategy[str]:
     """Generated hostile values: a start (a root, a subfolder, a link, outside, nothing) and a
     walk of dot segments, names, encodings and random text."""
     r = target.roots[0]
-    starts = [r, r + "/a", r + "/b", r + "/b/late-dir", r + "/a/escape.flac", r + "/../lib-outside", "/", ""]
+    starts = [
+        r,
+        r + "/a",
+        r + "/b",
+        r + "/b/late-dir",
+        r + "/a/escape.flac",
+        r + "/../lib-outside",
+        "/",
+        "",
+    ]
     segment = st.sampled_from(SEGMENTS) | st.text(min_size=1, max_size=12)
     walk = st.lists(segment, max_size=10).map("/".join)
-    return st.builds(lambda s, w, tail: f"{s}/{w}{tail}", st.sampled_from(starts), walk,
-                     st.sampled_from(["", "/", "/.", "/..", ".flac", "\x00", "/" + "y" * 300]))  # fmt: skip
+    return st.builds(
+        lambda s, w, tail: f"{s}/{w}{tail}",
+        st.sampled_from(starts),
+        walk,
+        st.sampled_from(["", "/", "/.", "/..", ".flac", "\x00", "/" + "y" * 300]),
+    )
 
 
 @dataclass(frozen=True)
@@ -748,8 +994,12 @@ class PathField:
     name: str  # e.g. "POST /similar filters.under"
     method: str
     route: str
-    build: Callable[[str, dict[str, Any]], tuple[str, Any]]  # (value, context) -> (path+query, JSON body or None)
-    known_ok: bool = True  # False where the agent wants a folder to search or scan (no symlinks out)
+    build: Callable[
+        [str, dict[str, Any]], tuple[str, Any]
+    ]  # (value, context) -> (path+query, JSON body or None)
+    known_ok: bool = (
+        True  # False where the agent wants a folder to search or scan (no symlinks out)
+    )
     query: bool = False
 
     @property
@@ -761,37 +1011,116 @@ def _q(route: str, name: str) -> Callable[[str, dict[str, Any]], tuple[str, Any]
     return lambda v, ctx: (f"{route}?{name}={ctx['quote'](v)}", None)
 
 
-def _body(route: str, make: Callable[[str, dict[str, Any]], Any]) -> Callable[[str, dict[str, Any]], tuple[str, Any]]:
+def _body(
+    route: str, make: Callable[[str, dict[str, Any]], Any]
+) -> Callable[[str, dict[str, Any]], tuple[str, Any]]:
     return lambda v, ctx: (route, make(v, ctx))
 
 
 PATH_FIELDS = [
-    PathField("GET /tracks under", "GET", "/tracks", _q("/tracks", "under"), known_ok=False, query=True),
-    PathField("GET /tracks under (2nd)", "GET", "/tracks",
-              lambda v, ctx: (f"/tracks?under={ctx['quote'](ctx['root'])}&under={ctx['quote'](v)}", None),
-              known_ok=False, query=True),  # fmt: skip
-    PathField("GET /tracks/lookup path", "GET", "/tracks/lookup", _q("/tracks/lookup", "path"), query=True),
-    PathField("POST /analyze path", "POST", "/analyze", _body("/analyze", lambda v, c: {"path": v})),
-    PathField("POST /similar path", "POST", "/similar", _body("/similar", lambda v, c: {"path": v, "limit": 3})),
-    PathField("POST /similar filters.under", "POST", "/similar",
-              _body("/similar", lambda v, c: {"track_id": c["track_id"], "filters": {"under": [c["root"], v]}}), known_ok=False),  # fmt: skip
-    PathField("POST /playlists/mood filters.under", "POST", "/playlists/mood",
-              _body("/playlists/mood", lambda v, c: {"label": c["label"], "filters": {"under": [v]}}), known_ok=False),  # fmt: skip
-    PathField("POST /playlists/radio path", "POST", "/playlists/radio", _body("/playlists/radio", lambda v, c: {"path": v, "limit": 3})),
-    PathField("POST /playlists/radio filters.under", "POST", "/playlists/radio",
-              _body("/playlists/radio", lambda v, c: {"track_id": c["track_id"], "filters": {"under": [v]}}), known_ok=False),  # fmt: skip
-    PathField("POST /playlists/path start.path", "POST", "/playlists/path",
-              _body("/playlists/path", lambda v, c: {"start": {"path": v}, "end": {"track_id": c["track_id"]}})),
-    PathField("POST /playlists/path end.path", "POST", "/playlists/path",
-              _body("/playlists/path", lambda v, c: {"start": {"track_id": c["track_id"]}, "end": {"path": v}})),
-    PathField("POST /playlists/path filters.under", "POST", "/playlists/path",
-              _body("/playlists/path", lambda v, c: {"start": {"track_id": c["track_id"]}, "end": {"track_id": c["track_id"]},
-                                                     "filters": {"under": [v]}}), known_ok=False),  # fmt: skip
-    PathField("POST /playlists/text filters.under", "POST", "/playlists/text",
-              _body("/playlists/text", lambda v, c: {"text": "calm", "filters": {"under": [v]}}), known_ok=False),
+    PathField(
+        "GET /tracks under", "GET", "/tracks", _q("/tracks", "under"), known_ok=False, query=True
+    ),
+    PathField(
+        "GET /tracks under (2nd)",
+        "GET",
+        "/tracks",
+        lambda v, ctx: (f"/tracks?under={ctx['quote'](ctx['root'])}&under={ctx['quote'](v)}", None),
+        known_ok=False,
+        query=True,
+    ),
+    PathField(
+        "GET /tracks/lookup path", "GET", "/tracks/lookup", _q("/tracks/lookup", "path"), query=True
+    ),
+    PathField(
+        "POST /analyze path", "POST", "/analyze", _body("/analyze", lambda v, c: {"path": v})
+    ),
+    PathField(
+        "POST /similar path",
+        "POST",
+        "/similar",
+        _body("/similar", lambda v, c: {"path": v, "limit": 3}),
+    ),
+    PathField(
+        "POST /similar filters.under",
+        "POST",
+        "/similar",
+        _body(
+            "/similar",
+            lambda v, c: {"track_id": c["track_id"], "filters": {"under": [c["root"], v]}},
+        ),
+        known_ok=False,
+    ),
+    PathField(
+        "POST /playlists/mood filters.under",
+        "POST",
+        "/playlists/mood",
+        _body("/playlists/mood", lambda v, c: {"label": c["label"], "filters": {"under": [v]}}),
+        known_ok=False,
+    ),
+    PathField(
+        "POST /playlists/radio path",
+        "POST",
+        "/playlists/radio",
+        _body("/playlists/radio", lambda v, c: {"path": v, "limit": 3}),
+    ),
+    PathField(
+        "POST /playlists/radio filters.under",
+        "POST",
+        "/playlists/radio",
+        _body(
+            "/playlists/radio", lambda v, c: {"track_id": c["track_id"], "filters": {"under": [v]}}
+        ),
+        known_ok=False,
+    ),
+    PathField(
+        "POST /playlists/path start.path",
+        "POST",
+        "/playlists/path",
+        _body(
+            "/playlists/path",
+            lambda v, c: {"start": {"path": v}, "end": {"track_id": c["track_id"]}},
+        ),
+    ),
+    PathField(
+        "POST /playlists/path end.path",
+        "POST",
+        "/playlists/path",
+        _body(
+            "/playlists/path",
+            lambda v, c: {"start": {"track_id": c["track_id"]}, "end": {"path": v}},
+        ),
+    ),
+    PathField(
+        "POST /playlists/path filters.under",
+        "POST",
+        "/playlists/path",
+        _body(
+            "/playlists/path",
+            lambda v, c: {
+                "start": {"track_id": c["track_id"]},
+                "end": {"track_id": c["track_id"]},
+                "filters": {"under": [v]},
+            },
+        ),
+        known_ok=False,
+    ),
+    PathField(
+        "POST /playlists/text filters.under",
+        "POST",
+        "/playlists/text",
+        _body("/playlists/text", lambda v, c: {"text": "calm", "filters": {"under": [v]}}),
+        known_ok=False,
+    ),
     # scan: only refused values are sent (see probe_path): a queued scan of a real folder would
     # make the late symlinks library tracks halfway through the run
-    PathField("POST /scan paths", "POST", "/scan", _body("/scan", lambda v, c: {"paths": [v]}), known_ok=False),
+    PathField(
+        "POST /scan paths",
+        "POST",
+        "/scan",
+        _body("/scan", lambda v, c: {"paths": [v]}),
+        known_ok=False,
+    ),
 ]
 
 
@@ -802,8 +1131,12 @@ def _response_model(method: str, route: str) -> type[BaseModel]:
 def path_context(target: Target) -> dict[str, Any]:
     """Valid companions for the hostile value (a real track id, a label some model scores)."""
     ids, labels = target.samples.get("track_id") or [1], target.samples.get("label") or ["rock"]
-    return {"root": target.roots[0], "track_id": ids[0], "label": labels[0],
-            "quote": lambda v: urllib.parse.quote(v, safe="/")}  # fmt: skip
+    return {
+        "root": target.roots[0],
+        "track_id": ids[0],
+        "label": labels[0],
+        "quote": lambda v: urllib.parse.quote(v, safe="/"),
+    }
 
 
 def _dotted_quote(v: str) -> str:
@@ -819,8 +1152,15 @@ def expected(field_: PathField, h: Hostile) -> str:
     return "any"
 
 
-def probe_path(field_: PathField, value: str, target: Target, ctx: dict[str, Any], stats: FuzzStats,
-               *, dotted: bool = False) -> str | None:  # fmt: skip
+def probe_path(
+    field_: PathField,
+    value: str,
+    target: Target,
+    ctx: dict[str, Any],
+    stats: FuzzStats,
+    *,
+    dotted: bool = False,
+) -> str | None:
     """Send one hostile value in one field; None if the answer keeps §5's promises."""
     h = classify(value, target)
     want = expected(field_, h)
@@ -858,8 +1198,15 @@ def probe_path(field_: PathField, value: str, target: Target, ctx: dict[str, Any
     return None
 
 
-def fuzz_path_field(field_: PathField, target: Target, ctx: dict[str, Any], examples: int, stats: FuzzStats,
-                    *, seed: int | None = None) -> list[str]:  # fmt: skip
+def fuzz_path_field(
+    field_: PathField,
+    target: Target,
+    ctx: dict[str, Any],
+    examples: int,
+    stats: FuzzStats,
+    *,
+    seed: int | None = None,
+) -> list[str]:
     """Every fixed hostile value, then ``examples`` generated ones; returns the problems."""
     problems = []
     for value in fixed_hostile(target):
@@ -868,9 +1215,15 @@ def fuzz_path_field(field_: PathField, target: Target, ctx: dict[str, Any], exam
             if p:
                 problems.append(p)
 
-    @settings(max_examples=examples, derandomize=seed is None, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
-              report_multiple_bugs=False)  # fmt: skip
+    @settings(
+        max_examples=examples,
+        derandomize=seed is None,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+        report_multiple_bugs=False,
+    )
     @given(value=hostile_values(target), dotted=st.booleans())
     def run(value: str, dotted: bool) -> None:
         p = probe_path(field_, value, target, ctx, stats, dotted=dotted and field_.query)
@@ -892,7 +1245,13 @@ def probe_upload_names(target: Target, stats: FuzzStats) -> list[str]:
         assert name is not None
         qs = "/analyze?filename=" + urllib.parse.quote(name, safe="")
         for blob in (b"not audio at all", TINY_WAV[:2000]):
-            status, body, _ = send(target.url, "POST", qs, blob, {**target.auth, "Content-Type": "application/octet-stream"})
+            status, body, _ = send(
+                target.url,
+                "POST",
+                qs,
+                blob,
+                {**target.auth, "Content-Type": "application/octet-stream"},
+            )
             stats.record(f"POST {PREFIX}/analyze", status, "filename")
             if status >= 500 or (status == 200 and body.get("path") is not None):
                 problems.append(f"upload named {name!r}: {status} {str(body)[:200]}")
@@ -904,7 +1263,9 @@ def analysed_outside(seen: list[str], target: Target) -> list[str]:
     symlink counts as a library file: DESIGN §5 answers for what the library holds)."""
     bad = []
     for p in seen:
-        if target.uploads is not None and _inside(os.path.realpath(p), os.path.realpath(target.uploads)):
+        if target.uploads is not None and _inside(
+            os.path.realpath(p), os.path.realpath(target.uploads)
+        ):
             continue
         norm = posixpath.normpath(p)
         if not any(_inside(norm, r) for r in target.roots):
@@ -992,22 +1353,30 @@ def test_regressions_found_by_fuzzing(fuzz_agent: Any) -> None:
     r = target.roots[0]
     cases = [
         # a track id past SQLite's 64-bit integers (sqlite3 OverflowError)
-        ("/similar", {"track_id": 2**63}, 404), ("/similar", {"track_id": 2**70}, 404),
+        ("/similar", {"track_id": 2**63}, 404),
+        ("/similar", {"track_id": 2**70}, 404),
         ("/playlists/radio", {"track_id": 2**70}, 404),
         ("/playlists/path", {"start": {"track_id": 2**70}, "end": {"track_id": 1}}, 404),
         # a lone surrogate in a JSON string (UnicodeEncodeError in os.stat, or in writing the 403)
-        ("/scan", {"paths": [r + "/\ud800"]}, 400), ("/scan", {"paths": ["\ud800"]}, 400),
+        ("/scan", {"paths": [r + "/\ud800"]}, 400),
+        ("/scan", {"paths": ["\ud800"]}, 400),
         ("/similar", {"track_id": 1, "filters": {"under": [r + "/\ud800"]}}, 400),
         ("/playlists/mood", {"label": "rock", "filters": {"under": ["\udfff"]}}, 400),
-    ]  # fmt: skip
+    ]
     for path_qs, payload, want in cases:
         status, body, _ = send_json(target, "POST", path_qs, payload)
         assert status == want, (path_qs, payload, status, body)
     # \udc80-\udcff are a non-UTF-8 file name's bytes (os.fsdecode): accepted, and echoed in an
     # error message or named in an answer without breaking the JSON encoder
     assert send_json(target, "POST", "/scan", {"paths": [r + "/\udcff"]})[0] == 200
-    status, body, _ = send_json(target, "POST", "/scan", {"paths": ["\udc80"]})  # relative: the caller's typo
-    assert status == 400 and body["error"]["code"] == "bad-request" and "\udc80" in body["error"]["message"], body
+    status, body, _ = send_json(
+        target, "POST", "/scan", {"paths": ["\udc80"]}
+    )  # relative: the caller's typo
+    assert (
+        status == 400
+        and body["error"]["code"] == "bad-request"
+        and "\udc80" in body["error"]["message"]
+    ), body
     status, page, _ = send_json(target, "GET", "/tracks?limit=100")
     assert status == 200, page
     latin1 = [t for t in page["items"] if os.fsencode(t["path"]) == os.fsencode(lib.latin1)]
@@ -1016,18 +1385,33 @@ def test_regressions_found_by_fuzzing(fuzz_agent: Any) -> None:
     assert status == 200 and os.fsencode(body["path"]) == os.fsencode(lib.latin1)
     # a multipart body aiohttp cannot parse (control characters in a part header, no boundary)
     b = "fuzzb"
-    for ctype, raw in ((f"multipart/form-data; boundary={b}",
-                        f'--{b}\r\nContent-Disposition: form-data; name="\x03\x0e"\r\n\r\nx\r\n--{b}--\r\n'.encode()),
-                       ("multipart/form-data", b"no boundary"), (f"multipart/form-data; boundary={b}", b"garbage")):  # fmt: skip
-        status, body, _ = send(target.url, "POST", "/analyze?filename=x.flac", raw, {**target.auth, "Content-Type": ctype})
+    for ctype, raw in (
+        (
+            f"multipart/form-data; boundary={b}",
+            f'--{b}\r\nContent-Disposition: form-data; name="\x03\x0e"\r\n\r\nx\r\n--{b}--\r\n'.encode(),
+        ),
+        ("multipart/form-data", b"no boundary"),
+        (f"multipart/form-data; boundary={b}", b"garbage"),
+    ):
+        status, body, _ = send(
+            target.url,
+            "POST",
+            "/analyze?filename=x.flac",
+            raw,
+            {**target.auth, "Content-Type": ctype},
+        )
         assert status == 400 and body["error"]["code"] == "bad-request", (ctype, raw, status, body)
 
 
-@pytest.mark.parametrize("mode", [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
-                         ids=lambda m: m.value)  # fmt: skip
+@pytest.mark.parametrize(
+    "mode",
+    [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE],
+    ids=lambda m: m.value,
+)
 @pytest.mark.parametrize("label", route_labels())
-def test_generated_requests_keep_the_contract(fuzz_agent: Any, fuzz_schema: Any, label: str,
-                                              mode: schemathesis.GenerationMode) -> None:  # fmt: skip
+def test_generated_requests_keep_the_contract(
+    fuzz_agent: Any, fuzz_schema: Any, label: str, mode: schemathesis.GenerationMode
+) -> None:
     """(a, b) Generated requests: no 5xx, documented answers, no path outside the roots."""
     target, _, seen = fuzz_agent
     stats = FuzzStats()
@@ -1036,9 +1420,13 @@ def test_generated_requests_keep_the_contract(fuzz_agent: Any, fuzz_schema: Any,
         pytest.skip(stats.skipped[0])
     assert stats.requests >= 1
     assert not analysed_outside(seen, target)
-    if mode is schemathesis.GenerationMode.POSITIVE and label != f"POST {PREFIX}/playlists/text":  # needs CLAP: 409
+    if (
+        mode is schemathesis.GenerationMode.POSITIVE and label != f"POST {PREFIX}/playlists/text"
+    ):  # needs CLAP: 409
         # the steering works: some requests got past validation into the code that does the work
-        assert any(200 <= status < 300 for _, _, status in stats.by_status), sorted(stats.by_status.items())
+        assert any(200 <= status < 300 for _, _, status in stats.by_status), sorted(
+            stats.by_status.items()
+        )
 
 
 @pytest.mark.parametrize("label", route_labels())
@@ -1059,4 +1447,3 @@ def test_auth_path_tricks(fuzz_agent: Any) -> None:
     assert not problems, "\n".join(problems)
     status, body, _ = send(target.url, "GET", "/health")
     assert status == 200 and body["status"] == "ok"
-

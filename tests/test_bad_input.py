@@ -8,12 +8,11 @@ import wave
 
 import numpy as np
 import pytest
-
-from agent.audio.decode import AudioError, load_mono, stream_mono
-from agent.audio.mel import MelStream
-from agent.models.registry import ModelError, Registry
-from agent.pipeline.analyze import Analyzer, ModelSet
-from agent.pipeline.profiles import get_profile
+from nomarr.audio.decode import AudioError, load_mono, stream_mono
+from nomarr.audio.mel import MelStream
+from nomarr.models.registry import ModelError, Registry
+from nomarr.pipeline.analyze import Analyzer, ModelSet
+from nomarr.pipeline.profiles import get_profile
 
 from .conftest import music_like
 
@@ -56,7 +55,9 @@ def test_garbage_in_the_middle_is_skipped(make_audio, analyzer) -> None:
     p = make_audio("g.mp3", seconds=10.0)
     data = bytearray(p.read_bytes())
     mid = len(data) // 2
-    data[mid : mid + 4000] = np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    data[mid : mid + 4000] = (
+        np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    )
     p.write_bytes(bytes(data))
     r = analyzer.analyze(p).results["msd-musicnn-1"]
     assert r.n_patches >= 2

@@ -15,8 +15,8 @@ from typing import Any
 
 import mutagen
 import pytest
+from nomarr.config import Library
 
-from agent.config import Library
 from tests.server_harness import RunningAgent, config, isolated_dirs
 
 pytest.importorskip("beets")
@@ -47,17 +47,34 @@ class Beets:
         self.music = music
         self.config = self.dir / "config.yaml"
         opts = {"url": url, "token": token, **nomarr}
-        lines = [f"directory: {music}", f"library: {self.dir / 'library.db'}", "plugins: nomarr",
-                 "import:", "  copy: yes", "  write: no", "  quiet: yes", "  log: " + str(self.dir / "import.log"),
-                 "nomarr:"] + [f"  {k}: {v}" for k, v in opts.items()]  # fmt: skip
+        lines = [
+            f"directory: {music}",
+            f"library: {self.dir / 'library.db'}",
+            "plugins: nomarr",
+            "import:",
+            "  copy: yes",
+            "  write: no",
+            "  quiet: yes",
+            "  log: " + str(self.dir / "import.log"),
+            "nomarr:",
+        ] + [f"  {k}: {v}" for k, v in opts.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "BEETSDIR": str(self.dir), "HOME": str(self.dir)}
-        r = subprocess.run([str(BEET), "-c", str(self.config), *args], capture_output=True, text=True, env=env,
-                           timeout=timeout)  # fmt: skip
+        r = subprocess.run(
+            [str(BEET), "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
         if check and r.returncode != 0:
-            raise AssertionError(f"beet {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(
+                f"beet {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}"
+            )
         return r
 
     def paths(self, *query: str) -> set[Path]:
@@ -105,7 +122,11 @@ def test_import_stores_typed_scores_and_writes_only_library_files(setup: Any) ->
     # the library files carry the agent's keys: every score, one tier per label, the provenance
     for p in lib_files:
         tags = _nom(p)
-        scores = {k for k in tags if k.startswith(PREFIX) and not k.endswith(("_high", "_medium", "_low", "provenance"))}
+        scores = {
+            k
+            for k in tags
+            if k.startswith(PREFIX) and not k.endswith(("_high", "_medium", "_low", "provenance"))
+        }
         assert len(scores) == 50, p
         tiers = [k for k in tags if k.startswith(PREFIX + "happy_")]
         assert len(tiers) == 1 and tags[tiers[0]] == tags[PREFIX + "happy"]
@@ -117,8 +138,12 @@ def test_scores_are_the_agents_and_range_queries_select_the_right_items(setup: A
     ra, beets, src, _, _ = setup
     # the numbers are the agent's own analysis of each file (an upload: the agent does not store it)
     for p in beets.paths():
-        st, body = ra.request("POST", "/analyze?filename=x.ogg", raw=p.read_bytes(),
-                              headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        st, body = ra.request(
+            "POST",
+            "/analyze?filename=x.ogg",
+            raw=p.read_bytes(),
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert st == 200, body
         want = body["models"]["msd-musicnn-1"]["scores"]
         assert abs(float(beets.field(FPREFIX + "happy", p)) - want["happy"]) < 1e-4
@@ -149,14 +174,24 @@ def test_update_and_write_round_trip(setup: Any) -> None:
     f = mutagen.File(p)
     f[PREFIX + "sad"] = "0.1234"
     f.save()
-    beets.run("update", "-M")  # -M: the file's other tags would make beets move it; not what is tested
+    beets.run(
+        "update", "-M"
+    )  # -M: the file's other tags would make beets move it; not what is tested
     assert beets.field(FPREFIX + "sad", p) == "0.1234"
     # a value changed in beets is written by `beet write`, in the agent's 4-decimal form; when the
     # tier moves, the stale tier key leaves the file
     old_tier = [k for k in _nom(p) if k.startswith(PREFIX + "sad_")][0]
     new_tier = PREFIX + ("sad_low" if not old_tier.endswith("_low") else "sad_high")
-    beets.run("modify", "-y", "-W", "-M", f"path:{p}", f"{FPREFIX}sad=0.9", f"{old_tier.replace('nom:', 'nom_')}!",
-              f"{new_tier.replace('nom:', 'nom_')}=0.9")  # fmt: skip
+    beets.run(
+        "modify",
+        "-y",
+        "-W",
+        "-M",
+        f"path:{p}",
+        f"{FPREFIX}sad=0.9",
+        f"{old_tier.replace('nom:', 'nom_')}!",
+        f"{new_tier.replace('nom:', 'nom_')}=0.9",
+    )
     beets.run("write", f"path:{p}")
     tags = _nom(p)
     assert tags[PREFIX + "sad"] == "0.9000"
@@ -199,7 +234,9 @@ def test_similar_for_a_library_the_agent_cannot_see(setup: Any, tmp_path: Path) 
     seed = files[0]
     r = other.run("nomarr-similar", f"path:{seed}", "-n", str(len(CLIPS)), "-f", "$path")
     got = [Path(ln.split("  ", 1)[1]) for ln in r.stdout.splitlines() if ln.strip()]
-    assert len(got) == len(CLIPS) - 1 and seed not in got and set(got) <= set(files), r.stdout + r.stderr
+    assert len(got) == len(CLIPS) - 1 and seed not in got and set(got) <= set(files), (
+        r.stdout + r.stderr
+    )
 
 
 def test_rerun_skips_current_items_and_force_goes_by_path(setup: Any) -> None:
@@ -210,7 +247,9 @@ def test_rerun_skips_current_items_and_force_goes_by_path(setup: Any) -> None:
     assert f"{len(CLIPS)} analysed ({len(CLIPS)} by path, 0 uploaded)" in r.stdout, r.stdout
 
 
-def test_agent_down_or_wrong_token_is_one_line_and_import_goes_on(setup: Any, tmp_path: Path) -> None:
+def test_agent_down_or_wrong_token_is_one_line_and_import_goes_on(
+    setup: Any, tmp_path: Path
+) -> None:
     _, beets, src, _, _ = setup
     music = tmp_path / "music2"
     music.mkdir()
@@ -229,16 +268,26 @@ def test_agent_down_or_wrong_token_is_one_line_and_import_goes_on(setup: Any, tm
     assert r.returncode != 0 and "no agent reachable" in r.stderr and "Traceback" not in r.stderr
     music3 = tmp_path / "music3"
     music3.mkdir()
-    wrong = Beets(tmp_path / "wrong", beets.config.read_text().split("url: ")[1].split()[0], "not-the-token", music3)
+    wrong = Beets(
+        tmp_path / "wrong",
+        beets.config.read_text().split("url: ")[1].split()[0],
+        "not-the-token",
+        music3,
+    )
     r = wrong.run("import", "-A", str(src))
     errors = [ln for ln in r.stderr.splitlines() if "nomarr" in ln]
-    assert len(wrong.paths()) == len(CLIPS) and len(errors) == 1 and "refused the token" in errors[0], r.stderr
+    assert (
+        len(wrong.paths()) == len(CLIPS) and len(errors) == 1 and "refused the token" in errors[0]
+    ), r.stderr
     r = wrong.run("nomarr", check=False)
     assert r.returncode != 0 and "refused the token" in r.stderr and "Traceback" not in r.stderr
     # a model the agent does not have: one line naming it, the import goes on
     music4 = tmp_path / "music4"
     music4.mkdir()
-    url, token = beets.config.read_text().split("url: ")[1].split()[0], beets.config.read_text().split("token: ")[1].split()[0]
+    url, token = (
+        beets.config.read_text().split("url: ")[1].split()[0],
+        beets.config.read_text().split("token: ")[1].split()[0],
+    )
     nomodel = Beets(tmp_path / "nomodel", url, token, music4, models="[discogs-effnet-bsdynamic-1]")
     r = nomodel.run("import", "-A", str(src))
     errors = [ln for ln in r.stderr.splitlines() if "nomarr" in ln]
@@ -247,7 +296,9 @@ def test_agent_down_or_wrong_token_is_one_line_and_import_goes_on(setup: Any, tm
 
 
 def test_plugin_loads_no_numpy_or_onnxruntime() -> None:
-    code = ("import sys, beets.ui, beetsplug.nomarr; "
-            "bad = [m for m in ('numpy', 'onnxruntime', 'agent', 'av') if m in sys.modules]; "
-            "assert not bad, bad")  # fmt: skip
+    code = (
+        "import sys, beets.ui, beetsplug.nomarr; "
+        "bad = [m for m in ('numpy', 'onnxruntime', 'agent', 'av') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

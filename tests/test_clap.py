@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agent.audio.mel import clap_log_mel
-from agent.models.clap import DEFAULT_MOODS, ClapText, zero_shot
-from agent.models.registry import ModelError, Registry
-from agent.pipeline.analyze import Analyzer, ModelSet
-from agent.pipeline.profiles import get_profile
+from nomarr.audio.mel import clap_log_mel
+from nomarr.models.clap import DEFAULT_MOODS, ClapText, zero_shot
+from nomarr.models.registry import ModelError, Registry
+from nomarr.pipeline.analyze import Analyzer, ModelSet
+from nomarr.pipeline.profiles import get_profile
 
 from . import fixture_models as fx
 from .conftest import REPO, music_like
@@ -22,8 +21,16 @@ def test_clap_features_match_librosa_reflect_slaney_db() -> None:
     y = music_like(10.0, 48000, 1)[0]
     ours = clap_log_mel(y)
     assert ours.shape == (1001, 64)
-    ref = librosa.feature.melspectrogram(y=y.astype(np.float64), sr=48000, n_fft=1024, hop_length=480, n_mels=64,
-                                         fmin=50, fmax=14000, pad_mode="reflect")  # fmt: skip
+    ref = librosa.feature.melspectrogram(
+        y=y.astype(np.float64),
+        sr=48000,
+        n_fft=1024,
+        hop_length=480,
+        n_mels=64,
+        fmin=50,
+        fmax=14000,
+        pad_mode="reflect",
+    )
     ref = librosa.power_to_db(ref, ref=1.0, amin=1e-10, top_db=None).T
     assert np.abs(ours - ref).max() < 1e-3
 
@@ -48,7 +55,9 @@ def clap_registry(tmp_path) -> Registry:
         text = (REPO / "models" / "manifests" / f"{m.id}.toml").read_text()
         for f in m.files:
             if f.sha256:
-                text = text.replace(f.sha256, fx.hashlib.sha256((models / m.id / f.name).read_bytes()).hexdigest())
+                text = text.replace(
+                    f.sha256, fx.hashlib.sha256((models / m.id / f.name).read_bytes()).hexdigest()
+                )
         (user / f"{m.id}.toml").write_text(text)
     return Registry(user_dir=user, models_dir=models)
 
@@ -85,7 +94,11 @@ def test_audio_only_without_text_tower(clap_registry, make_audio) -> None:
     t = clap_registry.get("clap-htsat-unfused-text")
     clap_registry.file_path(t, t.model_file).unlink()
     ms = ModelSet(clap_registry, ["clap-htsat-unfused-audio"], threads=1)
-    r = Analyzer(ms, get_profile("full")).analyze(make_audio("s.wav", seconds=3.0)).results["clap-htsat-unfused-audio"]
+    r = (
+        Analyzer(ms, get_profile("full"))
+        .analyze(make_audio("s.wav", seconds=3.0))
+        .results["clap-htsat-unfused-audio"]
+    )
     assert r.scores == {} and r.embedding.shape == (512,)
 
 

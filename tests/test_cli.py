@@ -11,11 +11,18 @@ import pytest
 
 
 def nomarr(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "nomarr.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("cmd", [[], ["analyze"], ["doctor"], ["models"], ["models", "pull"], ["models", "import"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["analyze"], ["doctor"], ["models"], ["models", "pull"], ["models", "import"]]
+)
 def test_every_command_has_help(cmd) -> None:
     r = nomarr(*cmd, "--help")
     assert r.returncode == 0 and "usage: nomarr" in r.stdout

@@ -95,7 +95,9 @@ def closed_port() -> int:
 
 
 @asynccontextmanager
-async def fake_agent(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+async def fake_agent(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
     """A scripted HTTP server on a free port; yields its API base URL."""
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
@@ -125,13 +127,21 @@ def test_every_method_returns_its_model(served: Any) -> None:
     t0, t4 = str(lib / "a" / "t0.flac"), str(lib / "b" / "t4.flac")
 
     async def main() -> None:
-        async with NomarrClient(ra.url, ra.token + "\n") as c:  # a token pasted from the file, newline and all
+        async with NomarrClient(
+            ra.url, ra.token + "\n"
+        ) as c:  # a token pasted from the file, newline and all
             h = await c.health()
             assert isinstance(h, api.Health) and h.status == "ok" and h.api == api.API_VERSION
             st = await c.status()
-            assert isinstance(st, api.Status) and len(st.agent_id) == 36 and st.roots[0].path == str(lib)
+            assert (
+                isinstance(st, api.Status)
+                and len(st.agent_id) == 36
+                and st.roots[0].path == str(lib)
+            )
             page = await c.tracks(limit=2)
-            assert isinstance(page, api.TrackPage) and page.total == N_TRACKS and len(page.items) == 2
+            assert (
+                isinstance(page, api.TrackPage) and page.total == N_TRACKS and len(page.items) == 2
+            )
             assert all(isinstance(t, api.Track) for t in page.items) and page.next_offset == 2
             b = await c.tracks(under=str(lib / "b"))
             assert {Path(t.path).name for t in b.items} == {"t3.flac", "t4.flac"}
@@ -140,7 +150,11 @@ def test_every_method_returns_its_model(served: Any) -> None:
             assert (await c.lookup(mbid="00000000-0000-0000-0000-000000000000")).items == []
             tid = found.items[0].id
             d = await c.track(tid)
-            assert isinstance(d, api.TrackDetail) and d.analyses and d.analyses[0].model == "msd-musicnn-1"
+            assert (
+                isinstance(d, api.TrackDetail)
+                and d.analyses
+                and d.analyses[0].model == "msd-musicnn-1"
+            )
             sim = await c.similar(track_id=tid, limit=3)
             assert isinstance(sim, api.HitList) and sim.seed is not None and sim.seed.id == tid
             assert len(sim.items) == 3 and all(isinstance(x, api.Hit) for x in sim.items)
@@ -156,11 +170,18 @@ def test_every_method_returns_its_model(served: Any) -> None:
             assert walk.kind == "path" and walk.items[0].id == tid and walk.items[-1].path == t4
             an = await c.analyze(t0, embedding=True)
             assert isinstance(an, api.AnalyzeResponse) and an.source == "library"
-            assert isinstance(an.models["msd-musicnn-1"], api.ModelResult) and an.models["msd-musicnn-1"].embedding
-            vec = await c.similar(vector=an.models["msd-musicnn-1"].embedding, model="msd-musicnn-1", limit=1)
+            assert (
+                isinstance(an.models["msd-musicnn-1"], api.ModelResult)
+                and an.models["msd-musicnn-1"].embedding
+            )
+            vec = await c.similar(
+                vector=an.models["msd-musicnn-1"].embedding, model="msd-musicnn-1", limit=1
+            )
             assert vec.items[0].path == t0
             ml = await c.models()
-            assert isinstance(ml, api.ModelList) and any(x.id == "msd-musicnn-1" and x.installed for x in ml.items)
+            assert isinstance(ml, api.ModelList) and any(
+                x.id == "msd-musicnn-1" and x.installed for x in ml.items
+            )
             pulled = await c.pull_model("msd-musicnn-1")
             assert isinstance(pulled, api.PullResponse) and pulled.status == "already-installed"
             queued = await c.scan([str(lib / "a")])
@@ -168,7 +189,11 @@ def test_every_method_returns_its_model(served: Any) -> None:
             # errors arrive typed, with the agent's code and message
             with pytest.raises(ModelMissing) as mm:
                 await c.text_playlist("calm piano at night")
-            assert mm.value.status == 409 and mm.value.code == "model-missing" and "pull" in mm.value.message
+            assert (
+                mm.value.status == 409
+                and mm.value.code == "model-missing"
+                and "pull" in mm.value.message
+            )
             with pytest.raises(NotFound) as nf:
                 await c.track(987654)
             assert nf.value.status == 404 and nf.value.code == "not-found"
@@ -271,7 +296,11 @@ def test_wrong_or_missing_token_is_unauthorized_and_says_where_the_token_is(serv
 
     wrong, seen = run(attempt("not-the-token"))
     assert wrong.status == 401 and wrong.code == "unauthorized"
-    assert "~/.config/nomarr/token" in wrong.message and "wrong" in wrong.message and ra.url in wrong.message
+    assert (
+        "~/.config/nomarr/token" in wrong.message
+        and "wrong" in wrong.message
+        and ra.url in wrong.message
+    )
     assert "not-the-token" not in str(wrong) and ra.token not in str(wrong)
     assert len(seen) == 1  # never retried
     missing, _ = run(attempt(None))
@@ -285,7 +314,9 @@ def test_pinned_agent_id_is_checked(served: Any) -> None:
     async def main() -> None:
         async with NomarrClient(ra.url, ra.token, agent_id=real.upper()) as c:
             assert (await c.verify()).agent_id == real
-        async with NomarrClient(ra.url, ra.token, agent_id="00000000-0000-4000-8000-000000000000") as c:
+        async with NomarrClient(
+            ra.url, ra.token, agent_id="00000000-0000-4000-8000-000000000000"
+        ) as c:
             for call in (c.status, c.verify):
                 with pytest.raises(NomarrError) as e:
                     await call()
@@ -301,7 +332,9 @@ def test_sync_client_outside_and_inside_a_running_loop(served: Any) -> None:
     with SyncNomarrClient(ra.url, ra.token) as c:
         assert isinstance(c.health(), api.Health)
         assert isinstance(c.status(), api.Status)
-        assert [t.id for t in c.iter_tracks(page_size=2)] == [t.id for t in c.tracks(limit=100).items]
+        assert [t.id for t in c.iter_tracks(page_size=2)] == [
+            t.id for t in c.tracks(limit=100).items
+        ]
         hits = c.similar(path=str(lib / "a" / "t0.flac"), limit=2)
         assert isinstance(hits, api.HitList) and len(hits.items) == 2
         with pytest.raises(NotFound):
@@ -326,33 +359,51 @@ def test_sync_client_outside_and_inside_a_running_loop(served: Any) -> None:
     assert isinstance(run(inside()), api.Status)
 
 
-def test_discover_browses_with_the_pin_and_wraps_failures(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_discover_browses_with_the_pin_and_wraps_failures(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from nomarr_client import discovery
 
     ra, _ = served
     asked: list[tuple[Any, ...]] = []
 
-    async def found(url: str | None = None, pinned_id: str | None = None, timeout: float = 3.0) -> str:
+    async def found(
+        url: str | None = None, pinned_id: str | None = None, timeout: float = 3.0
+    ) -> str:
         asked.append((url, pinned_id, timeout))
         return ra.url
 
     async def main() -> None:
-        c = await NomarrClient.discover(token=ra.token, agent_id=ra.agent.agent_id, timeout=0.5, retries=0)
+        c = await NomarrClient.discover(
+            token=ra.token, agent_id=ra.agent.agent_id, timeout=0.5, retries=0
+        )
         async with c:
-            assert c.base_url == ra.url and c.retries == 0 and (await c.verify()).agent_id == ra.agent.agent_id
+            assert (
+                c.base_url == ra.url
+                and c.retries == 0
+                and (await c.verify()).agent_id == ra.agent.agent_id
+            )
 
     monkeypatch.setattr(discovery, "find_agent", found)
     run(main())
     assert asked == [(None, ra.agent.agent_id, 0.5)]
-    other = discovery.DiscoveredAgent(agent_id="a2", name="nomarr on b", host="b.local", port=1, addresses=["10.0.0.2"])
+    other = discovery.DiscoveredAgent(
+        agent_id="a2", name="nomarr on b", host="b.local", port=1, addresses=["10.0.0.2"]
+    )
 
-    async def ambiguous(url: str | None = None, pinned_id: str | None = None, timeout: float = 3.0) -> str:
+    async def ambiguous(
+        url: str | None = None, pinned_id: str | None = None, timeout: float = 3.0
+    ) -> str:
         raise discovery.DiscoveryError("2 agents answer; pin one", [other])
 
     monkeypatch.setattr(discovery, "find_agent", ambiguous)
     with pytest.raises(AgentUnavailable) as e:
         run(NomarrClient.discover())
-    assert e.value.code == "not-discovered" and e.value.agents == [other] and "agent URL" in e.value.message
+    assert (
+        e.value.code == "not-discovered"
+        and e.value.agents == [other]
+        and "agent URL" in e.value.message
+    )
 
 
 # -- failure modes, on the wire -----------------------------------------------------------------
@@ -361,10 +412,14 @@ def test_discover_browses_with_the_pin_and_wraps_failures(served: Any, monkeypat
 def test_agent_down_is_unavailable_after_the_configured_retries_quickly() -> None:
     port = closed_port()
 
-    async def main(call: Callable[[NomarrClient], Awaitable[Any]]) -> tuple[AgentUnavailable, list[str], float]:
+    async def main(
+        call: Callable[[NomarrClient], Awaitable[Any]],
+    ) -> tuple[AgentUnavailable, list[str], float]:
         session, seen = counting_session()
         async with session:
-            c = NomarrClient(f"http://127.0.0.1:{port}", "tok", retries=1, backoff=0.05, session=session)
+            c = NomarrClient(
+                f"http://127.0.0.1:{port}", "tok", retries=1, backoff=0.05, session=session
+            )
             t0 = time.monotonic()
             with pytest.raises(AgentUnavailable) as e:
                 await call(c)
@@ -407,17 +462,28 @@ def test_what_is_and_is_not_retried() -> None:
         return script[request.path.rsplit("/", 1)[-1]]()
 
     async def main() -> None:
-        async with fake_agent(handler) as url, NomarrClient(url, "t", retries=2, backoff=0.01, timeout=0.3) as c:
+        async with (
+            fake_agent(handler) as url,
+            NomarrClient(url, "t", retries=2, backoff=0.01, timeout=0.3) as c,
+        ):
             # a 4xx is never retried, whatever it is
-            for status, code, exc in ((400, "bad-request", BadRequest), (401, "unauthorized", Unauthorized),
-                                      (403, "forbidden", Forbidden), (404, "not-found", NotFound),
-                                      (409, "busy", BadRequest), (409, "model-missing", ModelMissing),
-                                      (413, "too-large", BadRequest), (422, "unprocessable", BadRequest)):  # fmt: skip
+            for status, code, exc in (
+                (400, "bad-request", BadRequest),
+                (401, "unauthorized", Unauthorized),
+                (403, "forbidden", Forbidden),
+                (404, "not-found", NotFound),
+                (409, "busy", BadRequest),
+                (409, "model-missing", ModelMissing),
+                (413, "too-large", BadRequest),
+                (422, "unprocessable", BadRequest),
+            ):
                 script["moods"] = lambda s=status, k=code: error(s, k)
                 calls.clear()
                 with pytest.raises(exc) as e:
                     await c.moods()
-                assert (e.value.status, e.value.code) == (status, code) and calls == ["GET /api/v1/moods"]
+                assert (e.value.status, e.value.code) == (status, code) and calls == [
+                    "GET /api/v1/moods"
+                ]
             # 502/503/504 are retried for queries (POSTs included) until the retries run out
             script["similar"] = lambda: web.Response(status=502, text="<html>Bad Gateway</html>")
             calls.clear()
@@ -465,9 +531,13 @@ def test_timeouts_retry_queries_but_not_analysis() -> None:
                     await c.health()
                 assert e.value.code == "timeout" and e.value.attempts == 2 and len(calls) == 2
             calls.clear()
-            async with NomarrClient(url, retries=1, backoff=0.01, timeout=0.2, long_timeout=0.2) as c:
+            async with NomarrClient(
+                url, retries=1, backoff=0.01, timeout=0.2, long_timeout=0.2
+            ) as c:
                 with pytest.raises(AgentUnavailable) as e:
-                    await c.analyze("/music/x.flac")  # the agent is likely still analysing: do not pile on
+                    await c.analyze(
+                        "/music/x.flac"
+                    )  # the agent is likely still analysing: do not pile on
                 assert e.value.attempts == 1 and len(calls) == 1
 
     run(main())
@@ -544,7 +614,9 @@ def test_bad_arguments_never_reach_the_network(tmp_path: Path) -> None:
             for i, call in enumerate(bad):
                 with pytest.raises(BadRequest) as e:
                     await call(c)
-                assert e.value.status is None and e.value.code == "bad-request" and e.value.message, i
+                assert (
+                    e.value.status is None and e.value.code == "bad-request" and e.value.message
+                ), i
             with pytest.raises(BadRequest) as e:
                 await c.similar()
             assert "track_id" in e.value.message  # the model's own wording
@@ -585,6 +657,12 @@ def test_import_pulls_in_neither_numpy_onnxruntime_nor_the_agent() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     root = Path(__file__).resolve().parents[1]
     # run from a directory that does not contain the agent package, so only an import could load it
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(root / "plugins"),
-                       timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(root / "plugins"),
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout + r.stderr

@@ -7,30 +7,55 @@ import stat
 from pathlib import Path
 
 import pytest
+from nomarr import config
+from nomarr.cli import main
 
-from agent import config
-from agent.cli import main
 from tests.conftest import REPO
 
 
 def test_example_config_loads_and_env_overrides(tmp_path: Path) -> None:
-    text = (REPO / "config" / "nomarr.example.toml").read_text().replace("/srv/music", str(tmp_path))
+    text = (
+        (REPO / "config" / "nomarr.example.toml").read_text().replace("/srv/music", str(tmp_path))
+    )
     p = tmp_path / "c.toml"
     p.write_text(text)
     cfg = config.load(p, env={})
-    assert cfg.port == 8765 and cfg.cpu_share == 0.5 and cfg.nice == 10 and cfg.profile == "balanced"
-    assert [(lib.path, lib.watch, lib.rescan_interval_s) for lib in cfg.libraries] == [(str(tmp_path), "event", 21600.0)]
-    cfg = config.load(p, env={"NOMARR_PORT": "9000", "NOMARR_ZEROCONF": "no", "NOMARR_LIBRARY": f"/a{os.pathsep}/b",
-                              "NOMARR_DB": "/x.db", "NOMARR_MODELS": "a,b"})  # fmt: skip
-    assert cfg.port == 9000 and cfg.zeroconf is False and [lib.path for lib in cfg.libraries] == ["/a", "/b"]
+    assert (
+        cfg.port == 8765 and cfg.cpu_share == 0.5 and cfg.nice == 10 and cfg.profile == "balanced"
+    )
+    assert [(lib.path, lib.watch, lib.rescan_interval_s) for lib in cfg.libraries] == [
+        (str(tmp_path), "event", 21600.0)
+    ]
+    cfg = config.load(
+        p,
+        env={
+            "NOMARR_PORT": "9000",
+            "NOMARR_ZEROCONF": "no",
+            "NOMARR_LIBRARY": f"/a{os.pathsep}/b",
+            "NOMARR_DB": "/x.db",
+            "NOMARR_MODELS": "a,b",
+        },
+    )
+    assert (
+        cfg.port == 9000
+        and cfg.zeroconf is False
+        and [lib.path for lib in cfg.libraries] == ["/a", "/b"]
+    )
     assert cfg.db == "/x.db" and cfg.models == ["a", "b"]
 
 
-@pytest.mark.parametrize("text,msg", [
-    ("port = 70000", "port"), ("bogus = 1", "unknown setting"), ("[[libraries]]\npath='/x'\nwatch='sometimes'", "watch"),
-    ("zeroconf = 'maybe'", "true or false"), ("cpu_share = 0", "cpu_share"), ("port = [", "c.toml"),
-    ("[[libraries]]\nwatch='poll'", "needs a path"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("port = 70000", "port"),
+        ("bogus = 1", "unknown setting"),
+        ("[[libraries]]\npath='/x'\nwatch='sometimes'", "watch"),
+        ("zeroconf = 'maybe'", "true or false"),
+        ("cpu_share = 0", "cpu_share"),
+        ("port = [", "c.toml"),
+        ("[[libraries]]\nwatch='poll'", "needs a path"),
+    ],
+)
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, msg: str) -> None:
     p = tmp_path / "c.toml"
     p.write_text(text)
@@ -38,7 +63,9 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, msg: str) -> Non
         config.load(p, env={})
 
 
-def test_bad_config_exits_1_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_exits_1_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = tmp_path / "c.toml"
     p.write_text("port = 'eighty'")
     assert main(["serve", "--config", str(p)]) == 1
@@ -56,7 +83,10 @@ def test_token_created_once_private_and_reused(tmp_path: Path) -> None:
     os.chmod(f, 0o644)  # someone loosened it: tightened again on the next start
     assert config.ensure_token(cfg) == (tok, False)
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
-    assert config.ensure_token(config.ServeConfig(token="configured-token-123")) == ("configured-token-123", False)
+    assert config.ensure_token(config.ServeConfig(token="configured-token-123")) == (
+        "configured-token-123",
+        False,
+    )
     with pytest.raises(config.ConfigError):
         config.ensure_token(config.ServeConfig(token="short"))
     assert config.ensure_token(config.ServeConfig(auth="none")) == (None, False)
@@ -68,7 +98,7 @@ def test_agent_id_is_stable() -> None:
 
 
 def test_cpu_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agent.models.runtime as rt
+    import nomarr.models.runtime as rt
 
     monkeypatch.setattr(rt, "available_cores", lambda: 4)
     assert config.ServeConfig().worker_count() == 2

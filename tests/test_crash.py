@@ -1,6 +1,6 @@
 """``nomarr scan`` killed with SIGKILL at random moments, again and again, loses nothing.
 
-A real subprocess (``python -m agent.cli scan``) with one real worker process is killed, process
+A real subprocess (``python -m nomarr.cli scan``) with one real worker process is killed, process
 group and all, at seeded random moments that fall in start-up, the walk, analysis and tag
 writing. Between kills the library is disturbed the way users disturb it (another tagger strips
 the tags, a file is renamed, the database is deleted) so that every run has work to be killed
@@ -22,10 +22,9 @@ from pathlib import Path
 
 import mutagen
 import pytest
-
-from agent import paths, tagio
-from agent.scan import desired_tags
-from agent.store import Store
+from nomarr import paths, tagio
+from nomarr.scan import desired_tags
+from nomarr.store import Store
 
 from .conftest import encode
 from .test_scan import decode
@@ -33,14 +32,22 @@ from .test_scan import decode
 pytestmark = [pytest.mark.corpus, pytest.mark.slow]
 
 # corpus track -> formats in the library (two recordings in two formats: reuse by chromaprint)
-PLAN = {5: ["flac"], 6: ["ogg"], 7: ["mp3"], 8: ["flac", "mp3"], 9: ["ogg"], 10: ["flac"],
-        11: ["m4a"], 12: ["ogg", "flac"]}  # fmt: skip
+PLAN = {
+    5: ["flac"],
+    6: ["ogg"],
+    7: ["mp3"],
+    8: ["flac", "mp3"],
+    9: ["ogg"],
+    10: ["flac"],
+    11: ["m4a"],
+    12: ["ogg", "flac"],
+}
 SECONDS = 45  # of each track: one full scan takes seconds, so 20 kills fit in about two minutes
 KILLS = 20
 
 
 def _nomarr(*args: str) -> list[str]:
-    return [sys.executable, "-m", "agent.cli", *args]
+    return [sys.executable, "-m", "nomarr.cli", *args]
 
 
 def _strip_nom(path: Path) -> None:
@@ -61,7 +68,9 @@ def _strip_nom(path: Path) -> None:
 
 
 def _temps(*dirs: Path) -> list[Path]:
-    return [p for d in dirs if d.exists() for p in d.rglob("*") if p.name.endswith(tagio.TMP_SUFFIX)]
+    return [
+        p for d in dirs if d.exists() for p in d.rglob("*") if p.name.endswith(tagio.TMP_SUFFIX)
+    ]
 
 
 def test_sigkill_at_random_moments(corpus: Path, tmp_path: Path) -> None:
@@ -88,8 +97,9 @@ def test_sigkill_at_random_moments(corpus: Path, tmp_path: Path) -> None:
     linked = (outside / "sh10-hardlink.flac").stat().st_ino
     t_start = time.monotonic()
     for k in range(KILLS):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         if k % 2 == 0:  # a random moment of the whole run: start-up, walk, analysis, writes
             try:
                 proc.wait(timeout=rng.uniform(0.05, 3.5))
@@ -143,9 +153,11 @@ def test_sigkill_at_random_moments(corpus: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     final = json.loads(r.stdout)
     elapsed = time.monotonic() - t_start
-    print(f"\n{KILLS} runs, {landed} killed mid-scan, leaving {interrupted_replaces} temp copies beside "
-          f"files, {interrupted_staging} staged in-place copies and {interrupted_journalled} in-place "
-          f"journal records to recover; {completed} let finish; {elapsed:.0f} s in all")  # fmt: skip
+    print(
+        f"\n{KILLS} runs, {landed} killed mid-scan, leaving {interrupted_replaces} temp copies beside "
+        f"files, {interrupted_staging} staged in-place copies and {interrupted_journalled} in-place "
+        f"journal records to recover; {completed} let finish; {elapsed:.0f} s in all"
+    )
     assert final["failed"] == 0 and final["failures"] == [], final
     assert landed >= KILLS // 2  # most kills did land inside a scan
 
@@ -164,7 +176,8 @@ def test_sigkill_at_random_moments(corpus: Path, tmp_path: Path) -> None:
         sig, sr = decode(p)
         assert sig.shape[1] >= (SECONDS - 1) * sr, p
     assert (outside / "sh10-hardlink.flac").stat().st_ino == next(
-        p for p in files if p.name.endswith("sh10.flac")).stat().st_ino  # fmt: skip
+        p for p in files if p.name.endswith("sh10.flac")
+    ).stat().st_ino
 
     # the database is sound and agrees with the files
     with Store(db, readonly=True) as store:

@@ -25,11 +25,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from nomarr import discovery as agent_discovery
 from nomarr_client import discovery as client
 from nomarr_client.discovery import DiscoveredAgent, DiscoveryError, choose
 from nomarr_client.models import API_PREFIX, SERVICE_TYPE
-
-from agent import discovery as agent_discovery
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT_ID = "6f1c2a5e-8f7b-4c1e-9a3d-2b7e0c4d5f60"
@@ -677,7 +676,7 @@ def _child_main(argv: list[str]) -> None:
     """Entry point of the processes the slow tests start inside namespaces."""
     import logging
 
-    from agent.logs import KeyValueFormatter
+    from nomarr.logs import KeyValueFormatter
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter())

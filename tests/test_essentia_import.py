@@ -13,8 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from agent.models.essentia_import import dump_manifest_toml, manifest_from_essentia_json
+from nomarr.models.essentia_import import dump_manifest_toml, manifest_from_essentia_json
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST_DIR = REPO / "models" / "manifests"

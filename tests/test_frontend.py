@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agent.audio.decode import load_mono, probe, stream_mono
-from agent.audio.mel import MelSpec, MelStream, log_mel, mel_filterbank, patches
+from nomarr.audio.decode import load_mono, probe, stream_mono
+from nomarr.audio.mel import MelSpec, MelStream, log_mel, mel_filterbank, patches
 
 from .conftest import FORMATS, music_like
 
@@ -97,6 +96,6 @@ def test_stream_is_blockwise(make_audio) -> None:
     path = make_audio("b.mp3", seconds=20.0)
     sizes = [b.shape[0] for b in stream_mono(path)]
     # bounded blocks of about BLOCK_SAMPLES input samples (44.1 kHz in, 16 kHz out), never the whole file
-    from agent.audio.decode import BLOCK_SAMPLES
+    from nomarr.audio.decode import BLOCK_SAMPLES
 
     assert len(sizes) >= 5 and max(sizes) <= (BLOCK_SAMPLES + 2048) * 16000 / 44100 + 64

@@ -24,13 +24,21 @@ pytestmark = pytest.mark.slow
 
 def test_music_assistant_provider() -> None:
     if not MA_PYTHON.exists():
-        pytest.skip("no .venv-ma (Python 3.13 with music-assistant-models): run "
-                    "plugins/music_assistant/setup-test-env.sh to include the Music Assistant provider tests")  # fmt: skip
+        pytest.skip(
+            "no .venv-ma (Python 3.13 with music-assistant-models): run "
+            "plugins/music_assistant/setup-test-env.sh to include the Music Assistant provider tests"
+        )
     env = dict(os.environ)
     env.setdefault("NOMARR_AGENT_BIN", str(Path(sys.executable).parent / "nomarr"))
     env.pop("PYTHONPATH", None)  # the 3.11 suite's paths mean nothing to the 3.13 interpreter
-    res = subprocess.run([str(MA_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(MA_TESTS)],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+    res = subprocess.run(
+        [str(MA_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(MA_TESTS)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     out = (res.stdout + res.stderr)[-12000:]
     if res.returncode == 5:
         pytest.fail(f"no provider tests were collected:\n{out}")

@@ -41,23 +41,92 @@ from tests.server_harness import RunningAgent, config, isolated_dirs
 pytestmark = [pytest.mark.slow, pytest.mark.corpus]
 
 CLIPS = ["sh01", "sh03", "sh04", "sh09", "sh14", "sh15", "sh16", "sh19"]
-BUILDS = ["msd-musicnn-1", "msd-musicnn-1-tflite"]  # two builds of one model: onnx_ and tflite_ keys
+BUILDS = [
+    "msd-musicnn-1",
+    "msd-musicnn-1-tflite",
+]  # two builds of one model: onnx_ and tflite_ keys
 
 # Navidrome's criteria fields (model/criteria/fields.go) plus the default-mapping tags used here.
 ND_FIELDS = {
-    "title", "album", "hascoverart", "tracknumber", "discnumber", "year", "date", "originalyear",
-    "originaldate", "releaseyear", "releasedate", "size", "compilation", "missing", "explicitstatus",
-    "dateadded", "datemodified", "discsubtitle", "comment", "lyrics", "sorttitle", "sortalbum",
-    "sortartist", "sortalbumartist", "albumcomment", "catalognumber", "filepath", "filetype", "codec",
-    "duration", "bitrate", "bitdepth", "samplerate", "bpm", "channels", "loved", "dateloved",
-    "lastplayed", "daterated", "playcount", "rating", "averagerating", "albumrating", "albumloved",
-    "albumplaycount", "albumlastplayed", "mbz_album_id", "mbz_artist_id", "mbz_recording_id",
-    "library_id", "albumtype", "random", "genre", "mood",
-}  # fmt: skip
-ND_OPERATORS = {"is", "isnot", "gt", "lt", "contains", "notcontains", "startswith", "endswith",
-                "intherange", "before", "after", "inthelast", "notinthelast", "inplaylist",
-                "notinplaylist", "ismissing", "ispresent"}  # fmt: skip
-ND_COLUMNS = {"duration": "media_file.duration", "title": "media_file.title", "filepath": "media_file.path"}
+    "title",
+    "album",
+    "hascoverart",
+    "tracknumber",
+    "discnumber",
+    "year",
+    "date",
+    "originalyear",
+    "originaldate",
+    "releaseyear",
+    "releasedate",
+    "size",
+    "compilation",
+    "missing",
+    "explicitstatus",
+    "dateadded",
+    "datemodified",
+    "discsubtitle",
+    "comment",
+    "lyrics",
+    "sorttitle",
+    "sortalbum",
+    "sortartist",
+    "sortalbumartist",
+    "albumcomment",
+    "catalognumber",
+    "filepath",
+    "filetype",
+    "codec",
+    "duration",
+    "bitrate",
+    "bitdepth",
+    "samplerate",
+    "bpm",
+    "channels",
+    "loved",
+    "dateloved",
+    "lastplayed",
+    "daterated",
+    "playcount",
+    "rating",
+    "averagerating",
+    "albumrating",
+    "albumloved",
+    "albumplaycount",
+    "albumlastplayed",
+    "mbz_album_id",
+    "mbz_artist_id",
+    "mbz_recording_id",
+    "library_id",
+    "albumtype",
+    "random",
+    "genre",
+    "mood",
+}
+ND_OPERATORS = {
+    "is",
+    "isnot",
+    "gt",
+    "lt",
+    "contains",
+    "notcontains",
+    "startswith",
+    "endswith",
+    "intherange",
+    "before",
+    "after",
+    "inthelast",
+    "notinthelast",
+    "inplaylist",
+    "notinplaylist",
+    "ismissing",
+    "ispresent",
+}
+ND_COLUMNS = {
+    "duration": "media_file.duration",
+    "title": "media_file.title",
+    "filepath": "media_file.path",
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +175,11 @@ def agent_view(ra: RunningAgent) -> dict[str, dict[str, Any]]:
                     vals[a.tag_prefix + label] = round(score, 4)
                     if label in a.tiers:
                         vals[f"{a.tag_prefix}{label}_{a.tiers[label]}"] = round(score, 4)
-            tiers = {lab: {a.tiers[lab] for a in d.analyses if lab in a.tiers} for a0 in d.analyses for lab in a0.tiers}
+            tiers = {
+                lab: {a.tiers[lab] for a in d.analyses if lab in a.tiers}
+                for a0 in d.analyses
+                for lab in a0.tiers
+            }
             out[t.path] = {"duration": t.duration, "values": vals, "tiers": tiers}
     return out
 
@@ -145,7 +218,9 @@ def strip_json_comments(text: str) -> str:
 def navidrome_db(files: list[Path], declared: dict[str, list[str]]) -> sqlite3.Connection:
     """media_file rows as Navidrome stores them: tags JSON keyed by declared tag name."""
     db = sqlite3.connect(":memory:")
-    db.execute("create table media_file (id integer primary key, path text, title text, duration real, tags text)")
+    db.execute(
+        "create table media_file (id integer primary key, path text, title text, duration real, tags text)"
+    )
     for i, p in enumerate(files, 1):
         raw = taglib_keys(p)
         with taglib.File(str(p)) as f:
@@ -161,11 +236,15 @@ def navidrome_db(files: list[Path], declared: dict[str, list[str]]) -> sqlite3.C
                         continue
                     vals.append(v)
             if vals:
-                tags[name] = [{"id": hashlib.md5(f"{name}{v}".encode()).hexdigest(), "value": v} for v in vals]
+                tags[name] = [
+                    {"id": hashlib.md5(f"{name}{v}".encode()).hexdigest(), "value": v} for v in vals
+                ]
         if raw.get("genre"):
             tags["genre"] = [{"id": "g", "value": v} for v in raw["genre"]]
-        db.execute("insert into media_file values (?, ?, ?, ?, ?)",
-                   (i, str(p), (raw.get("title") or [p.stem])[0], length, json.dumps(tags)))  # fmt: skip
+        db.execute(
+            "insert into media_file values (?, ?, ?, ?, ?)",
+            (i, str(p), (raw.get("title") or [p.stem])[0], length, json.dumps(tags)),
+        )
     return db
 
 
@@ -173,13 +252,19 @@ def to_sql(e: dict[str, Any], declared: set[str], args: list[Any]) -> str:
     ((op, val),) = e.items()
     o = op.lower()
     if o in ("all", "any"):
-        return "(" + (" AND " if o == "all" else " OR ").join(to_sql(x, declared, args) for x in val) + ")"
+        return (
+            "("
+            + (" AND " if o == "all" else " OR ").join(to_sql(x, declared, args) for x in val)
+            + ")"
+        )
     ((field, value),) = val.items()
     cmp = {"gt": ">", "lt": "<", "is": "="}[o]
     args.append(value)
     if field in declared:  # a float tag
-        return (f"exists (select 1 from json_tree(media_file.tags, '$.{field}') where key='value' "
-                f"and CAST(value AS REAL) {cmp} ?)")  # fmt: skip
+        return (
+            f"exists (select 1 from json_tree(media_file.tags, '$.{field}') where key='value' "
+            f"and CAST(value AS REAL) {cmp} ?)"
+        )
     return f"{ND_COLUMNS[field]} {cmp} ?"
 
 
@@ -224,7 +309,9 @@ def check_nsp(doc: dict[str, Any], declared: set[str]) -> None:
     assert isinstance(doc["name"], str) and doc["name"] and isinstance(doc.get("comment", ""), str)
 
 
-def expected(doc: dict[str, Any], declared: dict[str, list[str]], view: dict[str, dict[str, Any]]) -> set[str]:
+def expected(
+    doc: dict[str, Any], declared: dict[str, list[str]], view: dict[str, dict[str, Any]]
+) -> set[str]:
     """The playlist by the agent's stored scores and tiers."""
 
     def holds(e: dict[str, Any], tr: dict[str, Any]) -> bool:
@@ -317,16 +404,26 @@ def test_nsp_rules_select_what_the_agent_says(agent, tmp_path, capsys):
     ra, lib = agent
     conf = tmp_path / "navidrome.toml"
     assert nd(ra, "config", "--out", str(conf)) == 0
-    declared = {n.lower(): [a.lower() for a in c["Aliases"]] for n, c in tomllib.loads(conf.read_text())["Tags"].items()}
+    declared = {
+        n.lower(): [a.lower() for a in c["Aliases"]]
+        for n, c in tomllib.loads(conf.read_text())["Tags"].items()
+    }
     pls = tmp_path / "playlists"
     (pls).mkdir()
     (pls / "mine.nsp").write_text('{"name": "Mine", "all": [{"is": {"loved": true}}]}')
     assert nd(ra, "playlists", "--out", str(pls), "--navidrome-config", str(conf)) == 0
     files = sorted(pls.glob("nomarr-*.nsp"))
     names = {p.name for p in files}
-    assert {"nomarr-energetic.nsp", "nomarr-calm.nsp", "nomarr-focus.nsp", "nomarr-party.nsp"} <= names
+    assert {
+        "nomarr-energetic.nsp",
+        "nomarr-calm.nsp",
+        "nomarr-focus.nsp",
+        "nomarr-party.nsp",
+    } <= names
     assert any(n.startswith("nomarr-genre-") for n in names)  # per label, high tier
-    assert any(n.count("-") == 2 and not n.startswith("nomarr-genre-") for n in names)  # genre × mood
+    assert any(
+        n.count("-") == 2 and not n.startswith("nomarr-genre-") for n in names
+    )  # genre × mood
     db = navidrome_db(sorted(lib.rglob("*.ogg")), declared)
     view = agent_view(ra)
     assert len(view) == len(CLIPS)
@@ -339,12 +436,18 @@ def test_nsp_rules_select_what_the_agent_says(agent, tmp_path, capsys):
         assert set(got) == want, (p.name, got, want)
         sizes.append(len(got))
         m = re.fullmatch(r"nomarr-(?:mood|genre)-(.+)\.nsp", p.name)
-        if m:  # per label: exactly the tracks the agent put in the high tier, whatever the config says
+        if (
+            m
+        ):  # per label: exactly the tracks the agent put in the high tier, whatever the config says
             label = m.group(1).replace("-", "_")
-            assert set(got) == {q for q, tr in view.items() if "high" in tr["tiers"].get(label, ())}, p.name
+            assert set(got) == {
+                q for q, tr in view.items() if "high" in tr["tiers"].get(label, ())
+            }, p.name
         if doc.get("sort") in declared and len(got) > 1:  # ordered by the agent's score, best first
             keys = declared[doc["sort"]]
-            scores = [next(view[g]["values"][a] for a in keys if a in view[g]["values"]) for g in got]
+            scores = [
+                next(view[g]["values"][a] for a in keys if a in view[g]["values"]) for g in got
+            ]
             assert scores == sorted(scores, reverse=True), p.name
     # the rules discriminate: something selected, and not everything everywhere
     assert max(sizes) > 0 and min(sizes) < len(CLIPS)
@@ -387,23 +490,45 @@ class SubsonicStandIn:
             artist = (t.get("artist") or ["[Unknown Artist]"])[0]
             album = (t.get("album") or ["[Unknown Album]"])[0]
             path = str(p.relative_to(lib)) if real_paths else f"{artist}/{album}/{title}.ogg"
-            self.songs[sid] = {"id": sid, "title": title, "artist": artist, "album": album, "duration": dur,
-                               "path": path, "suffix": "ogg", "isDir": False}  # fmt: skip
+            self.songs[sid] = {
+                "id": sid,
+                "title": title,
+                "artist": artist,
+                "album": album,
+                "duration": dur,
+                "path": path,
+                "suffix": "ogg",
+                "isDir": False,
+            }
             self.by_id_path[sid] = p
             if p.stem == "sh01":  # same title and artist, another length: must never be matched
-                self.songs["decoy"] = {**self.songs[sid], "id": "decoy", "duration": dur + 110,
-                                       "path": "Live/Island Dreams (live).mp3", "album": "OpenClonk"}  # fmt: skip
+                self.songs["decoy"] = {
+                    **self.songs[sid],
+                    "id": "decoy",
+                    "duration": dur + 110,
+                    "path": "Live/Island Dreams (live).mp3",
+                    "album": "OpenClonk",
+                }
         self.playlists: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self._next = 1
         self.url = ""
 
     def _fail(self, code: int, message: str) -> web.Response:
-        return web.json_response({"subsonic-response": {"status": "failed", "version": "1.16.1",
-                                                        "error": {"code": code, "message": message}}})  # fmt: skip
+        return web.json_response(
+            {
+                "subsonic-response": {
+                    "status": "failed",
+                    "version": "1.16.1",
+                    "error": {"code": code, "message": message},
+                }
+            }
+        )
 
     def _ok(self, **body: Any) -> web.Response:
-        return web.json_response({"subsonic-response": {"status": "ok", "version": "1.16.1", **body}})
+        return web.json_response(
+            {"subsonic-response": {"status": "ok", "version": "1.16.1", **body}}
+        )
 
     def _pl(self, pl: dict[str, Any], entries: bool = False) -> dict[str, Any]:
         d = {k: pl[k] for k in ("id", "name", "comment", "owner", "public")}
@@ -423,7 +548,10 @@ class SubsonicStandIn:
                 return self._fail(10, f"Required parameter '{req}' is missing")
         user = q["u"]
         if "t" in q and "s" in q:
-            ok = user in self.users and hashlib.md5((self.users[user] + q["s"]).encode()).hexdigest() == q["t"]
+            ok = (
+                user in self.users
+                and hashlib.md5((self.users[user] + q["s"]).encode()).hexdigest() == q["t"]
+            )
         elif "p" in q:
             ok = self.users.get(user) == q["p"]
         else:
@@ -436,12 +564,16 @@ class SubsonicStandIn:
             words = re.findall(r"\w+", q.get("query", "").casefold())
             hits = []
             for s in self.songs.values():
-                text = " " + " ".join(re.findall(r"\w+", f"{s['title']} {s['artist']} {s['album']}".casefold()))
+                text = " " + " ".join(
+                    re.findall(r"\w+", f"{s['title']} {s['artist']} {s['album']}".casefold())
+                )
                 if all(f" {w}" in text for w in words):
                     hits.append(s)
             return self._ok(searchResult3={"song": hits[: int(q.get("songCount", 20))]})
         if endpoint == "getPlaylists":
-            mine = [self._pl(p) for p in self.playlists.values() if p["owner"] == user or p["public"]]
+            mine = [
+                self._pl(p) for p in self.playlists.values() if p["owner"] == user or p["public"]
+            ]
             return self._ok(playlists={"playlist": mine})
         if endpoint == "getPlaylist":
             pl = self.playlists.get(q.get("id", ""))
@@ -460,8 +592,14 @@ class SubsonicStandIn:
                     return self._fail(50, "not the owner")
                 pl["songs"] = songs
             elif "name" in q:
-                pl = {"id": f"pl{self._next}", "name": q["name"], "comment": "", "owner": user, "public": False,
-                      "songs": songs}  # fmt: skip
+                pl = {
+                    "id": f"pl{self._next}",
+                    "name": q["name"],
+                    "comment": "",
+                    "owner": user,
+                    "public": False,
+                    "songs": songs,
+                }
                 self._next += 1
                 self.playlists[pl["id"]] = pl
             else:
@@ -483,7 +621,9 @@ class SubsonicStandIn:
         return web.json_response({"error": "not found"}, status=404)
 
     def writes(self) -> list[str]:
-        return [c for c in self.calls if c in ("createPlaylist", "updatePlaylist", "deletePlaylist")]
+        return [
+            c for c in self.calls if c in ("createPlaylist", "updatePlaylist", "deletePlaylist")
+        ]
 
 
 @pytest.fixture
@@ -536,7 +676,11 @@ def test_push_similar_creates_then_updates_in_place(agent, subsonic_server, caps
     assert nd(ra, "push", "similar", "--track", seed, "-n", "7") == 0
     assert "created" in capsys.readouterr().out
     (pl,) = srv.playlists.values()
-    assert pl["name"] == "Similar to Island Dreams" and pl["owner"] == "alice" and OWN_MARK in pl["comment"]
+    assert (
+        pl["name"] == "Similar to Island Dreams"
+        and pl["owner"] == "alice"
+        and OWN_MARK in pl["comment"]
+    )
     # every song is the agent's track, found by path, in the agent's order, seed first, no decoy
     with SyncNomarrClient(ra.url, ra.token) as c:
         hits = c.similar(path=seed, limit=7, distinct=True)
@@ -559,20 +703,32 @@ def test_push_maps_by_tags_and_duration_when_paths_are_fake(agent, subsonic_serv
     for s in srv.songs.values():  # Navidrome's default: a made-up "Artist/Album/Title.ext" path
         s["path"] = f"{s['artist']}/{s['album']}/{s['title']}.{s['suffix']}"
     args = ["--navidrome", srv.url, "--user", "alice", "--password", "s3cret pass"]
-    assert nd(ra, *args, "push", "mood", "--label", "electronic", "-n", "8", "--name", "Electro") == 0
+    assert (
+        nd(ra, *args, "push", "mood", "--label", "electronic", "-n", "8", "--name", "Electro") == 0
+    )
     out = capsys.readouterr().out
     (pl,) = srv.playlists.values()
     with SyncNomarrClient(ra.url, ra.token) as c:
         want = [h.path for h in c.mood_playlist("electronic", limit=8).items]
-    assert [str(srv.by_id_path[s]) for s in pl["songs"]] == want  # title-less files matched by file name
+    assert [
+        str(srv.by_id_path[s]) for s in pl["songs"]
+    ] == want  # title-less files matched by file name
     assert "decoy" not in pl["songs"] and "8 songs" in out
 
 
-def test_push_leaves_foreign_playlists_alone_and_reports_auth_errors(agent, subsonic_server, capsys):
+def test_push_leaves_foreign_playlists_alone_and_reports_auth_errors(
+    agent, subsonic_server, capsys
+):
     ra, lib = agent
     srv = subsonic_server
-    srv.playlists["x"] = {"id": "x", "name": "Radio: Island Dreams", "comment": "hand made", "owner": "alice",
-                          "public": False, "songs": ["decoy"]}  # fmt: skip
+    srv.playlists["x"] = {
+        "id": "x",
+        "name": "Radio: Island Dreams",
+        "comment": "hand made",
+        "owner": "alice",
+        "public": False,
+        "songs": ["decoy"],
+    }
     args = ["--navidrome", srv.url, "--user", "alice", "--password", "s3cret pass"]
     seed = str(lib / "openclonk" / "sh01.ogg")
     assert nd(ra, *args, "push", "radio", "--track", seed, "-n", "5") == 1
@@ -583,7 +739,22 @@ def test_push_leaves_foreign_playlists_alone_and_reports_auth_errors(agent, subs
     assert nd(ra, *bad, "push", "radio", "--track", seed) == 1
     err = capsys.readouterr().err
     assert "Subsonic error 40" in err and "wrong" in err and "wrong Navidrome user" in err
-    assert nd(ra, "--navidrome", "ftp://x", "--user", "a", "--password", "b", "push", "radio", "--track", seed) == 1
+    assert (
+        nd(
+            ra,
+            "--navidrome",
+            "ftp://x",
+            "--user",
+            "a",
+            "--password",
+            "b",
+            "push",
+            "radio",
+            "--track",
+            seed,
+        )
+        == 1
+    )
     assert "not an http(s) URL" in capsys.readouterr().err
 
 
@@ -596,7 +767,9 @@ def test_unreachable_agent_is_one_line(tmp_path, capsys):
 def test_merge_keeps_unrelated_tables_and_drops_stale_nom_tables():
     keys = [tagconfig.Family.of("nom:onnx_musicnn_msd-1_msd50_1_")]
     assert keys[0] == tagconfig.Family("musicnn", "msd50")
-    existing = USER_TOML + '\n[Tags.nom_mood_gone]\nAliases = ["nom:old_x_y_z_1_gone"]\nType = "float"\n'
+    existing = (
+        USER_TOML + '\n[Tags.nom_mood_gone]\nAliases = ["nom:old_x_y_z_1_gone"]\nType = "float"\n'
+    )
     empty = tagconfig.TagSet({})
     merged = tagconfig.merge(existing, empty)
     doc = tomllib.loads(merged)

@@ -10,10 +10,9 @@ import json
 
 import numpy as np
 import pytest
-
-from agent.models.registry import Registry
-from agent.pipeline.analyze import Analyzer, ModelSet
-from agent.pipeline.profiles import get_profile
+from nomarr.models.registry import Registry
+from nomarr.pipeline.analyze import Analyzer, ModelSet
+from nomarr.pipeline.profiles import get_profile
 
 from .conftest import REFERENCE
 
@@ -30,7 +29,10 @@ def reference() -> dict:
 
 @pytest.fixture(scope="module")
 def analyzer() -> Analyzer:
-    return Analyzer(ModelSet(Registry(), ["msd-musicnn-1"], provider="CPUExecutionProvider"), get_profile("full"))
+    return Analyzer(
+        ModelSet(Registry(), ["msd-musicnn-1"], provider="CPUExecutionProvider"),
+        get_profile("full"),
+    )
 
 
 def test_labels_match_reference(reference: dict) -> None:
@@ -50,8 +52,15 @@ def test_every_corpus_track_matches_upstream(reference: dict, analyzer: Analyzer
         tag_diff = float(np.abs(scores - np.array(ref["tags_mean"])).max())
         emb_diff = float(np.abs(r.embedding - np.array(ref["embedding_mean"])).max())
         top5 = [labels[i] for i in np.argsort(-scores, kind="stable")[:5]]
-        if r.n_patches != ref["n_patches"] or tag_diff > 1e-3 or top5 != ref["top5"] or emb_diff > 1e-2:
-            failures.append((name, r.n_patches, ref["n_patches"], tag_diff, emb_diff, top5, ref["top5"]))
+        if (
+            r.n_patches != ref["n_patches"]
+            or tag_diff > 1e-3
+            or top5 != ref["top5"]
+            or emb_diff > 1e-2
+        ):
+            failures.append(
+                (name, r.n_patches, ref["n_patches"], tag_diff, emb_diff, top5, ref["top5"])
+            )
     assert not failures, failures
 
 

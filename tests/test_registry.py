@@ -9,9 +9,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from agent.models.manifest import ManifestError, load_manifest, parse_manifest
-from agent.models.registry import ModelError, Registry
+from nomarr.models.manifest import ManifestError, load_manifest, parse_manifest
+from nomarr.models.registry import ModelError, Registry
 
 from . import fixture_models as fx
 
@@ -100,7 +99,9 @@ input_name = "embeddings"
 """
 
 
-def _setup(tmp_path: Path, server, *, pin: bool, sha_override: str | None = None) -> tuple[Registry, bytes]:
+def _setup(
+    tmp_path: Path, server, *, pin: bool, sha_override: str | None = None
+) -> tuple[Registry, bytes]:
     onnx_path = tmp_path / "src.onnx"
     sha = fx.head(onnx_path)
     data = onnx_path.read_bytes()
@@ -195,20 +196,39 @@ def test_unreachable_server_is_a_clear_error(tmp_path, server) -> None:
     [
         ({"kind": "banana"}, "kind"),
         ({"id": "Bad_Id"}, "id"),
-        ({"namespace": {"framework": "onnx", "embedder": "a_b", "embedder_id": "1", "model": "m", "model_id": "1"}},
-         "no underscores"),
+        (
+            {
+                "namespace": {
+                    "framework": "onnx",
+                    "embedder": "a_b",
+                    "embedder_id": "1",
+                    "model": "m",
+                    "model_id": "1",
+                }
+            },
+            "no underscores",
+        ),
         ({"files": [{"name": "../x.onnx", "url": "http://x"}]}, "plain file name"),
         ({"files": [{"name": "x.onnx", "url": "http://x", "sha256": "abc"}]}, "64 hex"),
         ({"schema": 2}, "schema"),
     ],
-)  # fmt: skip
+)
 def test_invalid_manifests_are_refused(patch: dict, msg: str) -> None:
     base = {
-        "schema": 1, "id": "ok-1", "kind": "embedder",
-        "namespace": {"framework": "onnx", "embedder": "e", "embedder_id": "1", "model": "m", "model_id": "1"},
+        "schema": 1,
+        "id": "ok-1",
+        "kind": "embedder",
+        "namespace": {
+            "framework": "onnx",
+            "embedder": "e",
+            "embedder_id": "1",
+            "model": "m",
+            "model_id": "1",
+        },
         "files": [{"name": "x.onnx", "url": "http://x"}],
-        "input": {"sample_rate": 16000}, "outputs": {},
-    }  # fmt: skip
+        "input": {"sample_rate": 16000},
+        "outputs": {},
+    }
     base.update(patch)
     with pytest.raises(ManifestError, match=msg):
         parse_manifest(base)
@@ -223,19 +243,42 @@ def test_manifest_id_must_match_file_name(tmp_path) -> None:
 
 def test_import_essentia_json_installs_manifest_and_file(tmp_path) -> None:
     meta = {
-        "name": "Fixture happy", "type": "Music classification", "link": "https://example.invalid/x.pb",
-        "version": "1", "description": "classification of music by mood (happy)",
-        "author": "test", "email": "", "release_date": "2022-08-25", "framework": "tensorflow",
-        "framework_version": "2.4.0", "classes": ["happy", "non_happy"], "model_types": ["frozen_model", "onnx"],
+        "name": "Fixture happy",
+        "type": "Music classification",
+        "link": "https://example.invalid/x.pb",
+        "version": "1",
+        "description": "classification of music by mood (happy)",
+        "author": "test",
+        "email": "",
+        "release_date": "2022-08-25",
+        "framework": "tensorflow",
+        "framework_version": "2.4.0",
+        "classes": ["happy", "non_happy"],
+        "model_types": ["frozen_model", "onnx"],
         "dataset": {"name": "fixture", "size": "10", "metrics": {}},
-        "schema": {"inputs": [{"name": "model/Placeholder", "type": "float", "shape": [200]}],
-                   "outputs": [{"name": "model/Softmax", "type": "float", "shape": [2], "op": "Softmax",
-                                "output_purpose": "predictions"}]},
-        "citation": "", "inference": {"sample_rate": 16000, "algorithm": "TensorflowPredict2D",
-                                      "embedding_model": {"algorithm": "TensorflowPredictMusiCNN",
-                                                          "model_name": "msd-musicnn-1",
-                                                          "link": "https://essentia.upf.edu/models/x.pb"}},
-    }  # fmt: skip
+        "schema": {
+            "inputs": [{"name": "model/Placeholder", "type": "float", "shape": [200]}],
+            "outputs": [
+                {
+                    "name": "model/Softmax",
+                    "type": "float",
+                    "shape": [2],
+                    "op": "Softmax",
+                    "output_purpose": "predictions",
+                }
+            ],
+        },
+        "citation": "",
+        "inference": {
+            "sample_rate": 16000,
+            "algorithm": "TensorflowPredict2D",
+            "embedding_model": {
+                "algorithm": "TensorflowPredictMusiCNN",
+                "model_name": "msd-musicnn-1",
+                "link": "https://essentia.upf.edu/models/x.pb",
+            },
+        },
+    }
     jp = tmp_path / "mood_fixture-msd-musicnn-1.json"
     jp.write_text(json.dumps(meta))
     onnx_file = tmp_path / "mood_fixture-msd-musicnn-1.onnx"

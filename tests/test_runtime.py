@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agent.models import runtime
-from agent.models.registry import Registry
-from agent.models.runtime import OrtBackend, ProviderSelector, compare_outputs, golden_inputs
-from agent.pipeline.analyze import Analyzer, ModelSet
-from agent.pipeline.profiles import get_profile
+from nomarr.models import runtime
+from nomarr.models.registry import Registry
+from nomarr.models.runtime import OrtBackend, ProviderSelector, compare_outputs, golden_inputs
+from nomarr.pipeline.analyze import Analyzer, ModelSet
+from nomarr.pipeline.profiles import get_profile
 
 from . import fixture_models as fx
 
@@ -17,19 +16,28 @@ from . import fixture_models as fx
 def test_provider_order_prefers_accelerators(monkeypatch) -> None:
     import onnxruntime as ort
 
-    monkeypatch.setattr(ort, "get_available_providers",
-                        lambda: ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider"])  # fmt: skip
+    monkeypatch.setattr(
+        ort,
+        "get_available_providers",
+        lambda: ["CPUExecutionProvider", "AzureExecutionProvider", "CUDAExecutionProvider"],
+    )
     assert runtime.ort_available_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def test_cpu_only_machine_uses_cpu_with_reason(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(runtime, "ort_available_providers", lambda: ["CPUExecutionProvider"])
-    choice = ProviderSelector(tmp_path / "c.json").choose(str(Registry().require(Registry().get("msd-musicnn-1"))), "x")
+    choice = ProviderSelector(tmp_path / "c.json").choose(
+        str(Registry().require(Registry().get("msd-musicnn-1"))), "x"
+    )
     assert choice.provider == "CPUExecutionProvider" and "no accelerated" in choice.reason
 
 
 def test_broken_provider_falls_back_to_cpu_and_is_cached(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(runtime, "ort_available_providers", lambda: ["FakeExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        runtime,
+        "ort_available_providers",
+        lambda: ["FakeExecutionProvider", "CPUExecutionProvider"],
+    )
     path = str(Registry().require(Registry().get("msd-musicnn-1")))
     sel = ProviderSelector(tmp_path / "c.json")
     choice = sel.choose(path, "sha-a")
@@ -41,7 +49,11 @@ def test_broken_provider_falls_back_to_cpu_and_is_cached(tmp_path, monkeypatch) 
 
 def test_provider_with_wrong_numbers_is_not_trusted(tmp_path, monkeypatch) -> None:
     """A provider that runs but computes different numbers (e.g. reduced precision) is refused."""
-    monkeypatch.setattr(runtime, "ort_available_providers", lambda: ["SloppyExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        runtime,
+        "ort_available_providers",
+        lambda: ["SloppyExecutionProvider", "CPUExecutionProvider"],
+    )
     real = runtime.OrtBackend
 
     class Sloppy:
@@ -66,10 +78,15 @@ def test_provider_with_wrong_numbers_is_not_trusted(tmp_path, monkeypatch) -> No
 
 
 def test_golden_inputs_are_deterministic_and_typed() -> None:
-    specs = [("melspectrogram", ["batch", 187, 96], "tensor(float)"),
-             ("input_ids", ["batch", "seq"], "tensor(int64)"), ("attention_mask", ["batch", "seq"], "tensor(int64)")]  # fmt: skip
+    specs = [
+        ("melspectrogram", ["batch", 187, 96], "tensor(float)"),
+        ("input_ids", ["batch", "seq"], "tensor(int64)"),
+        ("attention_mask", ["batch", "seq"], "tensor(int64)"),
+    ]
     a, b = golden_inputs(specs), golden_inputs(specs)
-    assert a["melspectrogram"].shape == (2, 187, 96) and np.array_equal(a["melspectrogram"], b["melspectrogram"])
+    assert a["melspectrogram"].shape == (2, 187, 96) and np.array_equal(
+        a["melspectrogram"], b["melspectrogram"]
+    )
     assert a["input_ids"].dtype == np.int64 and (a["attention_mask"] == 1).all()
     ok, diff = compare_outputs({"x": np.ones(3)}, {"x": np.ones(3) * np.nan})
     assert not ok
@@ -153,9 +170,12 @@ def fixture_registry(tmp_path) -> Registry:
     user.mkdir()
     for mid, text, make in (
         ("fixture-mood-msd-musicnn-1", MUSICNN_HEAD, lambda p: fx.head(p, dim=200)),
-        ("fixture-effnet-1", EFFNET.format(labels=", ".join(f'"g{i}"' for i in range(400))),
-         lambda p: fx.mel_embedder(p)),
-    ):  # fmt: skip
+        (
+            "fixture-effnet-1",
+            EFFNET.format(labels=", ".join(f'"g{i}"' for i in range(400))),
+            lambda p: fx.mel_embedder(p),
+        ),
+    ):
         fx.write_manifest(user, text)
         d = models / mid
         d.mkdir(parents=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import nomarr.scan as scanmod
 import numpy as np
 import pytest
 import taglib
@@ -29,13 +30,11 @@ from mutagen.mp4 import MP4
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
-
-import agent.scan as scanmod
-from agent import tagio
-from agent.cli import main
-from agent.scan import desired_tags, walk
-from agent.store import Analysis, Store
-from agent.tags import parse_key
+from nomarr import tagio
+from nomarr.cli import main
+from nomarr.scan import desired_tags, walk
+from nomarr.store import Analysis, Store
+from nomarr.tags import parse_key
 
 from .conftest import encode, music_like
 
@@ -57,8 +56,13 @@ def cli(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, Any]:
     return rc, out
 
 
-def scan(capsys: pytest.CaptureFixture[str], roots: Path | list[Path], db: Path, *extra: Any,
-         workers: int = 0) -> dict[str, Any]:  # fmt: skip
+def scan(
+    capsys: pytest.CaptureFixture[str],
+    roots: Path | list[Path],
+    db: Path,
+    *extra: Any,
+    workers: int = 0,
+) -> dict[str, Any]:
     paths = roots if isinstance(roots, list) else [roots]
     rc, doc = cli(capsys, "scan", *paths, "--db", db, "--json", "--workers", workers, *extra)
     assert rc == 0
@@ -83,7 +87,9 @@ def expected_tags(store: Store, path: Path | str) -> dict[str, str]:
     return desired_tags(store.analyses(t.recording_id).values(), store.tier_thresholds(), False)[0]
 
 
-def similar(capsys: pytest.CaptureFixture[str], ref: Any, db: Path, *extra: Any) -> list[dict[str, Any]]:
+def similar(
+    capsys: pytest.CaptureFixture[str], ref: Any, db: Path, *extra: Any
+) -> list[dict[str, Any]]:
     rc, doc = cli(capsys, "similar", ref, "--db", db, "--json", *extra)
     assert rc == 0
     return doc["tracks"]
@@ -101,8 +107,13 @@ def decode(path: Path) -> tuple[np.ndarray, int]:
 
 
 def ffmpeg_md5(p: Path) -> str:
-    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-map", "0:a", "-c", "copy", "-f", "md5", "-"],
-                       capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    r = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(p), "-map", "0:a", "-c", "copy", "-f", "md5", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return r.stdout.strip()
 
 
@@ -362,7 +373,9 @@ def test_stale_nom_keys_removed_custom_tags_kept(lib: Path, tmp_path: Path, caps
         nom = tagio.read_tags(p).nom
         assert stale not in nom and PREFIX + "provenance" in nom
     assert FLAC(lib / "r1.flac")["MYCUSTOM"] == ["keep me"]
-    assert {fr.desc: fr.text[0] for fr in ID3(lib / "r0.mp3").getall("TXXX")}["MYCUSTOM"] == "keep me too"
+    assert {fr.desc: fr.text[0] for fr in ID3(lib / "r0.mp3").getall("TXXX")}[
+        "MYCUSTOM"
+    ] == "keep me too"
 
 
 # -- 5. read-only files -------------------------------------------------------------------------
@@ -384,7 +397,9 @@ def test_read_only_file_reported_and_analysis_kept(lib: Path, tmp_path: Path, ca
     assert len(similar(capsys, ro, db, "-n", 2)) == 2
 
 
-def test_read_only_reported_when_writer_refuses(lib: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_read_only_reported_when_writer_refuses(
+    lib: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """The same path when the refusal comes from the file system (a read-only mount)."""
     target = str(lib / "r3.flac")
     real = tagio.write_tags
@@ -610,10 +625,27 @@ def _fill(store: Store, tmp: Path, n: int, rng: np.random.Generator, start: int 
         for i in range(start, start + n):
             rid = store.new_recording(90.0, [])
             store.upsert_track(tmp / f"t{i:04d}.mp3", st, recording_id=rid, status="ok")
-            scores = {"happy": float(rng.beta(2, 5)), "rock": float(rng.beta(5, 2)),
-                      "hip-hop": float(rng.uniform(0.0, 0.04)), "female vocalists": float(rng.uniform())}  # fmt: skip
-            store.put_analysis(rid, Analysis(rid, "msd-musicnn-1", PREFIX, "p" * 12, "balanced",
-                                             [{"start": 0.0, "duration": None}], 3, "CPU", scores), None)  # fmt: skip
+            scores = {
+                "happy": float(rng.beta(2, 5)),
+                "rock": float(rng.beta(5, 2)),
+                "hip-hop": float(rng.uniform(0.0, 0.04)),
+                "female vocalists": float(rng.uniform()),
+            }
+            store.put_analysis(
+                rid,
+                Analysis(
+                    rid,
+                    "msd-musicnn-1",
+                    PREFIX,
+                    "p" * 12,
+                    "balanced",
+                    [{"start": 0.0, "duration": None}],
+                    3,
+                    "CPU",
+                    scores,
+                ),
+                None,
+            )
 
 
 def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
@@ -665,14 +697,20 @@ def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
         assert scanmod.calibrate(store)["msd-musicnn-1"]["changed"] is False
         assert store.meta("tier_epoch") == "1"
         _fill(store, tmp_path, 1, rng, start=109)
-        assert scanmod.calibrate(store)["msd-musicnn-1"] == {"recordings": 110, "calibrated_at": 110, "changed": True}
+        assert scanmod.calibrate(store)["msd-musicnn-1"] == {
+            "recordings": 110,
+            "calibrated_at": 110,
+            "changed": True,
+        }
         assert store.meta("tier_epoch") == "2"
         th = store.tier_thresholds()["msd-musicnn-1"]
         for lab, (hi, med) in expect().items():
             assert th[lab] == pytest.approx((hi, med), abs=1e-4), lab
 
 
-def test_recalibration_rewrites_only_changed_files(lib: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_recalibration_rewrites_only_changed_files(
+    lib: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.setattr(scanmod, "CALIBRATE_MIN_TRACKS", 4)
     db = tmp_path / "lib.db"
     held = tmp_path / "held"
@@ -758,7 +796,7 @@ def test_tags_and_playlists(lib: Path, tmp_path: Path, capsys) -> None:
 
 def test_mood_playlist_looks_past_filtered_tracks(tmp_path: Path) -> None:
     """The best-scoring recordings all lie outside --under: the playlist still fills up."""
-    from agent.query import Filters, mood_playlist
+    from nomarr.query import Filters, mood_playlist
 
     st = os.stat(tmp_path)
     with Store(tmp_path / "m.db") as store:
@@ -766,9 +804,24 @@ def test_mood_playlist_looks_past_filtered_tracks(tmp_path: Path) -> None:
             for i in range(100):
                 rid = store.new_recording(90.0, [])
                 folder = "a" if i < 80 else "b"
-                store.upsert_track(tmp_path / folder / f"t{i:03d}.mp3", st, recording_id=rid, status="ok")
-                store.put_analysis(rid, Analysis(rid, "msd-musicnn-1", PREFIX, "p" * 12, "balanced", [], 1,
-                                                 "CPU", {"happy": 1.0 - i / 100}), None)  # fmt: skip
+                store.upsert_track(
+                    tmp_path / folder / f"t{i:03d}.mp3", st, recording_id=rid, status="ok"
+                )
+                store.put_analysis(
+                    rid,
+                    Analysis(
+                        rid,
+                        "msd-musicnn-1",
+                        PREFIX,
+                        "p" * 12,
+                        "balanced",
+                        [],
+                        1,
+                        "CPU",
+                        {"happy": 1.0 - i / 100},
+                    ),
+                    None,
+                )
         hits = mood_playlist(store, "happy", 5, filters=Filters(under=[str(tmp_path / "b")]))
         assert [Path(h.track.path).name for h in hits] == [f"t{i:03d}.mp3" for i in range(80, 85)]
         assert [round(h.score, 2) for h in hits] == [0.2, 0.19, 0.18, 0.17, 0.16]

@@ -42,24 +42,51 @@ else:
 
 
 def _in_ns(ns: str, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> dict:
-    res = subprocess.run(["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=timeout,
-                         env=env)  # fmt: skip
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_plugin_finds_pins_and_queries_the_agent_across_namespaces(net: Net, tmp_path: Path) -> None:  # noqa: F811
+def test_plugin_finds_pins_and_queries_the_agent_across_namespaces(
+    net: Net,  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
+) -> None:
     lib = tmp_path / "lib"
     lib.mkdir()
     for i in range(3):
         encode(lib / f"n{i}.flac", music_like(12.0, seed=700 + i), 44100)
     env = dict(os.environ)
-    env.update(NOMARR_CONFIG_DIR=str(tmp_path / "cfg"), NOMARR_DATA_DIR=str(tmp_path / "data"),
-               XDG_CACHE_HOME=str(tmp_path / "cache"), NOMARR_WORKERS="1", PYTHONPATH=str(REPO))  # fmt: skip
+    env.update(
+        NOMARR_CONFIG_DIR=str(tmp_path / "cfg"),
+        NOMARR_DATA_DIR=str(tmp_path / "data"),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        NOMARR_WORKERS="1",
+        PYTHONPATH=str(REPO),
+    )
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen(["ip", "netns", "exec", net.a, str(Path(sys.executable).parent / "nomarr"), "--log-level", "info",
-                              "serve", "--library", str(lib), "--db", str(tmp_path / "db.sqlite"), "--port", "18765"],
-                             env=env, stdout=log, stderr=log)  # fmt: skip
+    serve = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            net.a,
+            str(Path(sys.executable).parent / "nomarr"),
+            "--log-level",
+            "info",
+            "serve",
+            "--library",
+            str(lib),
+            "--db",
+            str(tmp_path / "db.sqlite"),
+            "--port",
+            "18765",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         token_file = tmp_path / "cfg" / "token"
         deadline = time.monotonic() + 60
@@ -72,8 +99,11 @@ def test_plugin_finds_pins_and_queries_the_agent_across_namespaces(net: Net, tmp
         # wait for the first scan, then query from the other namespace by discovery only
         deadline = time.monotonic() + 90
         while True:
-            got = _in_ns(net.b, sys.executable, "-c", CLIENT, "query", token, agent_id, env=env) \
-                if b"scan done" in (tmp_path / "serve.log").read_bytes() else None  # fmt: skip
+            got = (
+                _in_ns(net.b, sys.executable, "-c", CLIENT, "query", token, agent_id, env=env)
+                if b"scan done" in (tmp_path / "serve.log").read_bytes()
+                else None
+            )
             if got is not None:
                 break
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
@@ -81,7 +111,16 @@ def test_plugin_finds_pins_and_queries_the_agent_across_namespaces(net: Net, tmp
         assert got["url"] == f"http://{net.addr_a}:18765/api/v1"
         assert got["agent_id"] == agent_id and got["tracks"] == 3 and len(got["similar"]) == 2
         # a wrong pin is refused, not silently replaced by the agent that is there
-        wrong = _in_ns(net.b, sys.executable, "-c", CLIENT, "find", token, "00000000-0000-0000-0000-000000000000", env=env)
+        wrong = _in_ns(
+            net.b,
+            sys.executable,
+            "-c",
+            CLIENT,
+            "find",
+            token,
+            "00000000-0000-0000-0000-000000000000",
+            env=env,
+        )
         assert "gone" in wrong and "00000000" in wrong["gone"]
         # graceful shutdown: SIGTERM, the zeroconf goodbye, then nothing to find
         serve.send_signal(signal.SIGTERM)

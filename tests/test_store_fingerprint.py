@@ -8,22 +8,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from agent import fingerprint as fpmod
-from agent.fingerprint import (
+from nomarr import fingerprint as fpmod
+from nomarr.fingerprint import (
     Fingerprint,
     bit_error_rate,
     fingerprint,
     fingerprint_lib,
     same_recording,
 )
-from agent.store import SCHEMA_VERSION, Analysis, Store, StoreError, enc_path
+from nomarr.store import SCHEMA_VERSION, Analysis, Store, StoreError, enc_path
 
-needs_fpcalc = pytest.mark.skipif(shutil.which("fpcalc") is None, reason="fpcalc (libchromaprint-tools) not installed")
+needs_fpcalc = pytest.mark.skipif(
+    shutil.which("fpcalc") is None, reason="fpcalc (libchromaprint-tools) not installed"
+)
 
 
 def _analysis(rec: int, scores: dict[str, float]) -> Analysis:
-    return Analysis(rec, "m1", "nom:onnx_e_1_m_1_", "abc", "balanced", [{"start": 0, "duration": None}], 3, "CPU", scores)
+    return Analysis(
+        rec,
+        "m1",
+        "nom:onnx_e_1_m_1_",
+        "abc",
+        "balanced",
+        [{"start": 0, "duration": None}],
+        3,
+        "CPU",
+        scores,
+    )
 
 
 def test_schema_wal_and_reopen(tmp_path):
@@ -60,7 +71,9 @@ def test_vectors_knn_cosine_and_gc(tmp_path):
             for i in range(20):
                 rid = s.new_recording(90.0, [i, i + 1000])
                 s.upsert_track(tmp_path / f"t{i}.mp3", st, recording_id=rid, status="ok")
-                v = base * (1.0 if i == 0 else 0.1) + rng.normal(size=16).astype(np.float32) * (i / 10)
+                v = base * (1.0 if i == 0 else 0.1) + rng.normal(size=16).astype(np.float32) * (
+                    i / 10
+                )
                 s.put_analysis(rid, _analysis(rid, {"happy": i / 20}), v)
                 recs.append((rid, v))
         hits = s.knn("m1", recs[0][1], 5)
@@ -69,7 +82,9 @@ def test_vectors_knn_cosine_and_gc(tmp_path):
         q = recs[0][1]
         for rid, d in hits:
             v = dict(recs)[rid]
-            assert d == pytest.approx(1 - np.dot(q, v) / np.linalg.norm(q) / np.linalg.norm(v), abs=1e-4)
+            assert d == pytest.approx(
+                1 - np.dot(q, v) / np.linalg.norm(q) / np.linalg.norm(v), abs=1e-4
+            )
         assert [d for _, d in hits] == sorted(d for _, d in hits)
         # replacing an analysis replaces its vector
         with s.tx():
@@ -138,7 +153,9 @@ def test_bit_error_rate_alignment():
 def test_fpcalc_eof_status_is_tolerated(tmp_path, monkeypatch):
     """fpcalc 1.5.1 + FFmpeg 5 exits 3 after printing a complete fingerprint on short files."""
     script = tmp_path / "fpcalc"
-    script.write_text("#!/bin/sh\necho DURATION=12\necho FINGERPRINT=1,2,3,4\necho 'ERROR: Error decoding audio frame (End of file)' >&2\nexit 3\n")
+    script.write_text(
+        "#!/bin/sh\necho DURATION=12\necho FINGERPRINT=1,2,3,4\necho 'ERROR: Error decoding audio frame (End of file)' >&2\nexit 3\n"
+    )
     script.chmod(0o755)
     monkeypatch.setenv("FPCALC", str(script))
     fp = fpmod.fingerprint(tmp_path / "any.mp3")
@@ -153,7 +170,9 @@ def test_reencodes_match_and_different_music_does_not(make_audio, tmp_path):
     from tests.conftest import encode, music_like
 
     sig = music_like(40, 44100, 2, seed=3)
-    variants = [encode(tmp_path / f"v.{ext}", sig, 44100) for ext in ("mp3", "flac", "m4a", "ogg", "wma")]
+    variants = [
+        encode(tmp_path / f"v.{ext}", sig, 44100) for ext in ("mp3", "flac", "m4a", "ogg", "wma")
+    ]
     other = make_audio("other.flac", seconds=40, seed=9)
     fps = [fingerprint(p) for p in variants]
     for f in fps[1:]:
@@ -172,7 +191,9 @@ def test_library_fingerprint_agrees_with_fpcalc(make_audio):
 
 
 def test_keys_are_a_stable_subset():
-    fp = Fingerprint(1.0, (np.arange(10000, dtype=np.uint64) * 2654435761 % 2**32).astype(np.uint32))
+    fp = Fingerprint(
+        1.0, (np.arange(10000, dtype=np.uint64) * 2654435761 % 2**32).astype(np.uint32)
+    )
     k = fp.keys()
     assert 0 < len(k) < 10000 / 8
     assert k == Fingerprint(1.0, fp.values.copy()).keys()

@@ -24,9 +24,8 @@ import taglib
 from mutagen.asf import ASFUnicodeAttribute
 from mutagen.id3 import ID3, TIT2, TMOO, TPE1, TXXX, TYER, Encoding
 from mutagen.mp4 import AtomDataType, MP4FreeForm
-
-from agent import tagio
-from agent.tagio import TagError, nom_audio_md5, read_tags, recover, write_tags
+from nomarr import tagio
+from nomarr.tagio import TagError, nom_audio_md5, read_tags, recover, write_tags
 
 from .conftest import FORMATS, REPO
 
@@ -323,8 +322,12 @@ def test_read_only_simulated_access_and_filesystem(make_audio, monkeypatch):
     before = _snapshot(p)
     real_access = os.access
     monkeypatch.setattr(
-        os, "access", lambda q, m, **kw: False if (m & os.W_OK and os.fspath(q) == str(p)) else real_access(q, m, **kw)
-    )  # fmt: skip
+        os,
+        "access",
+        lambda q, m, **kw: (
+            False if (m & os.W_OK and os.fspath(q) == str(p)) else real_access(q, m, **kw)
+        ),
+    )
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A)
     assert e.value.reason == "read-only"
@@ -777,7 +780,7 @@ def test_real_process_crash_mid_copy_back(make_audio, tmp_path):
     script = textwrap.dedent(
         f"""
         import os
-        from agent import tagio
+        from nomarr import tagio
         real_copy = tagio._copy_fd
         def crashing(src, fd, hash_src=False):
             if os.path.dirname(src) == {str(jdir)!r}:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from agent.models.manifest import Namespace
-from agent.pipeline.profiles import PROFILES, Window, first_strong_onset, get_profile, plan_windows
-from agent.tags import (
+from nomarr.models.manifest import Namespace
+from nomarr.pipeline.profiles import PROFILES, Window, first_strong_onset, get_profile, plan_windows
+from nomarr.tags import (
     component,
     fmt_score,
     parse_key,
@@ -25,11 +24,18 @@ def test_design_example_key() -> None:
     assert fmt_score(0.734) == "0.7340"
 
 
-@pytest.mark.parametrize("label, expected", [
-    ("female vocalists", "female_vocalists"), ("Hip-Hop", "hip-hop"), ("00s", "00s"),
-    ("Progressive rock", "progressive_rock"), ("Folk, World, & Country", "folk-_world-_-_country"),
-    ("Electronic---House", "electronic---house"), ("Café", "caf-"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "label, expected",
+    [
+        ("female vocalists", "female_vocalists"),
+        ("Hip-Hop", "hip-hop"),
+        ("00s", "00s"),
+        ("Progressive rock", "progressive_rock"),
+        ("Folk, World, & Country", "folk-_world-_-_country"),
+        ("Electronic---House", "electronic---house"),
+        ("Café", "caf-"),
+    ],
+)
 def test_slug(label: str, expected: str) -> None:
     assert slug(label) == expected
 
@@ -41,15 +47,30 @@ def test_component_versions() -> None:
 def test_parse_round_trip_with_underscored_tag() -> None:
     k = tier_key(NS, "female vocalists", "high")
     p = parse_key(k)
-    assert p.namespace == NS and p.kind == "tier" and p.tier == "high" and p.label == "female_vocalists"
+    assert (
+        p.namespace == NS
+        and p.kind == "tier"
+        and p.tier == "high"
+        and p.label == "female_vocalists"
+    )
     s = parse_key(score_key(NS, "female vocalists"))
     assert s.kind == "score" and s.tag == "female_vocalists"
     assert parse_key(provenance_key(NS)).kind == "provenance"
-    assert parse_key("NOM:ONNX_MUSICNN_MSD-1_MSD50_1_HAPPY").key == "nom:onnx_musicnn_msd-1_msd50_1_happy"
+    assert (
+        parse_key("NOM:ONNX_MUSICNN_MSD-1_MSD50_1_HAPPY").key
+        == "nom:onnx_musicnn_msd-1_msd50_1_happy"
+    )
 
 
-@pytest.mark.parametrize("bad", ["essentia:happy", "nom:onnx_musicnn_happy", "nom:onnx_mus.icnn_msd-1_msd50_1_x",
-                                 "nom:onnx_musicnn_msd-1_msd50_1_hap py"])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "essentia:happy",
+        "nom:onnx_musicnn_happy",
+        "nom:onnx_mus.icnn_msd-1_msd50_1_x",
+        "nom:onnx_musicnn_msd-1_msd50_1_hap py",
+    ],
+)
 def test_parse_rejects(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_key(bad)

@@ -6,18 +6,29 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from agent.store import Analysis, Store
-from agent.vindex import VectorIndex
+from nomarr.store import Analysis, Store
+from nomarr.vindex import VectorIndex
 
 
 def _fill(st: Store, ids: range, rng: np.random.Generator, dim: int = 24) -> None:
     with st.tx():
         for _ in ids:
             rid = st.new_recording(30.0, [])
-            st.put_analysis(rid, Analysis(rid, "m1", "nom:x_", "p", "full", [], 1, None,
-                                          {"happy": float(rng.random()), "sad": float(rng.random())}),
-                            rng.standard_normal(dim).astype(np.float32))  # fmt: skip
+            st.put_analysis(
+                rid,
+                Analysis(
+                    rid,
+                    "m1",
+                    "nom:x_",
+                    "p",
+                    "full",
+                    [],
+                    1,
+                    None,
+                    {"happy": float(rng.random()), "sad": float(rng.random())},
+                ),
+                rng.standard_normal(dim).astype(np.float32),
+            )
 
 
 def test_same_answers_as_vec0_and_follows_commits(tmp_path: Path) -> None:

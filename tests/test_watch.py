@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-
-from agent import watch
-from agent.watch import LibrarySpec, LibraryWatcher
+from nomarr import watch
+from nomarr.watch import LibrarySpec, LibraryWatcher
 
 SETTLE = 0.3
 DEBOUNCE = 0.1
@@ -392,9 +391,14 @@ def test_stop_is_idempotent_and_leaves_no_tasks(tmp_path: Path) -> None:
 
     async def main() -> None:
         w = LibraryWatcher(
-            [event_lib(tmp_path / "a"), LibrarySpec(str(tmp_path / "b"), "poll", poll_interval_s=0.1)],
-            rec, settle_s=SETTLE, debounce_s=DEBOUNCE,
-        )  # fmt: skip
+            [
+                event_lib(tmp_path / "a"),
+                LibrarySpec(str(tmp_path / "b"), "poll", poll_interval_s=0.1),
+            ],
+            rec,
+            settle_s=SETTLE,
+            debounce_s=DEBOUNCE,
+        )
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         await w.stop()  # before start: nothing to do

@@ -161,11 +161,16 @@ class Summary:
 
     def line(self) -> str:
         analysed = self.by_path + self.uploaded
-        parts = [f"{self.total} items: {analysed} analysed ({self.by_path} by path, {self.uploaded} uploaded)",
-                 f"{self.current} already current", f"{self.failed} failed"]  # fmt: skip
+        parts = [
+            f"{self.total} items: {analysed} analysed ({self.by_path} by path, {self.uploaded} uploaded)",
+            f"{self.current} already current",
+            f"{self.failed} failed",
+        ]
         out = ", ".join(parts)
         if self.written or self.write_failed:
-            out += f"; {self.written} files written" + (f", {self.write_failed} not writable" if self.write_failed else "")
+            out += f"; {self.written} files written" + (
+                f", {self.write_failed} not writable" if self.write_failed else ""
+            )
         return out
 
 
@@ -174,22 +179,24 @@ class NomarrPlugin(BeetsPlugin):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config.add({
-            "url": "",  # empty: find the agent with zeroconf (DESIGN §6)
-            "token": "",
-            "agent_id": "",  # pin an agent; empty: pinned on first discovery (stored in nomarr.json)
-            "auto": True,
-            "write": True,
-            "force": False,
-            "models": [],  # empty: the agent's own default models
-            "upload": "auto",  # auto: send the audio when the agent cannot see the same path
-            "path_map": {},  # agent path prefix → this machine's prefix, for shared libraries
-            "workers": 2,  # files in flight at once (the agent has its own worker cap)
-            "timeout": 600,  # seconds for one analysis
-            "discovery_timeout": 3,
-            "limit": 20,  # default -n for similar and playlists
-            "scan_imports": True,  # ask the agent to index imported files that lie in its roots
-        })  # fmt: skip
+        self.config.add(
+            {
+                "url": "",  # empty: find the agent with zeroconf (DESIGN §6)
+                "token": "",
+                "agent_id": "",  # pin an agent; empty: pinned on first discovery (stored in nomarr.json)
+                "auto": True,
+                "write": True,
+                "force": False,
+                "models": [],  # empty: the agent's own default models
+                "upload": "auto",  # auto: send the audio when the agent cannot see the same path
+                "path_map": {},  # agent path prefix → this machine's prefix, for shared libraries
+                "workers": 2,  # files in flight at once (the agent has its own worker cap)
+                "timeout": 600,  # seconds for one analysis
+                "discovery_timeout": 3,
+                "limit": 20,  # default -n for similar and playlists
+                "scan_imports": True,  # ask the agent to index imported files that lie in its roots
+            }
+        )
         self.config["token"].redact = True
         self._client: SyncNomarrClient | None = None
         self._client_lock = threading.Lock()
@@ -283,9 +290,13 @@ class NomarrPlugin(BeetsPlugin):
             token = self.config["token"].as_str().strip() or None
             pin = self.config["agent_id"].as_str().strip() or self._state.get("agent_id") or None
             try:
-                c = SyncNomarrClient.discover(url=url, token=token, agent_id=pin,
-                                              timeout=float(self.config["discovery_timeout"].get(float)),
-                                              long_timeout=float(self.config["timeout"].get(float)))  # fmt: skip
+                c = SyncNomarrClient.discover(
+                    url=url,
+                    token=token,
+                    agent_id=pin,
+                    timeout=float(self.config["discovery_timeout"].get(float)),
+                    long_timeout=float(self.config["timeout"].get(float)),
+                )
                 try:
                     st = c.verify()  # the token, and the pin when one is set
                 except BaseException:
@@ -295,7 +306,11 @@ class NomarrPlugin(BeetsPlugin):
                 self._log.debug("agent unavailable: {!r}", e)
                 self._unavailable = _one_line(e, url)
                 raise AgentUnavailable(None, e.code, self._unavailable) from e
-            if not url and not self.config["agent_id"].as_str().strip() and self._state.get("agent_id") != st.agent_id:
+            if (
+                not url
+                and not self.config["agent_id"].as_str().strip()
+                and self._state.get("agent_id") != st.agent_id
+            ):
                 self._state["agent_id"] = st.agent_id  # paired: later runs ignore other agents
                 self._save_state()
                 self._log.info("paired with agent {} at {}", st.agent_id, c.base_url)
@@ -316,10 +331,16 @@ class NomarrPlugin(BeetsPlugin):
             known = {m.id: m for m in ml.items}
             missing = [m for m in wanted if m not in known or not known[m].installed]
             if missing:
-                raise BadRequest(None, "model-missing", f"the agent has no installed model {', '.join(missing)} "
-                                 "(`nomarr models pull ID` on the agent's machine, or fix nomarr.models)")  # fmt: skip
+                raise BadRequest(
+                    None,
+                    "model-missing",
+                    f"the agent has no installed model {', '.join(missing)} "
+                    "(`nomarr models pull ID` on the agent's machine, or fix nomarr.models)",
+                )
             use = [known[m] for m in wanted] if wanted else [m for m in ml.items if m.default]
-            self._groups = {m.tag_prefix: m.provenance for m in use if m.tag_prefix and m.provenance}
+            self._groups = {
+                m.tag_prefix: m.provenance for m in use if m.tag_prefix and m.provenance
+            }
         return self._groups
 
     def _models(self) -> list[str]:
@@ -365,12 +386,20 @@ class NomarrPlugin(BeetsPlugin):
         if agent_path is not None:
             try:
                 return c.analyze(agent_path, models=models), "path"
-            except (Forbidden, NotFound, BadRequest) as e:  # another file under that name, or not visible
+            except (
+                Forbidden,
+                NotFound,
+                BadRequest,
+            ) as e:  # another file under that name, or not visible
                 if mode == "no" or e.code == "model-missing":
                     raise
                 self._log.debug("{}: agent cannot use the path ({}); uploading", local, e)
         elif mode == "no":
-            raise NotFound(None, "not-found", f"the agent's roots do not hold {local} and upload is off (nomarr.upload)")
+            raise NotFound(
+                None,
+                "not-found",
+                f"the agent's roots do not hold {local} and upload is off (nomarr.upload)",
+            )
         return c.analyze_file(local, models=models), "upload"
 
     def apply(self, item: Item, resp: api.AnalyzeResponse) -> bool:
@@ -380,7 +409,11 @@ class NomarrPlugin(BeetsPlugin):
         item says exactly what the file will say once written.
         """
         groups = self.groups()
-        tags = {k.lower(): v for k, v in resp.tags.items() if any(k.lower().startswith(p) for p in groups)}
+        tags = {
+            k.lower(): v
+            for k, v in resp.tags.items()
+            if any(k.lower().startswith(p) for p in groups)
+        }
         if not tags:
             return False
         self._register_fields([field_of(k) for k in tags])
@@ -400,9 +433,13 @@ class NomarrPlugin(BeetsPlugin):
     def is_current(self, item: Item) -> bool:
         """The item carries the provenance the agent would record now for every model we ask for."""
         groups = self.groups()
-        return bool(groups) and all(item.get(field_of(p + "provenance")) == prov for p, prov in groups.items())
+        return bool(groups) and all(
+            item.get(field_of(p + "provenance")) == prov for p, prov in groups.items()
+        )
 
-    def run(self, items: Sequence[Item], *, write: bool, force: bool, progress: bool = True) -> Summary:
+    def run(
+        self, items: Sequence[Item], *, write: bool, force: bool, progress: bool = True
+    ) -> Summary:
         """Analyse items (several in flight), store the fields, write the files when asked."""
         s = Summary(total=len(items))
         todo = []
@@ -417,7 +454,8 @@ class NomarrPlugin(BeetsPlugin):
         shown = _Progress(len(todo), show=progress)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nomarr") as pool:
             futures: list[tuple[Item, Future[tuple[api.AnalyzeResponse, str]]]] = [
-                (item, pool.submit(self.analyze_file, os.fsdecode(item.path))) for item in todo]  # fmt: skip
+                (item, pool.submit(self.analyze_file, os.fsdecode(item.path))) for item in todo
+            ]
             try:
                 for item, fut in futures:
                     self._finish(item, fut, s, write)
@@ -428,7 +466,9 @@ class NomarrPlugin(BeetsPlugin):
                 raise
         return s
 
-    def _finish(self, item: Item, fut: Future[tuple[api.AnalyzeResponse, str]], s: Summary, write: bool) -> None:
+    def _finish(
+        self, item: Item, fut: Future[tuple[api.AnalyzeResponse, str]], s: Summary, write: bool
+    ) -> None:
         try:
             resp, how = fut.result()
         except (AgentUnavailable, Unauthorized):
@@ -457,7 +497,9 @@ class NomarrPlugin(BeetsPlugin):
     def nom_tags(self, item: Item) -> dict[str, Any]:
         """The nom: media fields to write for an item: its values, and None (delete) for every
         other registered field of the model builds it carries."""
-        have = {f: item.get(f) for f in item.keys() if f.startswith(FIELD_PREFIX) and f in self._fields}
+        have = {
+            f: item.get(f) for f in item.keys() if f.startswith(FIELD_PREFIX) and f in self._fields
+        }
         groups = {group_of(f) for f in have}
         out: dict[str, Any] = {f: None for f in self._fields if group_of(f) in groups}
         out.update(have)
@@ -477,7 +519,9 @@ class NomarrPlugin(BeetsPlugin):
             mf.update(tags)
             mf.save()
         except (mediafile.UnreadableFileError, OSError) as e:
-            self._log.warning("could not write nom: tags into {}: {}", util.displayable_path(item.path), e)
+            self._log.warning(
+                "could not write nom: tags into {}: {}", util.displayable_path(item.path), e
+            )
             return False
         item.mtime = item.current_mtime()
         item.store()
@@ -501,10 +545,14 @@ class NomarrPlugin(BeetsPlugin):
         if not items or self._unavailable:
             return
         try:
-            s = self.run(items, write=False, force=bool(self.config["force"].get(bool)), progress=False)
+            s = self.run(
+                items, write=False, force=bool(self.config["force"].get(bool)), progress=False
+            )
         except NomarrError as e:  # the agent as a whole cannot help (per-file failures are counted)
             self._unavailable = self._unavailable or _msg(e)
-            self._log.error("{}", _msg(e).removeprefix("nomarr: "))  # once: later tasks skip quietly
+            self._log.error(
+                "{}", _msg(e).removeprefix("nomarr: ")
+            )  # once: later tasks skip quietly
             return
         self._log.info("{}", s.line())
 
@@ -515,7 +563,11 @@ class NomarrPlugin(BeetsPlugin):
             for item in items:
                 if any(f.startswith(FIELD_PREFIX) for f in item.keys()):
                     self.write_item(item)
-        if self.config["scan_imports"].get(bool) and not self._unavailable and self._client is not None:
+        if (
+            self.config["scan_imports"].get(bool)
+            and not self._unavailable
+            and self._client is not None
+        ):
             # files that landed inside the agent's roots join its index now (similarity, playlists),
             # even where it only polls that folder
             try:
@@ -528,26 +580,55 @@ class NomarrPlugin(BeetsPlugin):
     # -- commands -----------------------------------------------------------------------------
 
     def commands(self) -> list[ui.Subcommand]:
-        analyse = ui.Subcommand("nomarr", help="score items with the nomarr agent (moods, genres) into nom_* fields")
-        analyse.parser.add_option("-f", "--force", action="store_true", default=None,
-                                  help="re-analyse items that already carry the current provenance")  # fmt: skip
-        analyse.parser.add_option("-w", "--write", action="store_true", default=None,
-                                  help="write the nom: keys into the files (default: nomarr.write)")  # fmt: skip
-        analyse.parser.add_option("-W", "--nowrite", action="store_false", dest="write",
-                                  help="database only, leave the files alone")  # fmt: skip
+        analyse = ui.Subcommand(
+            "nomarr", help="score items with the nomarr agent (moods, genres) into nom_* fields"
+        )
+        analyse.parser.add_option(
+            "-f",
+            "--force",
+            action="store_true",
+            default=None,
+            help="re-analyse items that already carry the current provenance",
+        )
+        analyse.parser.add_option(
+            "-w",
+            "--write",
+            action="store_true",
+            default=None,
+            help="write the nom: keys into the files (default: nomarr.write)",
+        )
+        analyse.parser.add_option(
+            "-W",
+            "--nowrite",
+            action="store_false",
+            dest="write",
+            help="database only, leave the files alone",
+        )
         analyse.func = self._cmd_analyse
 
-        similar = ui.Subcommand("nomarr-similar", help="items that sound like the (first) matching item")
-        similar.parser.add_option("-n", "--number", type="int", default=None, help="how many (default: nomarr.limit)")
-        similar.parser.add_option("--distinct", action="store_true", default=False,
-                                  help="leave out other copies of the same recording")  # fmt: skip
+        similar = ui.Subcommand(
+            "nomarr-similar", help="items that sound like the (first) matching item"
+        )
+        similar.parser.add_option(
+            "-n", "--number", type="int", default=None, help="how many (default: nomarr.limit)"
+        )
+        similar.parser.add_option(
+            "--distinct",
+            action="store_true",
+            default=False,
+            help="leave out other copies of the same recording",
+        )
         similar.parser.add_format_option()
         similar.func = self._cmd_similar
 
         playlist = ui.Subcommand("nomarr-playlist", help="the items scoring highest for a mood")
         playlist.parser.add_option("--mood", help="a label the agent scores (see --list)")
-        playlist.parser.add_option("--list", action="store_true", default=False, help="list the moods the agent knows")
-        playlist.parser.add_option("-n", "--number", type="int", default=None, help="how many (default: nomarr.limit)")
+        playlist.parser.add_option(
+            "--list", action="store_true", default=False, help="list the moods the agent knows"
+        )
+        playlist.parser.add_option(
+            "-n", "--number", type="int", default=None, help="how many (default: nomarr.limit)"
+        )
         playlist.parser.add_option("-o", "--output", help="write an M3U playlist to this file")
         playlist.parser.add_format_option()
         playlist.func = self._cmd_playlist
@@ -578,7 +659,9 @@ class NomarrPlugin(BeetsPlugin):
         except NomarrError as e:
             raise ui.UserError(_msg(e)) from None
         # seeded by an upload, the agent does not know the seed: its own copy comes back first
-        self._print_mapped(lib, hits.items, opts.format, score=lambda h: f"{h.similarity:.3f}", exclude={seed.id})
+        self._print_mapped(
+            lib, hits.items, opts.format, score=lambda h: f"{h.similarity:.3f}", exclude={seed.id}
+        )
 
     def similar_hits(self, seed: Item, n: int, distinct: bool) -> api.HitList:
         """The agent's neighbours of a beets item: by the agent's own track when it has one
@@ -607,7 +690,12 @@ class NomarrPlugin(BeetsPlugin):
         if item.get("isrc"):
             tries.append({"isrc": item["isrc"]})
         if item.get("acoustid_fingerprint"):
-            tries.append({"fingerprint": item["acoustid_fingerprint"], "duration": item.get("length") or None})
+            tries.append(
+                {
+                    "fingerprint": item["acoustid_fingerprint"],
+                    "duration": item.get("length") or None,
+                }
+            )
         for q in tries:
             try:
                 found = c.lookup(**q)
@@ -657,13 +745,21 @@ class NomarrPlugin(BeetsPlugin):
             if it is not None:
                 return it
         if t.title and t.artist:
-            for cand in lib.items(AndQuery([MatchQuery("title", t.title), MatchQuery("artist", t.artist)])):
+            for cand in lib.items(
+                AndQuery([MatchQuery("title", t.title), MatchQuery("artist", t.artist)])
+            ):
                 if t.duration is None or abs((cand.length or 0.0) - t.duration) <= 2.0:
                     return cand
         return None
 
-    def _print_mapped(self, lib: Library, hits: Sequence[api.Hit], fmt: str | None, score: Callable[[api.Hit], str],
-                      exclude: Collection[int] = ()) -> None:  # fmt: skip
+    def _print_mapped(
+        self,
+        lib: Library,
+        hits: Sequence[api.Hit],
+        fmt: str | None,
+        score: Callable[[api.Hit], str],
+        exclude: Collection[int] = (),
+    ) -> None:
         mapped = self.map_hits(lib, hits)
         for h, it in mapped:
             if it.id in exclude:
@@ -705,12 +801,16 @@ def _msg(e: BaseException) -> str:
 def _one_line(e: NomarrError, url: str | None) -> str:
     """What to tell a beets user whose agent cannot be used, and what to do about it."""
     if isinstance(e, Unauthorized):
-        return ("nomarr: the agent refused the token: set nomarr.token to the agent's token "
-                "(~/.config/nomarr/token on its machine)")  # fmt: skip
+        return (
+            "nomarr: the agent refused the token: set nomarr.token to the agent's token "
+            "(~/.config/nomarr/token on its machine)"
+        )
     if e.code == "wrong-agent":
         return f"{_msg(e)} (set nomarr.agent_id, or delete the pin in nomarr.json beside beets' config)"
     if isinstance(e, AgentUnavailable) and url:
-        return f"nomarr: no agent reachable at {url}: start it with `nomarr serve`, or fix nomarr.url"
+        return (
+            f"nomarr: no agent reachable at {url}: start it with `nomarr serve`, or fix nomarr.url"
+        )
     if isinstance(e, AgentUnavailable):
         found = getattr(e, "agents", None) or []
         if len(found) > 1:
@@ -735,7 +835,13 @@ class _Progress:
     only the summary, for scripts."""
 
     def __init__(self, total: int, show: bool = True) -> None:
-        self.total, self.done_n, self.t0, self.last, self.show = total, 0, time.monotonic(), 0.0, show
+        self.total, self.done_n, self.t0, self.last, self.show = (
+            total,
+            0,
+            time.monotonic(),
+            0.0,
+            show,
+        )
 
     def step(self) -> None:
         self.done_n += 1
@@ -744,5 +850,9 @@ class _Progress:
             self.last = now
             rate = self.done_n / max(now - self.t0, 1e-9)
             eta = (self.total - self.done_n) / rate if rate > 0 else 0
-            print(f"nomarr: {self.done_n}/{self.total} ({100 * self.done_n // self.total}%) "
-                  f"{rate:.1f} items/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"nomarr: {self.done_n}/{self.total} ({100 * self.done_n // self.total}%) "
+                f"{rate:.1f} items/s, ETA {int(eta) // 60}:{int(eta) % 60:02d}",
+                file=sys.stderr,
+                flush=True,
+            )

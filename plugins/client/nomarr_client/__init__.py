@@ -40,6 +40,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AgentUnavailable", "BadRequest", "Forbidden", "ModelMissing", "NomarrClient", "NomarrError", "NotFound",
-    "ServerError", "SyncNomarrClient", "Unauthorized", "models", "normalize_base_url",
-]  # fmt: skip
+    "AgentUnavailable",
+    "BadRequest",
+    "Forbidden",
+    "ModelMissing",
+    "NomarrClient",
+    "NomarrError",
+    "NotFound",
+    "ServerError",
+    "SyncNomarrClient",
+    "Unauthorized",
+    "models",
+    "normalize_base_url",
+]

@@ -55,10 +55,14 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 USER_AGENT = f"nomarr-client (api {api.API_VERSION})"
-TOKEN_HINT = ("the agent keeps its token in ~/.config/nomarr/token ($XDG_CONFIG_HOME/nomarr/token) "
-              "on the agent's machine; copy it into this plugin's configuration")  # fmt: skip
-CONFIG_HINT = ("set the agent URL in the plugin's configuration (e.g. http://host:8080), or leave it "
-               "empty to discover the agent on the local network")  # fmt: skip
+TOKEN_HINT = (
+    "the agent keeps its token in ~/.config/nomarr/token ($XDG_CONFIG_HOME/nomarr/token) "
+    "on the agent's machine; copy it into this plugin's configuration"
+)
+CONFIG_HINT = (
+    "set the agent URL in the plugin's configuration (e.g. http://host:8080), or leave it "
+    "empty to discover the agent on the local network"
+)
 TRACK_STATUSES = ("ok", "failed", "missing", "all")
 MAX_PAGE = 1000  # the agent's upper bound for GET /tracks?limit=
 _RETRY_STATUSES = frozenset({502, 503, 504})
@@ -78,8 +82,13 @@ class NomarrError(Exception):
     ``wrong-agent``, ``invalid-url``), ``message`` a sentence for people.
     """
 
-    def __init__(self, status: int | None, code: str, message: str,
-                 details: list[dict[str, object]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        details: list[dict[str, object]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -98,8 +107,16 @@ class AgentUnavailable(NomarrError):
     """No answer from the agent after the configured retries: connection refused, DNS failure,
     timeout, or no agent found on the network. ``attempts`` says how many requests were tried."""
 
-    def __init__(self, status: int | None, code: str, message: str, details: list[dict[str, object]] | None = None,
-                 *, attempts: int = 0, agents: Sequence[object] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        details: list[dict[str, object]] | None = None,
+        *,
+        attempts: int = 0,
+        agents: Sequence[object] = (),
+    ) -> None:
         super().__init__(status, code, message, details)
         self.attempts = attempts
         self.agents = list(agents)  # discovery failures: what was found, for a UI to offer
@@ -130,9 +147,20 @@ class ServerError(NomarrError):
     """5xx: the agent (or a proxy in front of it) failed; retried first where that is safe."""
 
 
-_STATUS_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-                 405: "method-not-allowed", 409: "conflict", 413: "too-large", 415: "unsupported-media-type",
-                 422: "unprocessable", 502: "bad-gateway", 503: "unavailable", 504: "gateway-timeout"}  # fmt: skip
+_STATUS_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "unprocessable",
+    502: "bad-gateway",
+    503: "unavailable",
+    504: "gateway-timeout",
+}
 
 
 def _error_class(status: int, code: str) -> type[NomarrError]:
@@ -155,8 +183,10 @@ def _invalid(e: ValidationError) -> BadRequest:
     for err in e.errors()[:5]:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "request"
         parts.append(f"{loc}: {err.get('msg')}")
-    details: list[dict[str, object]] = [{"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))}
-                                        for err in e.errors()[:20]]  # fmt: skip
+    details: list[dict[str, object]] = [
+        {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in e.errors()[:20]
+    ]
     return BadRequest(None, "bad-request", "; ".join(parts) or "invalid request", details)
 
 
@@ -172,7 +202,11 @@ def normalize_base_url(url: str) -> str:
     ``/nomarr/api/v1``) is kept as written. Same rule as discovery's, without importing zeroconf."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise NomarrError(None, "invalid-url", f"agent URL {url!r} is not an http(s) URL with a host; {CONFIG_HINT}")
+        raise NomarrError(
+            None,
+            "invalid-url",
+            f"agent URL {url!r} is not an http(s) URL with a host; {CONFIG_HINT}",
+        )
     path = parts.path.rstrip("/") or api.API_PREFIX
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
@@ -202,10 +236,19 @@ class NomarrClient:
     One instance belongs to one event loop; from synchronous code use :class:`SyncNomarrClient`.
     """
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                 connect_timeout: float = 5.0, retries: int = 2, backoff: float = 0.5,
-                 session: aiohttp.ClientSession | None = None, agent_id: str | None = None,
-                 long_timeout: float = 600.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        session: aiohttp.ClientSession | None = None,
+        agent_id: str | None = None,
+        long_timeout: float = 600.0,
+    ) -> None:
         if retries < 0 or backoff < 0 or timeout <= 0 or connect_timeout <= 0 or long_timeout <= 0:
             raise ValueError("retries and backoff must be >= 0, timeouts > 0")
         self.base_url = normalize_base_url(base_url)
@@ -227,8 +270,15 @@ class NomarrClient:
     # -- lifecycle --------------------------------------------------------------------------
 
     @classmethod
-    async def discover(cls, *, url: str | None = None, token: str | None = None, agent_id: str | None = None,
-                       timeout: float = 3.0, **kw: Any) -> NomarrClient:  # fmt: skip
+    async def discover(
+        cls,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        agent_id: str | None = None,
+        timeout: float = 3.0,
+        **kw: Any,
+    ) -> NomarrClient:
         """A client for the configured ``url``, else for the agent found on the local network.
 
         A configured URL wins and costs no network traffic (it may reach across subnets mDNS never
@@ -242,11 +292,15 @@ class NomarrClient:
         try:  # imported only now: zeroconf is only needed when browsing
             from .discovery import DiscoveryError, find_agent
         except Exception as e:  # a broken or missing zeroconf must not break configured-URL use
-            raise AgentUnavailable(None, "unavailable", f"agent discovery is not available ({e}); {CONFIG_HINT}") from e
+            raise AgentUnavailable(
+                None, "unavailable", f"agent discovery is not available ({e}); {CONFIG_HINT}"
+            ) from e
         try:
             base = await find_agent(None, agent_id, timeout)
         except DiscoveryError as e:
-            raise AgentUnavailable(None, "not-discovered", f"{e}; {CONFIG_HINT}", agents=e.agents) from e
+            raise AgentUnavailable(
+                None, "not-discovered", f"{e}; {CONFIG_HINT}", agents=e.agents
+            ) from e
         return cls(base, token, agent_id=agent_id, **kw)
 
     async def __aenter__(self) -> NomarrClient:
@@ -277,13 +331,24 @@ class NomarrClient:
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self.backoff * (2 ** (attempt - 1))
-        if retry_after and retry_after.strip().isdigit():  # a proxy or agent saying when to come back
+        if (
+            retry_after and retry_after.strip().isdigit()
+        ):  # a proxy or agent saying when to come back
             delay = max(delay, float(retry_after))
         return min(delay, _MAX_DELAY_S)
 
-    async def _request(self, method: str, path: str, model: type[M], *, body: BaseModel | None = None,
-                       params: Sequence[tuple[str, str]] | None = None, retry: _Retry = _Retry.QUERY,
-                       upload: str | None = None, long: bool = False) -> M:  # fmt: skip
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: BaseModel | None = None,
+        params: Sequence[tuple[str, str]] | None = None,
+        retry: _Retry = _Retry.QUERY,
+        upload: str | None = None,
+        long: bool = False,
+    ) -> M:
         """One API call with retries; ``upload`` is a local file streamed as the body, ``long``
         picks ``long_timeout`` (analysis, uploads, downloads)."""
         session = self._get_session()
@@ -304,53 +369,100 @@ class NomarrClient:
             failure: BaseException
             reason: str
             try:
-                status, raw, retry_after = await self._send(session, method, url, headers, params, data, upload, timeout)
+                status, raw, retry_after = await self._send(
+                    session, method, url, headers, params, data, upload, timeout
+                )
             except aiohttp.ClientSSLError as e:  # retrying cannot fix a certificate
-                raise AgentUnavailable(None, "unavailable", f"TLS failure talking to the agent at {self.base_url}: {e}",
-                                       attempts=attempt) from e  # fmt: skip
+                raise AgentUnavailable(
+                    None,
+                    "unavailable",
+                    f"TLS failure talking to the agent at {self.base_url}: {e}",
+                    attempts=attempt,
+                ) from e
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 # the connection was never made, so nothing reached the agent: always safe to retry
                 failure, reason, retryable = e, f"cannot connect: {e}", True
             except TimeoutError as e:
-                failure, reason, retryable = e, f"no answer within {total:g} s", retry is _Retry.QUERY
+                failure, reason, retryable = (
+                    e,
+                    f"no answer within {total:g} s",
+                    retry is _Retry.QUERY,
+                )
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 failure, reason, retryable = e, f"connection lost: {e}", retry is not _Retry.CONNECT
-            except aiohttp.ClientError as e:  # not HTTP as aiohttp knows it: something else on that port
-                what = " ".join(str(getattr(e, "message", "") or e or type(e).__name__).split())[:200]
-                raise NomarrError(None, "bad-response", f"{method} {self.base_url}{path} did not get an HTTP answer "
-                                  f"({what}); is {self.base_url} a nomarr agent?") from e  # fmt: skip
+            except (
+                aiohttp.ClientError
+            ) as e:  # not HTTP as aiohttp knows it: something else on that port
+                what = " ".join(str(getattr(e, "message", "") or e or type(e).__name__).split())[
+                    :200
+                ]
+                raise NomarrError(
+                    None,
+                    "bad-response",
+                    f"{method} {self.base_url}{path} did not get an HTTP answer "
+                    f"({what}); is {self.base_url} a nomarr agent?",
+                ) from e
             else:
                 if status in _RETRY_STATUSES and retry is not _Retry.CONNECT and attempt < attempts:
                     delay = self._delay(attempt, retry_after)
-                    log.info("agent answered %s; retrying in %.2f s", status, delay,
-                             extra={"url": str(url), "attempt": attempt})  # fmt: skip
+                    log.info(
+                        "agent answered %s; retrying in %.2f s",
+                        status,
+                        delay,
+                        extra={"url": str(url), "attempt": attempt},
+                    )
                     await asyncio.sleep(delay)
                     continue
                 return self._parse(status, raw, model, method, path)
             if not retryable or attempt == attempts:
-                code = "timeout" if isinstance(failure, TimeoutError) and not isinstance(
-                    failure, aiohttp.ConnectionTimeoutError) else "unavailable"  # fmt: skip
-                raise AgentUnavailable(None, code, f"no answer from the nomarr agent at {self.base_url} ({reason}; "
-                                       f"{attempt} attempt{'s' if attempt > 1 else ''}): the agent may be down or "
-                                       f"unreachable; start it with `nomarr serve`, or {CONFIG_HINT}",
-                                       attempts=attempt) from failure  # fmt: skip
+                code = (
+                    "timeout"
+                    if isinstance(failure, TimeoutError)
+                    and not isinstance(failure, aiohttp.ConnectionTimeoutError)
+                    else "unavailable"
+                )
+                raise AgentUnavailable(
+                    None,
+                    code,
+                    f"no answer from the nomarr agent at {self.base_url} ({reason}; "
+                    f"{attempt} attempt{'s' if attempt > 1 else ''}): the agent may be down or "
+                    f"unreachable; start it with `nomarr serve`, or {CONFIG_HINT}",
+                    attempts=attempt,
+                ) from failure
             delay = self._delay(attempt, None)
-            log.info("request failed (%s); retrying in %.2f s", reason, delay, extra={"url": str(url), "attempt": attempt})
+            log.info(
+                "request failed (%s); retrying in %.2f s",
+                reason,
+                delay,
+                extra={"url": str(url), "attempt": attempt},
+            )
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    async def _send(self, session: aiohttp.ClientSession, method: str, url: URL, headers: dict[str, str],
-                    params: Sequence[tuple[str, str]] | None, data: bytes | None, upload: str | None,
-                    timeout: aiohttp.ClientTimeout) -> tuple[int, bytes, str | None]:  # fmt: skip
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        params: Sequence[tuple[str, str]] | None,
+        data: bytes | None,
+        upload: str | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> tuple[int, bytes, str | None]:
         if upload is None:
-            async with session.request(method, url, headers=headers, params=params, data=data, timeout=timeout) as r:
+            async with session.request(
+                method, url, headers=headers, params=params, data=data, timeout=timeout
+            ) as r:
                 return r.status, await r.read(), r.headers.get("Retry-After")
         # A file object: aiohttp sends its size as Content-Length (the agent can refuse an oversized
         # upload before reading it) and streams it in fixed-size reads (256 KiB in aiohttp 3.12) on a
         # worker thread, so the file is never held in memory whatever its size. Reopened per attempt: a retried upload starts from the first byte.
         f = await asyncio.to_thread(open, upload, "rb")
         try:
-            async with session.request(method, url, headers=headers, params=params, data=f, timeout=timeout) as r:
+            async with session.request(
+                method, url, headers=headers, params=params, data=f, timeout=timeout
+            ) as r:
                 return r.status, await r.read(), r.headers.get("Retry-After")
         finally:
             await asyncio.to_thread(f.close)
@@ -362,9 +474,13 @@ class NomarrClient:
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(x) for x in first.get("loc", ())) or "body"
-                raise NomarrError(status, "bad-response", f"{method} {self.base_url}{path} answered with something that "
-                                  f"is not a nomarr {model.__name__} ({where}: {first.get('msg')}); is "
-                                  f"{self.base_url} a nomarr agent (API v{api.API_VERSION})?") from e  # fmt: skip
+                raise NomarrError(
+                    status,
+                    "bad-response",
+                    f"{method} {self.base_url}{path} answered with something that "
+                    f"is not a nomarr {model.__name__} ({where}: {first.get('msg')}); is "
+                    f"{self.base_url} a nomarr agent (API v{api.API_VERSION})?",
+                ) from e
         raise self._error(status, raw, method, path)
 
     def _error(self, status: int, raw: bytes, method: str, path: str) -> NomarrError:
@@ -376,7 +492,9 @@ class NomarrClient:
             code, message, details = err.code, err.message, err.details
         except (ValidationError, ValueError):  # not the agent's error shape: a proxy's page, say
             text = raw[:300].decode("utf-8", "replace").strip()
-            message = f"HTTP {status} from {method} {self.base_url}{path}" + (f": {text}" if text else "")
+            message = f"HTTP {status} from {method} {self.base_url}{path}" + (
+                f": {text}" if text else ""
+            )
         if status == 401:
             what = "no token was given" if not self.token else "the token was refused (wrong token)"
             message = f"the agent at {self.base_url} needs a token and {what}: {TOKEN_HINT}"
@@ -406,26 +524,38 @@ class NomarrClient:
 
     def _check_pin(self, st: api.Status) -> None:
         if self.agent_id is not None and st.agent_id.strip().lower() != self.agent_id:
-            raise NomarrError(None, "wrong-agent", f"the agent at {self.base_url} has id {st.agent_id}, not the paired "
-                              f"agent {self.agent_id}: fix the configured URL, or pair the plugin again "
-                              "(clear the pinned agent id)")  # fmt: skip
+            raise NomarrError(
+                None,
+                "wrong-agent",
+                f"the agent at {self.base_url} has id {st.agent_id}, not the paired "
+                f"agent {self.agent_id}: fix the configured URL, or pair the plugin again "
+                "(clear the pinned agent id)",
+            )
 
     async def scan(self, paths: Sequence[str] | None = None) -> api.ScanQueued:
         """Queue a rescan of ``paths`` (default: every library root). Not retried after the
         request may have arrived: a duplicate would queue the work twice."""
-        req = _build(api.ScanRequest, paths=None if paths is None else [os.fspath(p) for p in paths])
+        req = _build(
+            api.ScanRequest, paths=None if paths is None else [os.fspath(p) for p in paths]
+        )
         return await self._request("POST", "/scan", api.ScanQueued, body=req, retry=_Retry.CONNECT)
 
     # -- tracks -----------------------------------------------------------------------------
 
-    async def tracks(self, offset: int = 0, limit: int = 100, status: str = "ok",
-                     under: str | Sequence[str] | None = None) -> api.TrackPage:  # fmt: skip
+    async def tracks(
+        self,
+        offset: int = 0,
+        limit: int = 100,
+        status: str = "ok",
+        under: str | Sequence[str] | None = None,
+    ) -> api.TrackPage:
         """One page of tracks ordered by id; ``under`` restricts to folders inside the roots."""
         params = _track_params(offset, limit, status, under)
         return await self._request("GET", "/tracks", api.TrackPage, params=params)
 
-    async def iter_tracks(self, status: str = "ok", under: str | Sequence[str] | None = None,
-                          page_size: int = 500) -> AsyncIterator[api.Track]:  # fmt: skip
+    async def iter_tracks(
+        self, status: str = "ok", under: str | Sequence[str] | None = None, page_size: int = 500
+    ) -> AsyncIterator[api.Track]:
         """Every track, fetched a page at a time (memory stays one page whatever the library size).
 
         Offset paging: tracks added or removed while iterating may be skipped or seen twice.
@@ -442,14 +572,22 @@ class NomarrClient:
         """One track with its analyses, tiers and the ``nom:`` tags written to it."""
         return await self._request("GET", f"/tracks/{_track_id(id)}", api.TrackDetail)
 
-    async def lookup(self, path: str | None = None, fingerprint: str | None = None, duration: float | None = None,
-                     mbid: str | None = None, isrc: str | None = None) -> api.TrackList:  # fmt: skip
+    async def lookup(
+        self,
+        path: str | None = None,
+        fingerprint: str | None = None,
+        duration: float | None = None,
+        mbid: str | None = None,
+        isrc: str | None = None,
+    ) -> api.TrackList:
         """Tracks by library path, compressed Chromaprint fingerprint (+ its ``duration``),
         MusicBrainz recording id or ISRC: exactly one of them."""
         keys = {"path": path, "fingerprint": fingerprint, "mbid": mbid, "isrc": isrc}
         given = [(k, os.fspath(v) if k == "path" else str(v)) for k, v in keys.items() if v]
         if len(given) != 1:
-            raise BadRequest(None, "bad-request", "give exactly one of path, fingerprint, mbid, isrc")
+            raise BadRequest(
+                None, "bad-request", "give exactly one of path, fingerprint, mbid, isrc"
+            )
         if duration is not None:
             if fingerprint is None:
                 raise BadRequest(None, "bad-request", "duration goes with a fingerprint")
@@ -458,16 +596,30 @@ class NomarrClient:
 
     # -- queries ----------------------------------------------------------------------------
 
-    async def similar(self, track_id: int | None = None, path: str | None = None, vector: Sequence[float] | None = None,
-                      model: str | None = None, limit: int = 10, distinct: bool = False,
-                      filters: api.Filters | Mapping[str, Any] | None = None) -> api.HitList:  # fmt: skip
+    async def similar(
+        self,
+        track_id: int | None = None,
+        path: str | None = None,
+        vector: Sequence[float] | None = None,
+        model: str | None = None,
+        limit: int = 10,
+        distinct: bool = False,
+        filters: api.Filters | Mapping[str, Any] | None = None,
+    ) -> api.HitList:
         """Nearest tracks to a track (id or path) or a raw embedding (``vector`` with ``model``)."""
         if vector is not None and not all(math.isfinite(x) for x in vector):
             # JSON has no NaN: it would go out as null and come back as a puzzling "not a number"
             raise BadRequest(None, "bad-request", "vector must be finite (no NaN or infinity)")
-        req = _build(api.SimilarRequest, track_id=track_id, path=_opt_path(path),
-                     vector=None if vector is None else list(vector), model=model, limit=limit, distinct=distinct,
-                     filters=filters)  # fmt: skip
+        req = _build(
+            api.SimilarRequest,
+            track_id=track_id,
+            path=_opt_path(path),
+            vector=None if vector is None else list(vector),
+            model=model,
+            limit=limit,
+            distinct=distinct,
+            filters=filters,
+        )
         return await self._request("POST", "/similar", api.HitList, body=req)
 
     async def moods(self) -> api.MoodList:
@@ -478,49 +630,106 @@ class NomarrClient:
         """Every ``nom:`` key the agent has written into files, with how many tracks carry it."""
         return await self._request("GET", "/tags", api.TagKeyList)
 
-    async def mood_playlist(self, label: str, model: str | None = None, limit: int = 25, min_score: float = 0.0,
-                            filters: api.Filters | Mapping[str, Any] | None = None) -> api.Playlist:  # fmt: skip
+    async def mood_playlist(
+        self,
+        label: str,
+        model: str | None = None,
+        limit: int = 25,
+        min_score: float = 0.0,
+        filters: api.Filters | Mapping[str, Any] | None = None,
+    ) -> api.Playlist:
         """The tracks scoring highest for ``label`` (answered zero-shot when only CLAP knows it)."""
-        req = _build(api.MoodPlaylistRequest, label=label, model=model, limit=limit, min_score=min_score, filters=filters)
+        req = _build(
+            api.MoodPlaylistRequest,
+            label=label,
+            model=model,
+            limit=limit,
+            min_score=min_score,
+            filters=filters,
+        )
         return await self._request("POST", "/playlists/mood", api.Playlist, body=req)
 
-    async def radio(self, track_id: int | None = None, path: str | None = None, model: str | None = None,
-                    limit: int = 25, exclude_track_ids: Sequence[int] = (),
-                    filters: api.Filters | Mapping[str, Any] | None = None) -> api.Playlist:  # fmt: skip
+    async def radio(
+        self,
+        track_id: int | None = None,
+        path: str | None = None,
+        model: str | None = None,
+        limit: int = 25,
+        exclude_track_ids: Sequence[int] = (),
+        filters: api.Filters | Mapping[str, Any] | None = None,
+    ) -> api.Playlist:
         """The seed, then a smooth walk through its neighbours; ``exclude_track_ids`` were played."""
-        req = _build(api.RadioRequest, track_id=track_id, path=_opt_path(path), model=model, limit=limit,
-                     exclude_track_ids=list(exclude_track_ids), filters=filters)  # fmt: skip
+        req = _build(
+            api.RadioRequest,
+            track_id=track_id,
+            path=_opt_path(path),
+            model=model,
+            limit=limit,
+            exclude_track_ids=list(exclude_track_ids),
+            filters=filters,
+        )
         return await self._request("POST", "/playlists/radio", api.Playlist, body=req)
 
-    async def path_playlist(self, start: int | str, end: int | str, model: str | None = None, limit: int = 12,
-                            filters: api.Filters | Mapping[str, Any] | None = None) -> api.Playlist:  # fmt: skip
+    async def path_playlist(
+        self,
+        start: int | str,
+        end: int | str,
+        model: str | None = None,
+        limit: int = 12,
+        filters: api.Filters | Mapping[str, Any] | None = None,
+    ) -> api.Playlist:
         """A song path from ``start`` to ``end``, each a track id (int) or a library path (str)."""
-        req = _build(api.PathPlaylistRequest, start=_ref(start, "start"), end=_ref(end, "end"), model=model,
-                     limit=limit, filters=filters)  # fmt: skip
+        req = _build(
+            api.PathPlaylistRequest,
+            start=_ref(start, "start"),
+            end=_ref(end, "end"),
+            model=model,
+            limit=limit,
+            filters=filters,
+        )
         return await self._request("POST", "/playlists/path", api.Playlist, body=req)
 
-    async def text_playlist(self, text: str, limit: int = 25,
-                            filters: api.Filters | Mapping[str, Any] | None = None) -> api.Playlist:  # fmt: skip
+    async def text_playlist(
+        self, text: str, limit: int = 25, filters: api.Filters | Mapping[str, Any] | None = None
+    ) -> api.Playlist:
         """Tracks nearest to a description; :class:`ModelMissing` until a CLAP model is pulled."""
         req = _build(api.TextPlaylistRequest, text=text, limit=limit, filters=filters)
         return await self._request("POST", "/playlists/text", api.Playlist, body=req)
 
     # -- analysis ---------------------------------------------------------------------------
 
-    async def analyze(self, path: str, profile: str | None = None, models: Sequence[str] | None = None,
-                      embedding: bool = False) -> api.AnalyzeResponse:  # fmt: skip
+    async def analyze(
+        self,
+        path: str,
+        profile: str | None = None,
+        models: Sequence[str] | None = None,
+        embedding: bool = False,
+    ) -> api.AnalyzeResponse:
         """Scores and tags for a file inside a library root (the stored result when current).
 
         Nothing is written, so it is retried like a query, except after a timeout: the agent is
         then most likely still analysing, and a retry would queue the same work again.
         """
-        req = _build(api.AnalyzeRequest, path=os.fspath(path), profile=profile,
-                     models=None if models is None else list(models), embedding=embedding)  # fmt: skip
-        return await self._request("POST", "/analyze", api.AnalyzeResponse, body=req, retry=_Retry.SLOW, long=True)
+        req = _build(
+            api.AnalyzeRequest,
+            path=os.fspath(path),
+            profile=profile,
+            models=None if models is None else list(models),
+            embedding=embedding,
+        )
+        return await self._request(
+            "POST", "/analyze", api.AnalyzeResponse, body=req, retry=_Retry.SLOW, long=True
+        )
 
-    async def analyze_file(self, local_path: str | os.PathLike[str], *, filename: str | None = None,
-                           profile: str | None = None, models: Sequence[str] | None = None,
-                           embedding: bool = False) -> api.AnalyzeResponse:  # fmt: skip
+    async def analyze_file(
+        self,
+        local_path: str | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        profile: str | None = None,
+        models: Sequence[str] | None = None,
+        embedding: bool = False,
+    ) -> api.AnalyzeResponse:
         """Analyse a file on *this* machine by uploading its bytes (streamed, never read whole).
 
         ``filename`` (default: the file's own name) tells the agent the format by its extension.
@@ -529,8 +738,13 @@ class NomarrClient:
         local = os.fspath(local_path)
         name = os.path.basename(filename or local)
         # the same bounds the agent applies to profile/models, checked before a byte is sent
-        _build(api.AnalyzeRequest, path=name or "-", profile=profile, models=None if models is None else list(models),
-               embedding=embedding)  # fmt: skip
+        _build(
+            api.AnalyzeRequest,
+            path=name or "-",
+            profile=profile,
+            models=None if models is None else list(models),
+            embedding=embedding,
+        )
         if not await asyncio.to_thread(os.path.isfile, local):
             raise FileNotFoundError(local)
         params = [("filename", name)]
@@ -539,8 +753,15 @@ class NomarrClient:
         params += [("model", m) for m in models or ()]
         if embedding:
             params.append(("embedding", "true"))
-        return await self._request("POST", "/analyze", api.AnalyzeResponse, params=params, retry=_Retry.CONNECT,
-                                   upload=local, long=True)  # fmt: skip
+        return await self._request(
+            "POST",
+            "/analyze",
+            api.AnalyzeResponse,
+            params=params,
+            retry=_Retry.CONNECT,
+            upload=local,
+            long=True,
+        )
 
     # -- models -----------------------------------------------------------------------------
 
@@ -552,25 +773,39 @@ class NomarrClient:
         """Have the agent download a model (uses ``long_timeout``; not retried once sent)."""
         if not id or len(id) > 200:
             raise BadRequest(None, "bad-request", "model id must be 1..200 characters")
-        return await self._request("POST", f"/models/{quote(id, safe='')}/pull", api.PullResponse, retry=_Retry.CONNECT,
-                                   long=True)  # fmt: skip
+        return await self._request(
+            "POST",
+            f"/models/{quote(id, safe='')}/pull",
+            api.PullResponse,
+            retry=_Retry.CONNECT,
+            long=True,
+        )
 
 
 # -- argument helpers ---------------------------------------------------------------------------
 
 
-def _track_params(offset: int, limit: int, status: str, under: str | Sequence[str] | None) -> list[tuple[str, str]]:
+def _track_params(
+    offset: int, limit: int, status: str, under: str | Sequence[str] | None
+) -> list[tuple[str, str]]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise BadRequest(None, "bad-request", "offset must be an integer >= 0")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise BadRequest(None, "bad-request", f"limit must be an integer in 1..{MAX_PAGE}")
     if status not in TRACK_STATUSES:
         raise BadRequest(None, "bad-request", f"status must be one of {', '.join(TRACK_STATUSES)}")
-    folders = [] if under is None else [os.fspath(under)] if isinstance(under, str | os.PathLike) else [
-        os.fspath(u) for u in under]  # fmt: skip
+    folders = (
+        []
+        if under is None
+        else [os.fspath(under)]
+        if isinstance(under, str | os.PathLike)
+        else [os.fspath(u) for u in under]
+    )
     if len(folders) > 64:
         raise BadRequest(None, "bad-request", "at most 64 under folders")
-    return [("offset", str(offset)), ("limit", str(limit)), ("status", status)] + [("under", u) for u in folders]
+    return [("offset", str(offset)), ("limit", str(limit)), ("status", status)] + [
+        ("under", u) for u in folders
+    ]
 
 
 def _track_id(tid: int) -> int:
@@ -586,12 +821,16 @@ def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
 def _ref(x: int | str | os.PathLike[str], which: str) -> dict[str, object]:
     """``start``/``end`` of a path playlist: an int is a track id, a str a library path."""
     if isinstance(x, bool):
-        raise BadRequest(None, "bad-request", f"{which} must be a track id (int) or a library path (str)")
+        raise BadRequest(
+            None, "bad-request", f"{which} must be a track id (int) or a library path (str)"
+        )
     if isinstance(x, int):
         return {"track_id": x}
     if isinstance(x, str | os.PathLike):
         return {"path": os.fspath(x)}
-    raise BadRequest(None, "bad-request", f"{which} must be a track id (int) or a library path (str)")
+    raise BadRequest(
+        None, "bad-request", f"{which} must be a track id (int) or a library path (str)"
+    )
 
 
 # -- the synchronous facade ---------------------------------------------------------------------
@@ -604,7 +843,9 @@ class _LoopThread:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="nomarr-client", daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="nomarr-client", daemon=True
+        )
         self.thread.start()
 
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
@@ -625,7 +866,9 @@ class _LoopThread:
             self.loop.close()
 
 
-def _sync(method: Callable[Concatenate[NomarrClient, P], Awaitable[T]]) -> Callable[Concatenate[SyncNomarrClient, P], T]:
+def _sync(
+    method: Callable[Concatenate[NomarrClient, P], Awaitable[T]],
+) -> Callable[Concatenate[SyncNomarrClient, P], T]:
     """The blocking twin of one :class:`NomarrClient` method (same signature and docstring)."""
 
     @functools.wraps(method)
@@ -647,25 +890,52 @@ class SyncNomarrClient:
     I/O). Thread-safe. Call :meth:`close` (or use ``with``) to close the session and stop the thread.
     """
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0,
-                 connect_timeout: float = 5.0, retries: int = 2, backoff: float = 0.5, agent_id: str | None = None,
-                 long_timeout: float = 600.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        agent_id: str | None = None,
+        long_timeout: float = 600.0,
+    ) -> None:
         # validate (and fail) before a thread exists
-        client = NomarrClient(base_url, token, timeout=timeout, connect_timeout=connect_timeout, retries=retries,
-                              backoff=backoff, agent_id=agent_id, long_timeout=long_timeout)  # fmt: skip
+        client = NomarrClient(
+            base_url,
+            token,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retries=retries,
+            backoff=backoff,
+            agent_id=agent_id,
+            long_timeout=long_timeout,
+        )
         self._client = client
         self._runner = _LoopThread()
 
     @classmethod
-    def discover(cls, *, url: str | None = None, token: str | None = None, agent_id: str | None = None,
-                 timeout: float = 3.0, **kw: Any) -> SyncNomarrClient:  # fmt: skip
+    def discover(
+        cls,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        agent_id: str | None = None,
+        timeout: float = 3.0,
+        **kw: Any,
+    ) -> SyncNomarrClient:
         """As :meth:`NomarrClient.discover`, blocking."""
         if "session" in kw:  # a host's session belongs to the host's loop, not to the private one
             raise TypeError("SyncNomarrClient makes its own session")
         runner = _LoopThread()
         try:
-            client = runner.run(lambda: NomarrClient.discover(url=url, token=token, agent_id=agent_id, timeout=timeout,
-                                                              **kw))  # fmt: skip
+            client = runner.run(
+                lambda: NomarrClient.discover(
+                    url=url, token=token, agent_id=agent_id, timeout=timeout, **kw
+                )
+            )
         except BaseException:
             runner.stop()
             raise
@@ -718,8 +988,9 @@ class SyncNomarrClient:
     models = _sync(NomarrClient.models)
     pull_model = _sync(NomarrClient.pull_model)
 
-    def iter_tracks(self, status: str = "ok", under: str | Sequence[str] | None = None,
-                    page_size: int = 500) -> Iterator[api.Track]:  # fmt: skip
+    def iter_tracks(
+        self, status: str = "ok", under: str | Sequence[str] | None = None, page_size: int = 500
+    ) -> Iterator[api.Track]:
         """Every track, a page per request (see :meth:`NomarrClient.iter_tracks`)."""
         _track_params(0, page_size, status, under)
         offset: int | None = 0
@@ -730,6 +1001,15 @@ class SyncNomarrClient:
 
 
 __all__ = [
-    "AgentUnavailable", "BadRequest", "Forbidden", "ModelMissing", "NomarrClient", "NomarrError", "NotFound",
-    "ServerError", "SyncNomarrClient", "Unauthorized", "normalize_base_url",
-]  # fmt: skip
+    "AgentUnavailable",
+    "BadRequest",
+    "Forbidden",
+    "ModelMissing",
+    "NomarrClient",
+    "NomarrError",
+    "NotFound",
+    "ServerError",
+    "SyncNomarrClient",
+    "Unauthorized",
+    "normalize_base_url",
+]

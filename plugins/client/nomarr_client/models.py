@@ -38,9 +38,11 @@ class _Response(BaseModel):
 class ErrorBody(_Response):
     """What went wrong. ``code`` is stable and machine-readable; ``message`` is for people."""
 
-    code: str = Field(description="bad-request | unauthorized | forbidden | not-found | "
-                      "method-not-allowed | too-large | unsupported-media-type | unprocessable | "
-                      "busy | unavailable | internal")  # fmt: skip
+    code: str = Field(
+        description="bad-request | unauthorized | forbidden | not-found | "
+        "method-not-allowed | too-large | unsupported-media-type | unprocessable | "
+        "busy | unavailable | internal"
+    )
     message: str
     details: list[dict[str, object]] | None = None
 
@@ -84,7 +86,9 @@ class QueueStatus(_Response):
     current: str | None = Field(default=None, description="what the scanner is doing now")
     last_scan: ScanInfo | None = None
     scans_completed: int = Field(default=0, description="scans finished since the agent started")
-    totals: dict[str, int] = Field(default_factory=dict, description="analysed/reused/written/failed/… summed over those scans")
+    totals: dict[str, int] = Field(
+        default_factory=dict, description="analysed/reused/written/failed/… summed over those scans"
+    )
 
 
 class ModelStatus(_Response):
@@ -107,7 +111,9 @@ class Status(_Response):
     models: list[ModelStatus]
     providers: list[str]
     tracks: dict[str, int] = Field(default_factory=dict, description="track counts by status")
-    workers_loaded: bool = Field(default=False, description="analysis workers (and their models) in memory")
+    workers_loaded: bool = Field(
+        default=False, description="analysis workers (and their models) in memory"
+    )
     uptime_s: float = 0.0
 
 
@@ -149,10 +155,18 @@ class TrackDetail(Track):
     """``GET /tracks/{id}``: the track, its analyses, and the ``nom:`` tags last written."""
 
     analyses: list[ModelScores] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict, description="the nom: keys this file carries once written")
-    tags_written: bool = Field(default=False, description="the file holds exactly these tags (last write is current)")
-    embeddings: list[str] = Field(default_factory=list, description="embedding spaces holding this recording")
-    same_recording: list[int] = Field(default_factory=list, description="other files of the same recording")
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="the nom: keys this file carries once written"
+    )
+    tags_written: bool = Field(
+        default=False, description="the file holds exactly these tags (last write is current)"
+    )
+    embeddings: list[str] = Field(
+        default_factory=list, description="embedding spaces holding this recording"
+    )
+    same_recording: list[int] = Field(
+        default_factory=list, description="other files of the same recording"
+    )
 
 
 class TrackPage(_Response):
@@ -180,7 +194,9 @@ class Filters(_Request):
     under: list[str] | None = Field(default=None, max_length=64)
     min_duration: float | None = Field(default=None, ge=0)
     max_duration: float | None = Field(default=None, ge=0)
-    min_scores: dict[str, float] | None = Field(default=None, description="label → minimum score (0..1)")
+    min_scores: dict[str, float] | None = Field(
+        default=None, description="label → minimum score (0..1)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
@@ -209,7 +225,11 @@ class SimilarRequest(_Seed):
     """``POST /similar``: nearest tracks to a track or a raw embedding."""
 
     vector: list[float] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
-    model: str | None = Field(default=None, max_length=200, description="embedding space; default: the best the library has")
+    model: str | None = Field(
+        default=None,
+        max_length=200,
+        description="embedding space; default: the best the library has",
+    )
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
     distinct: bool = Field(default=False, description="drop other files of the seed's recording")
     filters: Filters | None = None
@@ -254,13 +274,19 @@ class MoodList(_Response):
 class TagKey(_Response):
     """One ``nom:`` key as the agent wrote it into files (DESIGN §2), parsed."""
 
-    key: str = Field(description="the full key, lowercase, e.g. nom:onnx_musicnn_msd-1_msd50_1_happy")
-    tracks: int = Field(description="ok tracks whose file carries this key (per the agent's last write)")
+    key: str = Field(
+        description="the full key, lowercase, e.g. nom:onnx_musicnn_msd-1_msd50_1_happy"
+    )
+    tracks: int = Field(
+        description="ok tracks whose file carries this key (per the agent's last write)"
+    )
     kind: Literal["score", "tier", "provenance"]
     prefix: str = Field(description="nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_")
     label: str | None = Field(default=None, description="label slug for score and tier keys")
     tier: Literal["high", "medium", "low"] | None = None
-    model: str | None = Field(default=None, description="id of the model whose analyses use this prefix")
+    model: str | None = Field(
+        default=None, description="id of the model whose analyses use this prefix"
+    )
 
 
 class TagKeyList(_Response):
@@ -286,8 +312,9 @@ class RadioRequest(_Seed):
 
     model: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=25, ge=1, le=MAX_LIMIT)
-    exclude_track_ids: list[int] = Field(default_factory=list, max_length=MAX_LIMIT,
-                                         description="already played: never returned")  # fmt: skip
+    exclude_track_ids: list[int] = Field(
+        default_factory=list, max_length=MAX_LIMIT, description="already played: never returned"
+    )
     filters: Filters | None = None
 
     @model_validator(mode="after")
@@ -361,7 +388,9 @@ class AnalyzeResponse(_Response):
 
     path: str | None = Field(default=None, description="the library path; null for an upload")
     filename: str | None = None
-    source: Literal["analysis", "library"] = Field(description="analysed now, or the library's current stored result")
+    source: Literal["analysis", "library"] = Field(
+        description="analysed now, or the library's current stored result"
+    )
     duration: float | None = None
     profile: str | None = None
     models: dict[str, ModelResult]
@@ -384,10 +413,17 @@ class ModelInfo(_Response):
     labels: int = 0
     embedding_dim: int | None = None
     needs: str | None = Field(default=None, description="the embedder a head runs on")
-    tag_prefix: str | None = Field(default=None, description="the nom: prefix of the keys its scores are written under")
-    default: bool = Field(default=False, description="among the models the agent runs on every file")
-    provenance: str | None = Field(default=None, description="the provenance an analysis with the agent's profile "
-                                   "would record now (installed models only); a file carrying it is current")
+    tag_prefix: str | None = Field(
+        default=None, description="the nom: prefix of the keys its scores are written under"
+    )
+    default: bool = Field(
+        default=False, description="among the models the agent runs on every file"
+    )
+    provenance: str | None = Field(
+        default=None,
+        description="the provenance an analysis with the agent's profile "
+        "would record now (installed models only); a file carrying it is current",
+    )
 
 
 class ModelList(_Response):
@@ -409,4 +445,3 @@ class ScanRequest(_Request):
 class ScanQueued(_Response):
     queued: int = Field(description="paths queued")
     pending: int
-

@@ -47,52 +47,107 @@ if TYPE_CHECKING:
 SUPPORTED_FEATURES = {ProviderFeature.SIMILAR_TRACKS, ProviderFeature.RECOMMENDATIONS}
 
 
-async def setup(mass: MusicAssistant, manifest: ProviderManifest, config: ProviderConfig) -> ProviderInstanceType:
+async def setup(
+    mass: MusicAssistant, manifest: ProviderManifest, config: ProviderConfig
+) -> ProviderInstanceType:
     """Create the provider; MA then runs its handle_async_init (the health check)."""
     try:
         from .provider import NomarrProvider
     except ImportError as e:  # the one dependency MA cannot install from PyPI by itself
-        raise SetupFailedError(f"the nomarr plugin needs the nomarr-client package in Music Assistant's "
-                               f"Python ({e}); see the plugin's README") from e  # fmt: skip
+        raise SetupFailedError(
+            f"the nomarr plugin needs the nomarr-client package in Music Assistant's "
+            f"Python ({e}); see the plugin's README"
+        ) from e
     return NomarrProvider(mass, manifest, config, set(SUPPORTED_FEATURES))
 
 
-async def get_config_entries(mass: MusicAssistant, instance_id: str | None = None, action: str | None = None,
-                             values: dict[str, ConfigValueType] | None = None) -> tuple[ConfigEntry, ...]:  # fmt: skip
+async def get_config_entries(
+    mass: MusicAssistant,
+    instance_id: str | None = None,
+    action: str | None = None,
+    values: dict[str, ConfigValueType] | None = None,
+) -> tuple[ConfigEntry, ...]:
     """The settings page. The music-provider choices are MA's loaded music providers (not the
     library aggregator, whose ids are database rows no file or server shares)."""
     providers = [p for p in mass.get_providers(ProviderType.MUSIC) if p.domain != LIBRARY_DOMAIN]
     options = [ConfigValueOption(title=p.name, value=p.instance_id) for p in providers]
     default_provider = next((p.instance_id for p in providers if p.domain in PATH_DOMAINS), None)
     return (
-        ConfigEntry(key=CONF_STATUS, type=ConfigEntryType.LABEL, label=_status_label(mass, instance_id),
-                    category="status"),  # fmt: skip
-        ConfigEntry(key=CONF_URL, type=ConfigEntryType.STRING, required=False, default_value="",
-                    description="e.g. http://nas.local:8765 — leave empty to find the agent on the "
-                                "local network (zeroconf)"),  # fmt: skip
-        ConfigEntry(key=CONF_TOKEN, type=ConfigEntryType.SECURE_STRING, required=False,
-                    description="the agent's API token: the file ~/.config/nomarr/token on the "
-                                "agent's machine"),  # fmt: skip
-        ConfigEntry(key=CONF_MEDIA_PROVIDER, type=ConfigEntryType.STRING, required=True, options=options,
-                    default_value=default_provider,
-                    description="whose tracks radio and the rows are made of: the provider reading the "
-                                "same files the agent analysed"),  # fmt: skip
-        ConfigEntry(key=CONF_AGENT_ROOT, type=ConfigEntryType.STRING, required=False, default_value="",
-                    description="for local-file providers: the folder on the agent's machine that "
-                                "is the provider's base folder (e.g. /srv/music for MA's /media). "
-                                "Empty: the agent's library root, when it has only one"),  # fmt: skip
-        ConfigEntry(key=CONF_ROWS, type=ConfigEntryType.STRING, multi_value=True, required=False,
-                    default_value=list(ROW_CHOICES),
-                    options=[ConfigValueOption(title="More like what you just played", value=ROW_RECENT),
-                             ConfigValueOption(title="One row per strong mood", value=ROW_MOODS)]),  # fmt: skip
-        ConfigEntry(key=CONF_MOOD_ROWS, type=ConfigEntryType.INTEGER, required=False,
-                    default_value=DEFAULT_MOOD_ROWS, range=(0, 10), advanced=True),  # fmt: skip
-        ConfigEntry(key=CONF_ROW_SIZE, type=ConfigEntryType.INTEGER, required=False,
-                    default_value=DEFAULT_ROW_SIZE, range=(5, 100), advanced=True),  # fmt: skip
-        ConfigEntry(key=CONF_AGENT_ID, type=ConfigEntryType.STRING, required=False, default_value="",
-                    advanced=True,
-                    description="the agent this plugin is paired with (filled on first connection); "
-                                "clear it to pair with another agent"),  # fmt: skip
+        ConfigEntry(
+            key=CONF_STATUS,
+            type=ConfigEntryType.LABEL,
+            label=_status_label(mass, instance_id),
+            category="status",
+        ),
+        ConfigEntry(
+            key=CONF_URL,
+            type=ConfigEntryType.STRING,
+            required=False,
+            default_value="",
+            description="e.g. http://nas.local:8765 — leave empty to find the agent on the "
+            "local network (zeroconf)",
+        ),
+        ConfigEntry(
+            key=CONF_TOKEN,
+            type=ConfigEntryType.SECURE_STRING,
+            required=False,
+            description="the agent's API token: the file ~/.config/nomarr/token on the "
+            "agent's machine",
+        ),
+        ConfigEntry(
+            key=CONF_MEDIA_PROVIDER,
+            type=ConfigEntryType.STRING,
+            required=True,
+            options=options,
+            default_value=default_provider,
+            description="whose tracks radio and the rows are made of: the provider reading the "
+            "same files the agent analysed",
+        ),
+        ConfigEntry(
+            key=CONF_AGENT_ROOT,
+            type=ConfigEntryType.STRING,
+            required=False,
+            default_value="",
+            description="for local-file providers: the folder on the agent's machine that "
+            "is the provider's base folder (e.g. /srv/music for MA's /media). "
+            "Empty: the agent's library root, when it has only one",
+        ),
+        ConfigEntry(
+            key=CONF_ROWS,
+            type=ConfigEntryType.STRING,
+            multi_value=True,
+            required=False,
+            default_value=list(ROW_CHOICES),
+            options=[
+                ConfigValueOption(title="More like what you just played", value=ROW_RECENT),
+                ConfigValueOption(title="One row per strong mood", value=ROW_MOODS),
+            ],
+        ),
+        ConfigEntry(
+            key=CONF_MOOD_ROWS,
+            type=ConfigEntryType.INTEGER,
+            required=False,
+            default_value=DEFAULT_MOOD_ROWS,
+            range=(0, 10),
+            advanced=True,
+        ),
+        ConfigEntry(
+            key=CONF_ROW_SIZE,
+            type=ConfigEntryType.INTEGER,
+            required=False,
+            default_value=DEFAULT_ROW_SIZE,
+            range=(5, 100),
+            advanced=True,
+        ),
+        ConfigEntry(
+            key=CONF_AGENT_ID,
+            type=ConfigEntryType.STRING,
+            required=False,
+            default_value="",
+            advanced=True,
+            description="the agent this plugin is paired with (filled on first connection); "
+            "clear it to pair with another agent",
+        ),
     )
 
 

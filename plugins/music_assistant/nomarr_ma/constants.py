@@ -51,12 +51,41 @@ RESOLVE_CONCURRENCY = 8
 
 # Labels that describe a mood rather than a genre, an era or the singer. The built-in musicnn
 # model's MSD vocabulary plus the Essentia mood heads' labels (`nomarr models pull`).
-MOOD_LABELS = frozenset({
-    "happy", "sad", "chill", "chillout", "mellow", "beautiful", "party", "sexy", "catchy",
-    "easy_listening", "relaxed", "relaxing", "aggressive", "acoustic", "danceable", "dark",
-    "energetic", "calm", "romantic", "melancholic", "uplifting", "epic", "dreamy",
-})  # fmt: skip
+MOOD_LABELS = frozenset(
+    {
+        "happy",
+        "sad",
+        "chill",
+        "chillout",
+        "mellow",
+        "beautiful",
+        "party",
+        "sexy",
+        "catchy",
+        "easy_listening",
+        "relaxed",
+        "relaxing",
+        "aggressive",
+        "acoustic",
+        "danceable",
+        "dark",
+        "energetic",
+        "calm",
+        "romantic",
+        "melancholic",
+        "uplifting",
+        "epic",
+        "dreamy",
+    }
+)
 TIER_WEIGHT = {"high": 2, "medium": 1}
-MOOD_ICONS = {"happy": "mdi-emoticon-happy-outline", "sad": "mdi-emoticon-sad-outline",
-              "party": "mdi-party-popper", "chill": "mdi-sofa", "chillout": "mdi-sofa",
-              "mellow": "mdi-weather-night", "relaxed": "mdi-sofa", "aggressive": "mdi-fire"}  # fmt: skip
+MOOD_ICONS = {
+    "happy": "mdi-emoticon-happy-outline",
+    "sad": "mdi-emoticon-sad-outline",
+    "party": "mdi-party-popper",
+    "chill": "mdi-sofa",
+    "chillout": "mdi-sofa",
+    "mellow": "mdi-weather-night",
+    "relaxed": "mdi-sofa",
+    "aggressive": "mdi-fire",
+}

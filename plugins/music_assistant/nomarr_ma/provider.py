@@ -85,8 +85,13 @@ class NomarrProvider(PluginProvider):
     # consulted by MA's similar-tracks dispatcher (lower first); see constants.PRIORITY
     priority: int = PRIORITY
 
-    def __init__(self, mass: MusicAssistant, manifest: ProviderManifest, config: ProviderConfig,
-                 supported_features: set[ProviderFeature] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        mass: MusicAssistant,
+        manifest: ProviderManifest,
+        config: ProviderConfig,
+        supported_features: set[ProviderFeature] | None = None,
+    ) -> None:
         """Read the settings; nothing touches the network before handle_async_init."""
         super().__init__(mass, manifest, config, supported_features)
         self._media_provider = str(config.get_value(CONF_MEDIA_PROVIDER) or "").strip()
@@ -116,8 +121,10 @@ class NomarrProvider(PluginProvider):
         gets, so it names the URL tried and the next step.
         """
         if not self._media_provider:
-            raise SetupFailedError("choose which music provider's tracks nomarr should map "
-                                   "(the 'Music provider' setting)")  # fmt: skip
+            raise SetupFailedError(
+                "choose which music provider's tracks nomarr should map "
+                "(the 'Music provider' setting)"
+            )
         if self._configured_url:
             try:
                 url = normalize_base_url(self._configured_url)
@@ -131,10 +138,14 @@ class NomarrProvider(PluginProvider):
         try:
             status = await client.verify()
         except Unauthorized as e:
-            raise SetupFailedError(f"the nomarr agent at {url} refused the token: {TOKEN_HINT}") from e
+            raise SetupFailedError(
+                f"the nomarr agent at {url} refused the token: {TOKEN_HINT}"
+            ) from e
         except NomarrError as e:
-            raise SetupFailedError(f"cannot use the nomarr agent at {url}: {e}. Is `nomarr serve` "
-                                   "running there and reachable from Music Assistant?") from e  # fmt: skip
+            raise SetupFailedError(
+                f"cannot use the nomarr agent at {url}: {e}. Is `nomarr serve` "
+                "running there and reachable from Music Assistant?"
+            ) from e
         self._client, self._url_source = client, source
         await self._adopt(status)
         self._fpcalc = await asyncio.to_thread(shutil.which, "fpcalc")
@@ -143,8 +154,11 @@ class NomarrProvider(PluginProvider):
 
     async def loaded_in_mass(self) -> None:
         """Register the diagnostics commands and work out the mood rows in the background."""
-        for name, handler in (("status", self._cmd_status), ("similar", self._cmd_similar),
-                              ("map", self._cmd_map)):  # fmt: skip
+        for name, handler in (
+            ("status", self._cmd_status),
+            ("similar", self._cmd_similar),
+            ("map", self._cmd_map),
+        ):
             self._unregister.append(self.mass.register_api_command(f"{DOMAIN}/{name}", handler))
         self._schedule_mood_refresh()
 
@@ -160,8 +174,9 @@ class NomarrProvider(PluginProvider):
             await self._client.close()
         await super().unload(is_removed)
 
-    async def on_mdns_service_state_change(self, name: str, state_change: ServiceStateChange,
-                                           info: AsyncServiceInfo | None) -> None:  # fmt: skip
+    async def on_mdns_service_state_change(
+        self, name: str, state_change: ServiceStateChange, info: AsyncServiceInfo | None
+    ) -> None:
         """Follow the agent on the LAN when the user has not set a URL.
 
         A configured URL always wins. Otherwise an announcement of the pinned agent (or, before
@@ -178,9 +193,13 @@ class NomarrProvider(PluginProvider):
         from nomarr_client.discovery import MalformedRecord, agent_from_record
 
         try:
-            agent = agent_from_record(name=name, server=info.server, port=info.port,
-                                      addresses=info.parsed_scoped_addresses(),
-                                      properties=info.properties)  # fmt: skip
+            agent = agent_from_record(
+                name=name,
+                server=info.server,
+                port=info.port,
+                addresses=info.parsed_scoped_addresses(),
+                properties=info.properties,
+            )
         except MalformedRecord as e:
             self.logger.warning("ignoring nomarr announcement %s: %s", name, e)
             return
@@ -232,8 +251,9 @@ class NomarrProvider(PluginProvider):
             if seed is None:
                 self.logger.debug("no nomarr track for %s", track.uri)
                 return []
-            hits = await client.similar(track_id=seed[0], limit=min(api.MAX_LIMIT, limit * 2 + 5),
-                                        distinct=True)  # fmt: skip
+            hits = await client.similar(
+                track_id=seed[0], limit=min(api.MAX_LIMIT, limit * 2 + 5), distinct=True
+            )
         except NomarrError as e:
             self._note_error("similar tracks", e)
             return []
@@ -247,26 +267,43 @@ class NomarrProvider(PluginProvider):
         rows = self._enabled_rows()
         folders: list[RecommendationFolder] = []
         if ROW_RECENT in rows:
-            folders.append(self._folder(ROW_RECENT, "More like what you just played",
-                                        "mdi-playlist-music", "Sounds like your recent plays"))  # fmt: skip
+            folders.append(
+                self._folder(
+                    ROW_RECENT,
+                    "More like what you just played",
+                    "mdi-playlist-music",
+                    "Sounds like your recent plays",
+                )
+            )
         if ROW_MOODS in rows:
             if time.monotonic() - self._mood_refreshed > MOOD_REFRESH_S:
                 self._schedule_mood_refresh()
             for label, _weight in self._mood_rows[: self._mood_row_count()]:
-                folders.append(self._folder(MOOD_ROW_PREFIX + label, mapping.mood_title(label),
-                                            MOOD_ICONS.get(label, "mdi-emoticon-outline"),
-                                            "A strong mood in your library"))  # fmt: skip
+                folders.append(
+                    self._folder(
+                        MOOD_ROW_PREFIX + label,
+                        mapping.mood_title(label),
+                        MOOD_ICONS.get(label, "mdi-emoticon-outline"),
+                        "A strong mood in your library",
+                    )
+                )
         return folders
 
-    async def get_recommendation_items(self, item_id: str) -> UniqueList[MediaItemType | ItemMapping | BrowseFolder]:
+    async def get_recommendation_items(
+        self, item_id: str
+    ) -> UniqueList[MediaItemType | ItemMapping | BrowseFolder]:
         """The tracks of one row: from MA's cache while fresh, else asked of the agent.
 
         When the agent is down, the last good copy is served (a stale row beats an empty one).
         """
         if not self._known_row(item_id):
             return UniqueList()
-        refs = await self.mass.cache.get(item_id, provider=self.instance_id, category=CACHE_CATEGORY_ROWS,
-                                         checksum=self._rows_checksum())  # fmt: skip
+        refs = await self.mass.cache.get(
+            item_id,
+            provider=self.instance_id,
+            category=CACHE_CATEGORY_ROWS,
+            checksum=self._rows_checksum(),
+        )
         if refs is None:
             try:
                 tracks = await self._build_row(item_id)
@@ -278,9 +315,14 @@ class NomarrProvider(PluginProvider):
                 refs = [[t.item_id, t.provider] for t in tracks]
                 self._last_rows[item_id] = refs
                 if refs:  # an empty row (nothing played yet) is asked again next time
-                    await self.mass.cache.set(item_id, refs, expiration=ROW_TTL_S, provider=self.instance_id,
-                                              category=CACHE_CATEGORY_ROWS,
-                                              checksum=self._rows_checksum())  # fmt: skip
+                    await self.mass.cache.set(
+                        item_id,
+                        refs,
+                        expiration=ROW_TTL_S,
+                        provider=self.instance_id,
+                        category=CACHE_CATEGORY_ROWS,
+                        checksum=self._rows_checksum(),
+                    )
                 return UniqueList(tracks)
         return UniqueList(await self._get_tracks([(str(i), str(p)) for i, p in refs]))
 
@@ -304,8 +346,16 @@ class NomarrProvider(PluginProvider):
     def _make_client(self, url: str) -> NomarrClient:
         token = self.config.get_value(CONF_TOKEN)
         session = getattr(self.mass, "http_session", None)
-        return NomarrClient(url, str(token) if token else None, session=session, timeout=REQUEST_TIMEOUT_S,
-                            connect_timeout=3.0, retries=1, backoff=0.3, agent_id=self._pinned_id())  # fmt: skip
+        return NomarrClient(
+            url,
+            str(token) if token else None,
+            session=session,
+            timeout=REQUEST_TIMEOUT_S,
+            connect_timeout=3.0,
+            retries=1,
+            backoff=0.3,
+            agent_id=self._pinned_id(),
+        )
 
     def _pinned_id(self) -> str | None:
         value = str(self.config.get_value(CONF_AGENT_ID) or "").strip().lower()
@@ -334,8 +384,11 @@ class NomarrProvider(PluginProvider):
             root = status.roots[0].path  # the obvious answer when the agent has one library
         self._agent_root = root
         if self._is_path_provider() and not root:
-            self.logger.warning("the agent has %d library roots: set 'Library folder on the agent' so "
-                                "file paths can be matched", len(status.roots))  # fmt: skip
+            self.logger.warning(
+                "the agent has %d library roots: set 'Library folder on the agent' so "
+                "file paths can be matched",
+                len(status.roots),
+            )
 
     def _note_error(self, what: str, e: NomarrError) -> None:
         self._last_error = f"{what}: {e}"
@@ -385,7 +438,9 @@ class NomarrProvider(PluginProvider):
         ident = mapping.identity(track, self._media_provider)
         if self._is_path_provider() and self._agent_root:
             for rel in ident.paths:
-                if (path := mapping.agent_path(rel, self._agent_root)) and (tid := await _first(client.lookup(path=path))):
+                if (path := mapping.agent_path(rel, self._agent_root)) and (
+                    tid := await _first(client.lookup(path=path))
+                ):
                     return tid, "path"
         for mbid in ident.mbids:
             if tid := await _first(client.lookup(mbid=mbid)):
@@ -406,8 +461,9 @@ class NomarrProvider(PluginProvider):
         local = mapping.agent_path(rel, self._ma_base_path)  # same join rule, MA's side
         if local is None or not await asyncio.to_thread(os.path.isfile, local):
             return None
-        proc = await asyncio.create_subprocess_exec(self._fpcalc, local, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            self._fpcalc, local, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
         except TimeoutError:
@@ -418,7 +474,9 @@ class NomarrProvider(PluginProvider):
 
     # -- agent track -> MA track --------------------------------------------------------------
 
-    async def _resolve(self, hits: Sequence[api.Track], limit: int, exclude: set[str | None] | None = None) -> list[Track]:
+    async def _resolve(
+        self, hits: Sequence[api.Track], limit: int, exclude: set[str | None] | None = None
+    ) -> list[Track]:
         """MA tracks for agent answers, in the agent's order; misses dropped, no duplicates."""
         refs = await asyncio.gather(*(self._ma_ref(h) for h in hits))
         tracks = await self._get_tracks([r for r in refs if r is not None])
@@ -480,7 +538,9 @@ class NomarrProvider(PluginProvider):
         return max(0, int(self.config.get_value(CONF_MOOD_ROWS) or DEFAULT_MOOD_ROWS))
 
     def _row_size(self) -> int:
-        return max(1, min(api.MAX_LIMIT, int(self.config.get_value(CONF_ROW_SIZE) or DEFAULT_ROW_SIZE)))
+        return max(
+            1, min(api.MAX_LIMIT, int(self.config.get_value(CONF_ROW_SIZE) or DEFAULT_ROW_SIZE))
+        )
 
     def _rows_checksum(self) -> str:
         # a row built for another agent, provider or root is not valid for this one
@@ -491,11 +551,21 @@ class NomarrProvider(PluginProvider):
         rows = self._enabled_rows()
         if item_id == ROW_RECENT:
             return ROW_RECENT in rows
-        return ROW_MOODS in rows and item_id.startswith(MOOD_ROW_PREFIX) and len(item_id) > len(MOOD_ROW_PREFIX)
+        return (
+            ROW_MOODS in rows
+            and item_id.startswith(MOOD_ROW_PREFIX)
+            and len(item_id) > len(MOOD_ROW_PREFIX)
+        )
 
     def _folder(self, item_id: str, name: str, icon: str, subtitle: str) -> RecommendationFolder:
-        return RecommendationFolder(item_id=item_id, provider=self.instance_id, name=name, icon=icon,
-                                    subtitle=subtitle, items=UniqueList())  # fmt: skip
+        return RecommendationFolder(
+            item_id=item_id,
+            provider=self.instance_id,
+            name=name,
+            icon=icon,
+            subtitle=subtitle,
+            items=UniqueList(),
+        )
 
     async def _build_row(self, item_id: str) -> list[Track]:
         client = self._client
@@ -511,14 +581,16 @@ class NomarrProvider(PluginProvider):
             seed_ids = {s for s, _ in seeds}
             merged = _interleave(lists, skip=seed_ids)
             return await self._resolve(merged, size, exclude={t.uri for _, t in seeds})
-        label = item_id[len(MOOD_ROW_PREFIX):]
+        label = item_id[len(MOOD_ROW_PREFIX) :]
         playlist = await client.mood_playlist(label, limit=min(api.MAX_LIMIT, size * 2))
         return await self._resolve(playlist.items, size)
 
     async def _recent_seeds(self) -> list[tuple[int, Track]]:
         """Recently played tracks that the agent knows, newest first."""
         try:
-            recent = await self.mass.music.recently_played(limit=SEED_COUNT * 2, media_types=[MediaType.TRACK])
+            recent = await self.mass.music.recently_played(
+                limit=SEED_COUNT * 2, media_types=[MediaType.TRACK]
+            )
         except MusicAssistantError as e:
             self.logger.debug("recently played is not available: %s", e)
             return []
@@ -538,7 +610,9 @@ class NomarrProvider(PluginProvider):
         return seeds
 
     def _schedule_mood_refresh(self) -> None:
-        if ROW_MOODS not in self._enabled_rows() or (self._mood_task is not None and not self._mood_task.done()):
+        if ROW_MOODS not in self._enabled_rows() or (
+            self._mood_task is not None and not self._mood_task.done()
+        ):
             return
         self._mood_task = self.mass.create_task(self._refresh_moods())
 
@@ -565,7 +639,9 @@ class NomarrProvider(PluginProvider):
         except NomarrError as e:
             self._note_error("mood rows", e)
             return
-        self._mood_rows = sorted(((label, w) for label, w in weights.items() if w >= 2), key=lambda x: (-x[1], x[0]))
+        self._mood_rows = sorted(
+            ((label, w) for label, w in weights.items() if w >= 2), key=lambda x: (-x[1], x[0])
+        )
         self._mood_refreshed = time.monotonic()
 
     # -- API commands (diagnostics) -----------------------------------------------------------
@@ -573,20 +649,30 @@ class NomarrProvider(PluginProvider):
     async def _cmd_status(self) -> dict[str, Any]:
         """Connection and mapping state; asks the agent, never raises."""
         status: dict[str, Any] = {
-            "url": self.agent_url, "url_source": self._url_source, "agent_id": self._pinned_id(),
-            "media_provider": self._media_provider, "agent_root": self._agent_root,
-            "ma_base_path": self._ma_base_path, "fingerprint": bool(self._fpcalc),
-            "mood_rows": [label for label, _ in self._mood_rows], "last_error": self._last_error,
+            "url": self.agent_url,
+            "url_source": self._url_source,
+            "agent_id": self._pinned_id(),
+            "media_provider": self._media_provider,
+            "agent_root": self._agent_root,
+            "ma_base_path": self._ma_base_path,
+            "fingerprint": bool(self._fpcalc),
+            "mood_rows": [label for label, _ in self._mood_rows],
+            "last_error": self._last_error,
             "reachable": False,
-        }  # fmt: skip
+        }
         if self._client is not None:
             try:
                 st = await self._client.status()
             except NomarrError as e:
                 status["error"] = str(e)
             else:
-                status.update(reachable=True, version=st.version, tracks=st.tracks.get("ok", 0),
-                              roots=[r.path for r in st.roots], scanning=st.queue.running)  # fmt: skip
+                status.update(
+                    reachable=True,
+                    version=st.version,
+                    tracks=st.tracks.get("ok", 0),
+                    roots=[r.path for r in st.roots],
+                    scanning=st.queue.running,
+                )
         return status
 
     async def _cmd_map(self, item_id: str, provider: str) -> dict[str, Any]:
@@ -596,14 +682,21 @@ class NomarrProvider(PluginProvider):
             found = await self._lookup(track)
         except NomarrError as e:
             return {"uri": track.uri, "agent_track_id": None, "via": None, "error": str(e)}
-        return {"uri": track.uri, "agent_track_id": found[0] if found else None, "via": found[1] if found else None}
+        return {
+            "uri": track.uri,
+            "agent_track_id": found[0] if found else None,
+            "via": found[1] if found else None,
+        }
 
     async def _cmd_similar(self, item_id: str, provider: str, limit: int = 25) -> dict[str, Any]:
         """What radio would get for one track."""
         track = await self.mass.music.tracks.get(item_id, provider)
         items = await self.get_similar_tracks(track, limit)
-        return {"uri": track.uri, "items": [{"uri": t.uri, "name": t.name} for t in items],
-                "error": self._last_error}  # fmt: skip
+        return {
+            "uri": track.uri,
+            "items": [{"uri": t.uri, "name": t.name} for t in items],
+            "error": self._last_error,
+        }
 
     def status_line(self) -> str:
         """One line for the config page, from what is already known (no network)."""
@@ -623,7 +716,9 @@ async def _first(pending: Any) -> int | None:
     try:
         found = await pending
     except NomarrError as e:
-        if e.status == 404 or (e.status is not None and 400 <= e.status < 500 and e.code != "unauthorized"):
+        if e.status == 404 or (
+            e.status is not None and 400 <= e.status < 500 and e.code != "unauthorized"
+        ):
             return None
         raise
     for t in found.items:

@@ -34,25 +34,64 @@ def copy_clip(name: str, dest: Path) -> Path:
 
 def tag(path: Path, **fields: str) -> None:
     """Write Vorbis comments with the agent venv's mutagen (not installed next to MA)."""
-    code = ("import sys, json; from mutagen import File; f = File(sys.argv[1]); "
-            "[f.__setitem__(k, v) for k, v in json.loads(sys.argv[2]).items()]; f.save()")  # fmt: skip
-    subprocess.run([str(AGENT_PYTHON), "-c", code, str(path), json.dumps(fields)], check=True, timeout=60)
+    code = (
+        "import sys, json; from mutagen import File; f = File(sys.argv[1]); "
+        "[f.__setitem__(k, v) for k, v in json.loads(sys.argv[2]).items()]; f.save()"
+    )
+    subprocess.run(
+        [str(AGENT_PYTHON), "-c", code, str(path), json.dumps(fields)], check=True, timeout=60
+    )
 
 
 class Agent:
     """One running agent: ``url``, ``token``, ``agent_id`` and a JSON helper."""
 
-    def __init__(self, workdir: Path, libraries: list[Path], *, port: int = 0, host: str = "127.0.0.1",
-                 zeroconf: bool = False, netns: str | None = None, profile: str = "fast") -> None:  # fmt: skip
+    def __init__(
+        self,
+        workdir: Path,
+        libraries: list[Path],
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        zeroconf: bool = False,
+        netns: str | None = None,
+        profile: str = "fast",
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "serve.log"
-        env = dict(os.environ, NOMARR_CONFIG_DIR=str(workdir / "cfg"), NOMARR_DATA_DIR=str(workdir / "data"),
-                   XDG_CACHE_HOME=str(workdir / "cache"), NOMARR_WORKERS="1")  # fmt: skip
-        for var in ("NOMARR_DB", "NOMARR_LIBRARY", "NOMARR_TOKEN", "NOMARR_AUTH", "NOMARR_PORT", "NOMARR_HOST"):
+        env = dict(
+            os.environ,
+            NOMARR_CONFIG_DIR=str(workdir / "cfg"),
+            NOMARR_DATA_DIR=str(workdir / "data"),
+            XDG_CACHE_HOME=str(workdir / "cache"),
+            NOMARR_WORKERS="1",
+        )
+        for var in (
+            "NOMARR_DB",
+            "NOMARR_LIBRARY",
+            "NOMARR_TOKEN",
+            "NOMARR_AUTH",
+            "NOMARR_PORT",
+            "NOMARR_HOST",
+        ):
             env.pop(var, None)
-        cmd = [str(AGENT_BIN), "--log-level", "info", "serve", "--db", str(workdir / "db.sqlite"),
-               "--host", host, "--port", str(port), "--watch", "off", "--profile", profile]  # fmt: skip
+        cmd = [
+            str(AGENT_BIN),
+            "--log-level",
+            "info",
+            "serve",
+            "--db",
+            str(workdir / "db.sqlite"),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--watch",
+            "off",
+            "--profile",
+            profile,
+        ]
         for lib in libraries:
             cmd += ["--library", str(lib)]
         if not zeroconf:
@@ -77,7 +116,9 @@ class Agent:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nomarr serve exited with {self.proc.returncode}:\n{self.log()}")
+                raise RuntimeError(
+                    f"nomarr serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
             m = _SERVING.search(self.log_path.read_bytes())
             token_file = self.workdir / "cfg" / "token"
             if m and token_file.exists():
@@ -96,7 +137,11 @@ class Agent:
         while True:
             _, st = self.request("GET", "/status")
             q = st["queue"]
-            if q.get("scans_completed", 0) >= scans and not q["running"] and q["pending_paths"] == 0:
+            if (
+                q.get("scans_completed", 0) >= scans
+                and not q["running"]
+                and q["pending_paths"] == 0
+            ):
                 return self
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the agent's scan did not finish: {q}\n{self.log()}")
@@ -104,9 +149,12 @@ class Agent:
 
     def request(self, method: str, path: str, body: Any = None, query: str = "") -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path + (f"?{query}" if query else ""), data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            self.url + path + (f"?{query}" if query else ""),
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 return r.status, json.loads(r.read() or b"null")

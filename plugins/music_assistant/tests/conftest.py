@@ -86,7 +86,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Library]:
 def catalog(mass: FakeMass, lib: Library) -> None:
     """MA's side: a filesystem provider (item_id = relative path), an OpenSubsonic provider
     (opaque ids), and library items joining both, with the ids the files' tags carry."""
-    mass.providers[FS] = FakeMusicProvider("filesystem_local", FS, "Local files", base_path=str(lib.ma_root))
+    mass.providers[FS] = FakeMusicProvider(
+        "filesystem_local", FS, "Local files", base_path=str(lib.ma_root)
+    )
     mass.providers[SUBSONIC] = FakeMusicProvider("opensubsonic", SUBSONIC, "Navidrome")
     mass.providers["library"] = FakeMusicProvider("library", "library", "Library")
     for n, (rel, _clip, _m, _i, known) in enumerate(LAYOUT, 1):
@@ -96,11 +98,24 @@ def catalog(mass: FakeMass, lib: Library) -> None:
         ext = {(k, v) for k, v in ((ExternalID.MB_RECORDING, mbid), (ExternalID.ISRC, isrc)) if v}
         fs = fs_track(FS, rel, rel, ext)
         so_id = f"so-{n * 7919:x}"
-        so = Track(item_id=so_id, provider=SUBSONIC, name=rel, external_ids=set(ext),
-                   provider_mappings={ProviderMapping(item_id=so_id, provider_domain="opensubsonic",
-                                                      provider_instance=SUBSONIC)})  # fmt: skip
-        lib_track = Track(item_id=str(n), provider="library", name=rel, external_ids=set(ext),
-                          provider_mappings=set(fs.provider_mappings) | set(so.provider_mappings))  # fmt: skip
+        so = Track(
+            item_id=so_id,
+            provider=SUBSONIC,
+            name=rel,
+            external_ids=set(ext),
+            provider_mappings={
+                ProviderMapping(
+                    item_id=so_id, provider_domain="opensubsonic", provider_instance=SUBSONIC
+                )
+            },
+        )
+        lib_track = Track(
+            item_id=str(n),
+            provider="library",
+            name=rel,
+            external_ids=set(ext),
+            provider_mappings=set(fs.provider_mappings) | set(so.provider_mappings),
+        )
         for t in (fs, so, lib_track):
             mass.music.tracks.add(t)
 

@@ -50,22 +50,49 @@ class FakeCache:
         self.hits = 0
         self.sets = 0
 
-    async def get(self, key: str, provider: str = "default", category: int = 0, checksum: str | int | None = None,
-                  default: Any = None, allow_bypass: bool = True) -> Any:  # fmt: skip
+    async def get(
+        self,
+        key: str,
+        provider: str = "default",
+        category: int = 0,
+        checksum: str | int | None = None,
+        default: Any = None,
+        allow_bypass: bool = True,
+    ) -> Any:
         got = self._data.get((provider, category, key))
-        if got is None or got[2] < time.time() or (checksum is not None and got[1] != str(checksum)):
+        if (
+            got is None
+            or got[2] < time.time()
+            or (checksum is not None and got[1] != str(checksum))
+        ):
             return default
         self.hits += 1
         return json.loads(got[0])
 
-    async def set(self, key: str, data: Any, expiration: int = 86400 * 30, provider: str = "default",
-                  category: int = 0, checksum: str | None = None, persistent: bool = False) -> None:  # fmt: skip
+    async def set(
+        self,
+        key: str,
+        data: Any,
+        expiration: int = 86400 * 30,
+        provider: str = "default",
+        category: int = 0,
+        checksum: str | None = None,
+        persistent: bool = False,
+    ) -> None:
         self.sets += 1
-        self._data[(provider, category, key)] = (json.dumps(data), None if checksum is None else str(checksum),
-                                                 time.time() + expiration)  # fmt: skip
+        self._data[(provider, category, key)] = (
+            json.dumps(data),
+            None if checksum is None else str(checksum),
+            time.time() + expiration,
+        )
 
-    async def clear(self, key_filter: str | None = None, category_filter: int | None = None,
-                    provider_filter: str | None = None, include_persistent: bool = False) -> None:  # fmt: skip
+    async def clear(
+        self,
+        key_filter: str | None = None,
+        category_filter: int | None = None,
+        provider_filter: str | None = None,
+        include_persistent: bool = False,
+    ) -> None:
         self._data.clear()
 
 
@@ -79,16 +106,21 @@ class FakeTracks:
     def add(self, track: Track) -> None:
         self.items[(track.provider, track.item_id)] = track
 
-    async def get(self, item_id: str, provider_instance_id_or_domain: str, recursive: bool = True) -> Track:
+    async def get(
+        self, item_id: str, provider_instance_id_or_domain: str, recursive: bool = True
+    ) -> Track:
         self.calls.append((item_id, provider_instance_id_or_domain))
         await asyncio.sleep(0)
         try:
             return self.items[(provider_instance_id_or_domain, item_id)]
         except KeyError:
-            raise MediaNotFoundError(f"Track {item_id} not found on provider {provider_instance_id_or_domain}") from None
+            raise MediaNotFoundError(
+                f"Track {item_id} not found on provider {provider_instance_id_or_domain}"
+            ) from None
 
-    async def get_library_item_by_external_id(self, external_id: str,
-                                              external_id_type: ExternalID | None = None) -> Track | None:  # fmt: skip
+    async def get_library_item_by_external_id(
+        self, external_id: str, external_id_type: ExternalID | None = None
+    ) -> Track | None:
         for (prov, _), t in sorted(self.items.items()):
             if prov != "library":
                 continue
@@ -103,16 +135,21 @@ class FakeMusic:
         self.tracks = FakeTracks()
         self.played: list[ItemMapping] = []
 
-    async def recently_played(self, limit: int = 10, media_types: list[MediaType] | None = None) -> list[ItemMapping]:
-        return [x for x in self.played if media_types is None or x.media_type in media_types][:limit]
+    async def recently_played(
+        self, limit: int = 10, media_types: list[MediaType] | None = None
+    ) -> list[ItemMapping]:
+        return [x for x in self.played if media_types is None or x.media_type in media_types][
+            :limit
+        ]
 
 
 class FakeConfigController:
     def __init__(self) -> None:
         self.raw: dict[tuple[str, str], Any] = {}
 
-    def set_raw_provider_config_value(self, provider_instance: str, key: str, value: Any,
-                                      encrypted: bool = False) -> None:  # fmt: skip
+    def set_raw_provider_config_value(
+        self, provider_instance: str, key: str, value: Any, encrypted: bool = False
+    ) -> None:
         self.raw[(provider_instance, key)] = value
 
 
@@ -136,22 +173,40 @@ class FakeMass:
         return self._session
 
     def get_providers(self, provider_type: ProviderType | None = None) -> list[Any]:
-        return [p for p in self.providers.values() if provider_type is None or p.type == provider_type]
+        return [
+            p for p in self.providers.values() if provider_type is None or p.type == provider_type
+        ]
 
-    def get_provider(self, provider_instance_or_domain: str, return_unavailable: bool = False) -> Any:
+    def get_provider(
+        self, provider_instance_or_domain: str, return_unavailable: bool = False
+    ) -> Any:
         if prov := self.providers.get(provider_instance_or_domain):
             return prov
-        return next((p for p in self.providers.values() if p.domain == provider_instance_or_domain), None)
+        return next(
+            (p for p in self.providers.values() if p.domain == provider_instance_or_domain), None
+        )
 
-    def create_task(self, target: Coroutine[Any, Any, Any], *args: Any, task_id: str | None = None,
-                    abort_existing: bool = False, **kwargs: Any) -> asyncio.Task[Any]:  # fmt: skip
+    def create_task(
+        self,
+        target: Coroutine[Any, Any, Any],
+        *args: Any,
+        task_id: str | None = None,
+        abort_existing: bool = False,
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(target)
         self.tasks.append(task)
         return task
 
-    def register_api_command(self, command: str, handler: Callable[..., Any], authenticated: bool = True,
-                             required_scope: Any = None, allow_impersonation: bool = False,
-                             alias: bool = False) -> Callable[[], None]:  # fmt: skip
+    def register_api_command(
+        self,
+        command: str,
+        handler: Callable[..., Any],
+        authenticated: bool = True,
+        required_scope: Any = None,
+        allow_impersonation: bool = False,
+        alias: bool = False,
+    ) -> Callable[[], None]:
         if command in self.command_handlers:
             raise RuntimeError(f"Command {command} is already registered")
         self.command_handlers[command] = handler
@@ -182,20 +237,38 @@ async def load_provider(mass: FakeMass, values: dict[str, Any], instance_id: str
     return prov
 
 
-async def create_provider(mass: FakeMass, values: dict[str, Any], instance_id: str = "nomarr",
-                          manifest: ProviderManifest | None = None) -> Any:  # fmt: skip
+async def create_provider(
+    mass: FakeMass,
+    values: dict[str, Any],
+    instance_id: str = "nomarr",
+    manifest: ProviderManifest | None = None,
+) -> Any:
     """``setup()`` only: the provider object before its async init."""
     import nomarr_ma
 
     manifest = manifest or await ProviderManifest.parse(str(PKG / "manifest.json"))
     entries = [*await nomarr_ma.get_config_entries(mass, instance_id), CONF_ENTRY_LOG_LEVEL]
-    raw = {"type": "plugin", "domain": manifest.domain, "instance_id": instance_id, "values": values}
+    raw = {
+        "type": "plugin",
+        "domain": manifest.domain,
+        "instance_id": instance_id,
+        "values": values,
+    }
     config = ProviderConfig.parse(entries, raw)
     return await nomarr_ma.setup(mass, manifest, config)
 
 
-def fs_track(instance: str, rel: str, name: str, ext: Iterable[tuple[ExternalID, str]] = ()) -> Track:
+def fs_track(
+    instance: str, rel: str, name: str, ext: Iterable[tuple[ExternalID, str]] = ()
+) -> Track:
     """A track as a file provider lists it (item_id = path relative to its base folder)."""
     domain = instance.split("--", 1)[0]
-    return Track(item_id=rel, provider=instance, name=name, external_ids=set(ext),
-                 provider_mappings={ProviderMapping(item_id=rel, provider_domain=domain, provider_instance=instance)})  # fmt: skip
+    return Track(
+        item_id=rel,
+        provider=instance,
+        name=name,
+        external_ids=set(ext),
+        provider_mappings={
+            ProviderMapping(item_id=rel, provider_domain=domain, provider_instance=instance)
+        },
+    )

@@ -25,13 +25,17 @@ FS = "filesystem_local--t1"
 
 async def main(token: str, rels: list[str]) -> dict[str, object]:
     mass = FakeMass()
-    mass.providers[FS] = FakeMusicProvider("filesystem_local", FS, "Local files", base_path="/nonexistent")
+    mass.providers[FS] = FakeMusicProvider(
+        "filesystem_local", FS, "Local files", base_path="/nonexistent"
+    )
     for rel in rels:
         mass.music.tracks.add(fs_track(FS, rel, rel))
     mass.aiozc = AsyncZeroconf()
     values = {"agent_url": "", "agent_token": token, "media_provider": FS}
     follower = await create_provider(mass, values, "nomarr")
-    stranger = await create_provider(mass, {**values, "agent_id": "00000000-0000-0000-0000-000000000000"}, "other")
+    stranger = await create_provider(
+        mass, {**values, "agent_id": "00000000-0000-0000-0000-000000000000"}, "other"
+    )
     out: dict[str, object] = {"before": follower.agent_url}
     pending: list[asyncio.Task[None]] = []
 
@@ -41,7 +45,9 @@ async def main(token: str, rels: list[str]) -> dict[str, object]:
         for prov in (follower, stranger):
             await prov.on_mdns_service_state_change(name, change, info)
 
-    def on_change(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
         pending.append(asyncio.get_running_loop().create_task(deliver(name, state_change)))
 
     browser = AsyncServiceBrowser(mass.aiozc.zeroconf, [SERVICE], handlers=[on_change])
@@ -51,8 +57,12 @@ async def main(token: str, rels: list[str]) -> dict[str, object]:
                 break
             await asyncio.sleep(0.1)
         await asyncio.gather(*pending, *mass.tasks)
-        out.update(filled=follower.agent_url, pinned=mass.config.raw.get(("nomarr", "agent_id")),
-                   stranger=stranger.agent_url, stranger_pinned=mass.config.raw.get(("other", "agent_id")))  # fmt: skip
+        out.update(
+            filled=follower.agent_url,
+            pinned=mass.config.raw.get(("nomarr", "agent_id")),
+            stranger=stranger.agent_url,
+            stranger_pinned=mass.config.raw.get(("other", "agent_id")),
+        )
         seed = mass.music.tracks.items[(FS, rels[0])]
         out["similar"] = [t.item_id for t in await follower.get_similar_tracks(seed, 5)]
         # a provider loaded with no URL finds the agent itself at start-up (MA's own zeroconf)

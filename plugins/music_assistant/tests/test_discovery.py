@@ -42,7 +42,21 @@ def netns_pair() -> Iterator[tuple[str, str, str]]:
             made.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
         va, vb = f"nma{tag}a", f"nma{tag}b"
-        if _ip("link", "add", va, "netns", a, "type", "veth", "peer", "name", vb, "netns", b, check=False).returncode:
+        if _ip(
+            "link",
+            "add",
+            va,
+            "netns",
+            a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            vb,
+            "netns",
+            b,
+            check=False,
+        ).returncode:
             pytest.skip("cannot create a veth pair here")
         subnet = f"10.{200 + os.getpid() % 50}.{next(_ids) % 250}"
         for ns, dev, host in ((a, va, 1), (b, vb, 2)):
@@ -55,7 +69,9 @@ def netns_pair() -> Iterator[tuple[str, str, str]]:
             _ip("netns", "del", ns, check=False)
 
 
-def test_provider_follows_a_real_announcement(netns_pair: tuple[str, str, str], tmp_path: Path) -> None:
+def test_provider_follows_a_real_announcement(
+    netns_pair: tuple[str, str, str], tmp_path: Path
+) -> None:
     require_agent()
     ns_agent, ns_ma, addr = netns_pair
     root = tmp_path / "music"
@@ -63,15 +79,30 @@ def test_provider_follows_a_real_announcement(netns_pair: tuple[str, str, str], 
     for rel, clip in zip(rels, ("sh07.ogg", "sh08.ogg", "sh09.ogg"), strict=True):
         copy_clip(clip, root / rel)
     port = 20000 + os.getpid() % 20000
-    agent = Agent(tmp_path / "agent", [root], host="0.0.0.0", port=port, zeroconf=True, netns=ns_agent)
+    agent = Agent(
+        tmp_path / "agent", [root], host="0.0.0.0", port=port, zeroconf=True, netns=ns_agent
+    )
     try:
         agent.wait_ready()
         deadline = time.monotonic() + 180
         while b"scan done" not in agent.log_path.read_bytes():
             assert time.monotonic() < deadline and agent.proc.poll() is None, agent.log()
             time.sleep(0.2)
-        res = subprocess.run(["ip", "netns", "exec", ns_ma, sys.executable, str(HERE / "mdns_child.py"),
-                              agent.token, json.dumps(rels)], capture_output=True, text=True, timeout=120)  # fmt: skip
+        res = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns_ma,
+                sys.executable,
+                str(HERE / "mdns_child.py"),
+                agent.token,
+                json.dumps(rels),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert res.returncode == 0, res.stderr[-4000:]
         got = json.loads(res.stdout.strip().splitlines()[-1])
     finally:

@@ -24,12 +24,19 @@ KNOWN = {rel for rel, _c, _m, _i, known in LAYOUT if known}
 
 
 def fs_values(lib: Library, **extra: object) -> dict[str, object]:
-    return {"agent_url": lib.agent.url, "agent_token": lib.agent.token, "media_provider": FS, **extra}
+    return {
+        "agent_url": lib.agent.url,
+        "agent_token": lib.agent.token,
+        "media_provider": FS,
+        **extra,
+    }
 
 
 def agent_similar(lib: Library, rel: str, limit: int = 50) -> list[str]:
     """The agent's own answer (raw HTTP), as relative paths: what the provider must translate."""
-    st, body = lib.agent.request("POST", "/similar", {"track_id": lib.agent_ids[rel], "limit": limit, "distinct": True})
+    st, body = lib.agent.request(
+        "POST", "/similar", {"track_id": lib.agent_ids[rel], "limit": limit, "distinct": True}
+    )
     assert st == 200, body
     return [lib.rel_of(h["path"]) for h in body["items"]]
 
@@ -53,9 +60,14 @@ async def test_manifest_strings_and_config_entries(library: Library, mass: FakeM
     assert by_key["status_label"].type.value == "label"
 
 
-async def test_setup_checks_health_pins_agent_and_registers_commands(library: Library, mass: FakeMass) -> None:
+async def test_setup_checks_health_pins_agent_and_registers_commands(
+    library: Library, mass: FakeMass
+) -> None:
     prov = await load_provider(mass, fs_values(library, agent_library_root=""))
-    assert prov.supported_features == {ProviderFeature.SIMILAR_TRACKS, ProviderFeature.RECOMMENDATIONS}
+    assert prov.supported_features == {
+        ProviderFeature.SIMILAR_TRACKS,
+        ProviderFeature.RECOMMENDATIONS,
+    }
     assert prov.priority == PRIORITY < 50  # ahead of the default, so radio asks us first
     assert prov.agent_url == library.agent.url
     # paired with this agent from now on (persisted through MA's config controller)
@@ -75,7 +87,9 @@ async def test_setup_checks_health_pins_agent_and_registers_commands(library: Li
 # -- mapping both ways ----------------------------------------------------------------------------
 
 
-async def test_filesystem_local_similar_maps_paths_both_ways(library: Library, mass: FakeMass) -> None:
+async def test_filesystem_local_similar_maps_paths_both_ways(
+    library: Library, mass: FakeMass
+) -> None:
     prov = await load_provider(mass, fs_values(library, agent_library_root=str(library.agent_root)))
     seed = mass.music.tracks.items[(FS, "a/one.ogg")]
     got = await prov.get_similar_tracks(seed, limit=3)
@@ -84,23 +98,34 @@ async def test_filesystem_local_similar_maps_paths_both_ways(library: Library, m
     assert all(t.provider == FS for t in got) and "a/one.ogg" not in expected
     # a track the agent has but MA does not is dropped, not invented
     everything = await prov.get_similar_tracks(seed, limit=25)
-    assert [t.item_id for t in everything] == [r for r in agent_similar(library, "a/one.ogg") if r in KNOWN]
-    assert "b/six.ogg" in agent_similar(library, "a/one.ogg") and "b/six.ogg" not in [t.item_id for t in everything]
+    assert [t.item_id for t in everything] == [
+        r for r in agent_similar(library, "a/one.ogg") if r in KNOWN
+    ]
+    assert "b/six.ogg" in agent_similar(library, "a/one.ogg") and "b/six.ogg" not in [
+        t.item_id for t in everything
+    ]
     # the library item (mappings to several providers) works as the seed too
     lib_seed = mass.music.tracks.items[("library", "1")]
     assert [t.item_id for t in await prov.get_similar_tracks(lib_seed, limit=3)] == expected
     mapped = await mass.command_handlers["nomarr/map"](item_id="b/five.ogg", provider=FS)
-    assert mapped == {"uri": mass.music.tracks.items[(FS, "b/five.ogg")].uri,
-                      "agent_track_id": library.agent_ids["b/five.ogg"], "via": "path"}  # fmt: skip
+    assert mapped == {
+        "uri": mass.music.tracks.items[(FS, "b/five.ogg")].uri,
+        "agent_track_id": library.agent_ids["b/five.ogg"],
+        "via": "path",
+    }
 
 
 async def test_opensubsonic_ids_map_through_mbid_and_isrc(library: Library, mass: FakeMass) -> None:
     prov = await load_provider(mass, fs_values(library, media_provider=SUBSONIC))
     for rel, via in (("a/one.ogg", "mbid"), ("b/four.ogg", "isrc")):
-        mapped = await mass.command_handlers["nomarr/map"](item_id=subsonic_id(rel), provider=SUBSONIC)
+        mapped = await mass.command_handlers["nomarr/map"](
+            item_id=subsonic_id(rel), provider=SUBSONIC
+        )
         assert (mapped["agent_track_id"], mapped["via"]) == (library.agent_ids[rel], via)
     # no tags and no path on an opaque-id provider: nothing to go on
-    nothing = await mass.command_handlers["nomarr/map"](item_id=subsonic_id("b/five.ogg"), provider=SUBSONIC)
+    nothing = await mass.command_handlers["nomarr/map"](
+        item_id=subsonic_id("b/five.ogg"), provider=SUBSONIC
+    )
     assert nothing["agent_track_id"] is None
     seed = mass.music.tracks.items[(SUBSONIC, subsonic_id("a/one.ogg"))]
     got = await prov.get_similar_tracks(seed, limit=10)
@@ -119,7 +144,10 @@ async def test_fingerprint_when_paths_do_not_line_up(library: Library, mass: Fak
     # a wrong agent root: the path lookup misses, five.ogg has no tags, so only its sound is left
     prov = await load_provider(mass, fs_values(library, agent_library_root="/srv/elsewhere"))
     mapped = await mass.command_handlers["nomarr/map"](item_id="b/five.ogg", provider=FS)
-    assert (mapped["agent_track_id"], mapped["via"]) == (library.agent_ids["b/five.ogg"], "fingerprint")
+    assert (mapped["agent_track_id"], mapped["via"]) == (
+        library.agent_ids["b/five.ogg"],
+        "fingerprint",
+    )
     assert prov.agent_url == library.agent.url
 
 
@@ -127,7 +155,9 @@ async def test_fingerprint_when_paths_do_not_line_up(library: Library, mass: Fak
 
 
 def played(mass: FakeMass, *rels: str) -> None:
-    mass.music.played = [ItemMapping(item_id=r, provider=FS, name=r, media_type=MediaType.TRACK) for r in rels]
+    mass.music.played = [
+        ItemMapping(item_id=r, provider=FS, name=r, media_type=MediaType.TRACK) for r in rels
+    ]
 
 
 async def test_rows_more_like_recent_and_moods(library: Library, mass: FakeMass) -> None:
@@ -158,14 +188,18 @@ async def test_rows_more_like_recent_and_moods(library: Library, mass: FakeMass)
             for label, tier in a["tiers"].items():
                 if label in MOOD_LABELS:
                     weights[label] += {"high": 2, "medium": 1}.get(tier, 0)
-    strong = sorted((lbl for lbl, w in weights.items() if w >= 2), key=lambda x: (-weights[x], x))[:3]
+    strong = sorted((lbl for lbl, w in weights.items() if w >= 2), key=lambda x: (-weights[x], x))[
+        :3
+    ]
     assert [r.item_id for r in rows[1:]] == [f"mood_{x}" for x in strong]
 
     # a mood row is the agent's mood playlist, mapped
     label = strong[0] if strong else "happy"
     mood_items = await prov.get_recommendation_items(f"mood_{label}")
     _, pl = library.agent.request("POST", "/playlists/mood", {"label": label, "limit": 12})
-    assert [t.item_id for t in mood_items] == [r for r in (library.rel_of(h["path"]) for h in pl["items"]) if r in KNOWN][:6]
+    assert [t.item_id for t in mood_items] == [
+        r for r in (library.rel_of(h["path"]) for h in pl["items"]) if r in KNOWN
+    ][:6]
 
     # cached: the second ask is answered from MA's cache without the agent
     hits = mass.cache.hits
@@ -200,7 +234,9 @@ async def test_setup_fails_helpfully(library: Library, mass: FakeMass) -> None:
     with pytest.raises(SetupFailedError, match="not an http"):
         await load_provider(mass, fs_values(library, agent_url="nas:8765"))
     with pytest.raises(SetupFailedError, match="not the paired agent"):
-        await load_provider(mass, fs_values(library, agent_id="00000000-0000-0000-0000-000000000000"))
+        await load_provider(
+            mass, fs_values(library, agent_id="00000000-0000-0000-0000-000000000000")
+        )
     with pytest.raises(SetupFailedError, match="Music provider"):
         await load_provider(mass, fs_values(library, media_provider=""))
 
@@ -208,13 +244,23 @@ async def test_setup_fails_helpfully(library: Library, mass: FakeMass) -> None:
 @pytest.mark.slow
 async def test_agent_going_down_keeps_ma_running(library: Library, tmp_path: Path) -> None:
     root = tmp_path / "music"
-    for rel, clip in (("a/one.ogg", "sh01.ogg"), ("a/two.ogg", "sh02.ogg"), ("b/four.ogg", "sh04.ogg")):
+    for rel, clip in (
+        ("a/one.ogg", "sh01.ogg"),
+        ("a/two.ogg", "sh02.ogg"),
+        ("b/four.ogg", "sh04.ogg"),
+    ):
         copy_clip(clip, root / rel)
     agent = Agent(tmp_path / "agent", [root]).wait_ready()
     mass = FakeMass()
     try:
         agent.wait_idle()
-        lib = Library(agent, root, root, {r: (None, None) for r in ("a/one.ogg", "a/two.ogg", "b/four.ogg")}, {})
+        lib = Library(
+            agent,
+            root,
+            root,
+            {r: (None, None) for r in ("a/one.ogg", "a/two.ogg", "b/four.ogg")},
+            {},
+        )
         catalog(mass, library)  # MA's catalog layout; this agent has three of its files
         mass.providers[FS].base_path = str(root)
         played(mass, "a/one.ogg")
@@ -228,7 +274,9 @@ async def test_agent_going_down_keeps_ma_running(library: Library, tmp_path: Pat
         await mass.cache.clear()  # force a live fetch
         started = time.monotonic()
         assert await prov.get_similar_tracks(seed, 5) == []  # radio falls through to other sources
-        assert [t.item_id for t in await prov.get_recommendation_items(ROW_RECENT)] == row  # last good copy
+        assert [
+            t.item_id for t in await prov.get_recommendation_items(ROW_RECENT)
+        ] == row  # last good copy
         assert time.monotonic() - started < 20
         status = await mass.command_handlers["nomarr/status"]()
         assert status["reachable"] is False and "unavailable" in status["last_error"]
@@ -245,4 +293,7 @@ async def test_agent_going_down_keeps_ma_running(library: Library, tmp_path: Pat
 async def test_provider_is_created_without_network(library: Library, mass: FakeMass) -> None:
     """setup() only builds the object; the first traffic is handle_async_init's health check."""
     prov = await create_provider(mass, fs_values(library, agent_url="http://127.0.0.1:9"))
-    assert prov.agent_url is None and await prov.get_similar_tracks(mass.music.tracks.items[(FS, "a/one.ogg")]) == []
+    assert (
+        prov.agent_url is None
+        and await prov.get_similar_tracks(mass.music.tracks.items[(FS, "a/one.ogg")]) == []
+    )

@@ -111,12 +111,22 @@ class PushResult:
     unmatched: list[Match] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.action}: {self.name!r} with {len(self.matched)} songs"
-                + (f" ({len(self.unmatched)} agent tracks not found in Navidrome)" if self.unmatched else ""))  # fmt: skip
+        return f"{self.action}: {self.name!r} with {len(self.matched)} songs" + (
+            f" ({len(self.unmatched)} agent tracks not found in Navidrome)"
+            if self.unmatched
+            else ""
+        )
 
 
-async def push(nd: Subsonic, name: str, tracks: Sequence[api.Track], description: str, *,
-               dry_run: bool = False, public: bool | None = None) -> PushResult:  # fmt: skip
+async def push(
+    nd: Subsonic,
+    name: str,
+    tracks: Sequence[api.Track],
+    description: str,
+    *,
+    dry_run: bool = False,
+    public: bool | None = None,
+) -> PushResult:
     """Create or update the playlist ``name`` with ``tracks`` (agent order, duplicates dropped)."""
     if not name.strip():
         raise PushError("the playlist name is empty")
@@ -134,14 +144,22 @@ async def push(nd: Subsonic, name: str, tracks: Sequence[api.Track], description
             ids.append(m.song.id)
             matched.append(m)
     if not ids:
-        raise PushError(f"none of the {len(tracks)} tracks for {name!r} were found in Navidrome; does Navidrome "
-                        "serve the same library, and has it finished scanning?")  # fmt: skip
+        raise PushError(
+            f"none of the {len(tracks)} tracks for {name!r} were found in Navidrome; does Navidrome "
+            "serve the same library, and has it finished scanning?"
+        )
     comment = f"{description} — made by nomarr-navidrome from the nomarr agent {OWN_MARK}"
-    mine = [p for p in await nd.playlists() if p.name == name and (p.owner is None or p.owner == nd.user)]
+    mine = [
+        p
+        for p in await nd.playlists()
+        if p.name == name and (p.owner is None or p.owner == nd.user)
+    ]
     ours = [p for p in mine if OWN_MARK in p.comment]
     if not ours and mine:
-        raise PushError(f"a playlist named {name!r} already exists and was not made by nomarr-navidrome; "
-                        "leaving it alone (pick another --name)")  # fmt: skip
+        raise PushError(
+            f"a playlist named {name!r} already exists and was not made by nomarr-navidrome; "
+            "leaving it alone (pick another --name)"
+        )
     if ours:
         pl = ours[0]
         current = await nd.playlist_song_ids(pl.id)
@@ -158,8 +176,13 @@ async def push(nd: Subsonic, name: str, tracks: Sequence[api.Track], description
         return PushResult(name, "would create", None, matched, unmatched)
     pid = await nd.create_playlist(name, ids)
     if pid is None:  # a pre-1.14 server answers createPlaylist with an empty body
-        fresh = [p for p in await nd.playlists() if p.name == name and OWN_MARK not in p.comment
-                 and (p.owner is None or p.owner == nd.user)]  # fmt: skip
+        fresh = [
+            p
+            for p in await nd.playlists()
+            if p.name == name
+            and OWN_MARK not in p.comment
+            and (p.owner is None or p.owner == nd.user)
+        ]
         if not fresh:
             raise PushError(f"Navidrome accepted {name!r} but does not list it")
         pid = fresh[-1].id

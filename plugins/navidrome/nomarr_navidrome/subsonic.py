@@ -60,8 +60,14 @@ class Song:
     @classmethod
     def of(cls, d: dict[str, Any]) -> Song:
         dur = d.get("duration")
-        return cls(str(d["id"]), str(d.get("title") or ""), d.get("artist"), d.get("album"),
-                   int(dur) if isinstance(dur, int | float) else None, d.get("path"))  # fmt: skip
+        return cls(
+            str(d["id"]),
+            str(d.get("title") or ""),
+            d.get("artist"),
+            d.get("album"),
+            int(dur) if isinstance(dur, int | float) else None,
+            d.get("path"),
+        )
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,13 @@ class PlaylistInfo:
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> PlaylistInfo:
-        return cls(str(d["id"]), str(d.get("name") or ""), str(d.get("comment") or ""), d.get("owner"),
-                   int(d.get("songCount") or 0))  # fmt: skip
+        return cls(
+            str(d["id"]),
+            str(d.get("name") or ""),
+            str(d.get("comment") or ""),
+            d.get("owner"),
+            int(d.get("songCount") or 0),
+        )
 
 
 def token(password: str, salt: str) -> str:
@@ -87,7 +98,9 @@ def normalize_url(url: str) -> str:
     """``http://host:4533`` (or with a reverse-proxy path) → the base the ``/rest/...`` paths hang off."""
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SubsonicError(None, f"Navidrome URL {url!r} is not an http(s) URL with a host (e.g. http://host:4533)")
+        raise SubsonicError(
+            None, f"Navidrome URL {url!r} is not an http(s) URL with a host (e.g. http://host:4533)"
+        )
     path = parts.path.rstrip("/")
     if path.endswith("/rest"):
         path = path[: -len("/rest")]
@@ -99,8 +112,11 @@ class Subsonic:
 
     def __init__(self, url: str, user: str, password: str, *, timeout: float = 30.0) -> None:
         if not user or not password:
-            raise SubsonicError(None, "Navidrome user and password are required (--user/--password, or "
-                                "NAVIDROME_USER/NAVIDROME_PASSWORD)")  # fmt: skip
+            raise SubsonicError(
+                None,
+                "Navidrome user and password are required (--user/--password, or "
+                "NAVIDROME_USER/NAVIDROME_PASSWORD)",
+            )
         self.base = normalize_url(url)
         self.user = user
         self._password = password
@@ -125,8 +141,15 @@ class Subsonic:
         if self._session is None:
             raise RuntimeError("use `async with Subsonic(...)`")
         salt = secrets.token_hex(8)
-        query = [("u", self.user), ("t", token(self._password, salt)), ("s", salt), ("v", API_VERSION),
-                 ("c", CLIENT), ("f", "json"), *params]  # fmt: skip
+        query = [
+            ("u", self.user),
+            ("t", token(self._password, salt)),
+            ("s", salt),
+            ("v", API_VERSION),
+            ("c", CLIENT),
+            ("f", "json"),
+            *params,
+        ]
         url = f"{self.base}/rest/{endpoint}"
         self.calls.append(endpoint)
         try:
@@ -142,19 +165,27 @@ class Subsonic:
         except aiohttp.ClientError as e:
             raise SubsonicError(None, f"cannot reach Navidrome at {self.base}: {e}") from e
         except TimeoutError as e:
-            raise SubsonicError(None, f"Navidrome at {self.base} did not answer within {self.timeout.total:g} s") from e
+            raise SubsonicError(
+                None, f"Navidrome at {self.base} did not answer within {self.timeout.total:g} s"
+            ) from e
         try:
             body = json.loads(raw)["subsonic-response"]
         except (ValueError, KeyError, TypeError):
             text = raw[:200].decode("utf-8", "replace").strip()
-            raise SubsonicError(None, f"{url} answered HTTP {status} with something that is not a Subsonic response"
-                                + (f": {text}" if text else "") + "; is the URL a Navidrome server?") from None  # fmt: skip
+            raise SubsonicError(
+                None,
+                f"{url} answered HTTP {status} with something that is not a Subsonic response"
+                + (f": {text}" if text else "")
+                + "; is the URL a Navidrome server?",
+            ) from None
         if body.get("status") != "ok":
             err = body.get("error") or {}
             code = err.get("code")
             code = int(code) if isinstance(code, int | float | str) and str(code).isdigit() else 0
             msg = str(err.get("message") or "failed")
-            raise SubsonicError(code, f"{endpoint}: {msg}" + (f" — {_HINTS[code]}" if code in _HINTS else ""))
+            raise SubsonicError(
+                code, f"{endpoint}: {msg}" + (f" — {_HINTS[code]}" if code in _HINTS else "")
+            )
         return body
 
     # -- endpoints ------------------------------------------------------------------------
@@ -163,8 +194,15 @@ class Subsonic:
         await self.call("ping")
 
     async def search_songs(self, query: str, count: int = 50) -> list[Song]:
-        body = await self.call("search3", [("query", query), ("songCount", str(count)), ("artistCount", "0"),
-                                           ("albumCount", "0")])  # fmt: skip
+        body = await self.call(
+            "search3",
+            [
+                ("query", query),
+                ("songCount", str(count)),
+                ("artistCount", "0"),
+                ("albumCount", "0"),
+            ],
+        )
         songs = (body.get("searchResult3") or {}).get("song") or []
         return [Song.of(s) for s in songs]
 
@@ -178,15 +216,21 @@ class Subsonic:
 
     async def create_playlist(self, name: str, song_ids: Sequence[str]) -> str | None:
         """A new playlist; its id (API 1.14+ returns the playlist), else ``None``."""
-        body = await self.call("createPlaylist", [("name", name), *(("songId", s) for s in song_ids)])
+        body = await self.call(
+            "createPlaylist", [("name", name), *(("songId", s) for s in song_ids)]
+        )
         pid = (body.get("playlist") or {}).get("id")
         return str(pid) if pid is not None else None
 
     async def replace_songs(self, playlist_id: str, song_ids: Sequence[str]) -> None:
         """``createPlaylist`` with ``playlistId``: the spec's way to replace a playlist's songs."""
-        await self.call("createPlaylist", [("playlistId", playlist_id), *(("songId", s) for s in song_ids)])
+        await self.call(
+            "createPlaylist", [("playlistId", playlist_id), *(("songId", s) for s in song_ids)]
+        )
 
-    async def update_playlist(self, playlist_id: str, *, comment: str | None = None, public: bool | None = None) -> None:
+    async def update_playlist(
+        self, playlist_id: str, *, comment: str | None = None, public: bool | None = None
+    ) -> None:
         params = [("playlistId", playlist_id)]
         if comment is not None:
             params.append(("comment", comment))

@@ -113,7 +113,8 @@ def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
     name keeps meaning "the best-covered happy score" and no two models are mixed in one tag.
     """
     by_label: dict[str, dict[Family, dict[str | None, list[api.TagKey]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list)))  # fmt: skip
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
     for k in keys:
         if k.kind not in ("score", "tier") or not k.label or k.tracks <= 0:
             continue
@@ -126,7 +127,9 @@ def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
     for label in sorted(by_label):
         fams = by_label[label]
 
-        def coverage(f: Family, fams: Mapping[Family, Mapping[str | None, list[api.TagKey]]] = fams) -> tuple[int, str, str]:
+        def coverage(
+            f: Family, fams: Mapping[Family, Mapping[str | None, list[api.TagKey]]] = fams
+        ) -> tuple[int, str, str]:
             return (-max((k.tracks for k in fams[f].get(None, [])), default=0), f.model, f.embedder)
 
         ordered = sorted(fams, key=coverage)
@@ -137,11 +140,20 @@ def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
                     continue
                 name = tag_name(label, tier, None if i == 0 else fam)
                 if name in tags:  # e.g. a label literally called "x_high" next to x's high tier
-                    print(f"nomarr-navidrome: warning: two meanings for the tag name {name}; "
-                          f"keeping {tags[name].label!r}, skipping {label!r}", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"nomarr-navidrome: warning: two meanings for the tag name {name}; "
+                        f"keeping {tags[name].label!r}, skipping {label!r}",
+                        file=sys.stderr,
+                    )
                     continue
-                tags[name] = NavidromeTag(name, label, tier, fam, {k.key.lower() for k in found},
-                                          sum(k.tracks for k in found))  # fmt: skip
+                tags[name] = NavidromeTag(
+                    name,
+                    label,
+                    tier,
+                    fam,
+                    {k.key.lower() for k in found},
+                    sum(k.tracks for k in found),
+                )
     return TagSet(tags)
 
 
@@ -153,16 +165,21 @@ def _toml_str(s: str) -> str:
 def render(tagset: TagSet) -> str:
     """The managed block: one ``[Tags.<name>]`` table per tag, sorted, so the same keys always give
     the same bytes (a re-run that changes nothing does not touch the file)."""
-    lines = [BEGIN,
-             "# nomarr's nom:* keys as float tags for smart playlists. Navidrome reads them only after a",
-             "# restart and a full rescan (see the nomarr-navidrome README)."]  # fmt: skip
+    lines = [
+        BEGIN,
+        "# nomarr's nom:* keys as float tags for smart playlists. Navidrome reads them only after a",
+        "# restart and a full rescan (see the nomarr-navidrome README).",
+    ]
     for name in sorted(tagset.tags):
         t = tagset.tags[name]
         what = f"{t.label} {t.tier} tier" if t.tier else f"{t.label} score"
-        lines += ["", f"# {what}, model {t.family.model} ({t.family.embedder})",
-                  f"[Tags.{name}]",
-                  "Aliases = [" + ", ".join(_toml_str(a) for a in sorted(t.aliases)) + "]",
-                  'Type = "float"']  # fmt: skip
+        lines += [
+            "",
+            f"# {what}, model {t.family.model} ({t.family.embedder})",
+            f"[Tags.{name}]",
+            "Aliases = [" + ", ".join(_toml_str(a) for a in sorted(t.aliases)) + "]",
+            'Type = "float"',
+        ]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -195,7 +212,9 @@ def _strip_managed(text: str) -> str:
         if not skipping:
             out.append(line)
     if in_block:
-        raise ConfigError(f"the nomarr-navidrome block has no end marker ({END!r}); fix or remove it by hand")
+        raise ConfigError(
+            f"the nomarr-navidrome block has no end marker ({END!r}); fix or remove it by hand"
+        )
     return "\n".join(out).rstrip()
 
 
@@ -226,15 +245,21 @@ def merge(existing: str, tagset: TagSet, source: str = "the config") -> str:
     try:
         after = tomllib.loads(merged)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{source} declares Tags.nom_* in a form this tool cannot rewrite ({e}); "
-                          "remove those entries and run again") from e  # fmt: skip
+        raise ConfigError(
+            f"{source} declares Tags.nom_* in a form this tool cannot rewrite ({e}); "
+            "remove those entries and run again"
+        ) from e
     if _without_ours(after) != _without_ours(before):
-        raise ConfigError(f"merging into {source} would change settings outside the Tags.nom_* tables; "
-                          "remove any nom_ entries under [Tags] written by hand and run again")  # fmt: skip
+        raise ConfigError(
+            f"merging into {source} would change settings outside the Tags.nom_* tables; "
+            "remove any nom_ entries under [Tags] written by hand and run again"
+        )
     ours = {k: v for t in (after.get("Tags") or {},) for k, v in t.items() if k.startswith("nom_")}
     want = {n: {"Aliases": sorted(t.aliases), "Type": "float"} for n, t in tagset.tags.items()}
     if ours != want:
-        raise ConfigError(f"{source} declares Tags.nom_* in a form this tool cannot rewrite; remove them and run again")
+        raise ConfigError(
+            f"{source} declares Tags.nom_* in a form this tool cannot rewrite; remove them and run again"
+        )
     return merged
 
 
@@ -248,7 +273,9 @@ def declared(text: str) -> dict[str, list[str]]:
             continue
         for name, conf in tags.items():
             if isinstance(conf, dict):
-                out[name.lower()] = [str(a).lower() for a in conf.get("Aliases", conf.get("aliases", []))]
+                out[name.lower()] = [
+                    str(a).lower() for a in conf.get("Aliases", conf.get("aliases", []))
+                ]
     return out
 
 

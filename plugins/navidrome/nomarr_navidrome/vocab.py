@@ -9,33 +9,160 @@ so moving a label between them renames its tag: they only ever grow.
 
 from __future__ import annotations
 
-MOODS = frozenset({
-    "happy", "sad", "chill", "chillout", "mellow", "beautiful", "sexy", "party", "catchy",
-    "easy_listening", "aggressive", "relaxed", "relaxing", "romantic", "dark", "energetic", "calm",
-    "melancholic", "uplifting", "dreamy", "epic", "emotional", "fun", "groovy", "hopeful",
-    "peaceful", "upbeat", "sentimental", "soft", "danceable", "quiet", "loud", "fast", "slow",
-})  # fmt: skip
+MOODS = frozenset(
+    {
+        "happy",
+        "sad",
+        "chill",
+        "chillout",
+        "mellow",
+        "beautiful",
+        "sexy",
+        "party",
+        "catchy",
+        "easy_listening",
+        "aggressive",
+        "relaxed",
+        "relaxing",
+        "romantic",
+        "dark",
+        "energetic",
+        "calm",
+        "melancholic",
+        "uplifting",
+        "dreamy",
+        "epic",
+        "emotional",
+        "fun",
+        "groovy",
+        "hopeful",
+        "peaceful",
+        "upbeat",
+        "sentimental",
+        "soft",
+        "danceable",
+        "quiet",
+        "loud",
+        "fast",
+        "slow",
+    }
+)
 
-GENRES = frozenset({
-    "rock", "pop", "alternative", "indie", "electronic", "dance", "alternative_rock", "jazz", "metal",
-    "classic_rock", "soul", "indie_rock", "electronica", "folk", "punk", "blues", "hard_rock",
-    "ambient", "experimental", "hip-hop", "hip_hop", "country", "funk", "electro", "heavy_metal",
-    "progressive_rock", "rnb", "indie_pop", "house", "reggae", "classical", "techno", "trance",
-    "disco", "latin", "rap", "drum_and_bass", "dubstep", "downtempo", "trip-hop", "grunge", "emo",
-    "hardcore", "new_wave", "synthpop", "post-rock", "lounge", "orchestral", "soundtrack", "gospel",
-    "ska", "swing", "opera", "world", "new_age", "industrial",
-})  # fmt: skip
+GENRES = frozenset(
+    {
+        "rock",
+        "pop",
+        "alternative",
+        "indie",
+        "electronic",
+        "dance",
+        "alternative_rock",
+        "jazz",
+        "metal",
+        "classic_rock",
+        "soul",
+        "indie_rock",
+        "electronica",
+        "folk",
+        "punk",
+        "blues",
+        "hard_rock",
+        "ambient",
+        "experimental",
+        "hip-hop",
+        "hip_hop",
+        "country",
+        "funk",
+        "electro",
+        "heavy_metal",
+        "progressive_rock",
+        "rnb",
+        "indie_pop",
+        "house",
+        "reggae",
+        "classical",
+        "techno",
+        "trance",
+        "disco",
+        "latin",
+        "rap",
+        "drum_and_bass",
+        "dubstep",
+        "downtempo",
+        "trip-hop",
+        "grunge",
+        "emo",
+        "hardcore",
+        "new_wave",
+        "synthpop",
+        "post-rock",
+        "lounge",
+        "orchestral",
+        "soundtrack",
+        "gospel",
+        "ska",
+        "swing",
+        "opera",
+        "world",
+        "new_age",
+        "industrial",
+    }
+)
 
 # "Energetic vs calm": labels whose medium/high tier says the track pushes, or rests.
-ENERGETIC = ("energetic", "aggressive", "party", "upbeat", "fast", "loud", "dance", "danceable",
-             "metal", "heavy_metal", "hard_rock", "punk", "hardcore", "electro", "house", "techno",
-             "trance", "drum_and_bass", "dubstep")  # fmt: skip
-CALM = ("calm", "chill", "chillout", "relaxed", "relaxing", "mellow", "peaceful", "quiet", "slow",
-        "soft", "easy_listening", "ambient", "downtempo", "lounge", "new_age")  # fmt: skip
+ENERGETIC = (
+    "energetic",
+    "aggressive",
+    "party",
+    "upbeat",
+    "fast",
+    "loud",
+    "dance",
+    "danceable",
+    "metal",
+    "heavy_metal",
+    "hard_rock",
+    "punk",
+    "hardcore",
+    "electro",
+    "house",
+    "techno",
+    "trance",
+    "drum_and_bass",
+    "dubstep",
+)
+CALM = (
+    "calm",
+    "chill",
+    "chillout",
+    "relaxed",
+    "relaxing",
+    "mellow",
+    "peaceful",
+    "quiet",
+    "slow",
+    "soft",
+    "easy_listening",
+    "ambient",
+    "downtempo",
+    "lounge",
+    "new_age",
+)
 # "Focus": no singing (when a model says so) and something unobtrusive.
 FOCUS_VOICELESS = ("instrumental",)
 FOCUS_CALM = CALM + ("classical", "orchestral", "soundtrack", "post-rock", "beautiful")
-PARTY = ("party", "dance", "danceable", "catchy", "happy", "upbeat", "house", "disco", "electro", "funk")
+PARTY = (
+    "party",
+    "dance",
+    "danceable",
+    "catchy",
+    "happy",
+    "upbeat",
+    "house",
+    "disco",
+    "electro",
+    "funk",
+)
 
 
 def category(label: str) -> str:
@@ -49,8 +176,14 @@ def category(label: str) -> str:
 
 def title(label: str) -> str:
     """A label as people write it in a playlist name."""
-    special = {"rnb": "R&B", "hip-hop": "Hip-Hop", "hip_hop": "Hip-Hop", "drum_and_bass": "Drum and Bass",
-               "edm": "EDM", "easy_listening": "Easy Listening"}  # fmt: skip
+    special = {
+        "rnb": "R&B",
+        "hip-hop": "Hip-Hop",
+        "hip_hop": "Hip-Hop",
+        "drum_and_bass": "Drum and Bass",
+        "edm": "EDM",
+        "easy_listening": "Easy Listening",
+    }
     if label in special:
         return special[label]
     return " ".join(w.capitalize() for w in label.replace("_", " ").replace("-", " ").split())

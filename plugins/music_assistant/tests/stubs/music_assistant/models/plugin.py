@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 class PluginProvider(Provider):
     """Base of plugin providers: each hook is only called when its feature is declared."""
 
-    async def search(self, search_query: str, media_types: list[MediaType], limit: int = 5) -> SearchResults:
+    async def search(
+        self, search_query: str, media_types: list[MediaType], limit: int = 5
+    ) -> SearchResults:
         if ProviderFeature.SEARCH in self.supported_features:
             raise NotImplementedError
         return SearchResults()
@@ -40,7 +42,9 @@ class PluginProvider(Provider):
             raise NotImplementedError
         return []
 
-    async def get_recommendation_items(self, item_id: str) -> UniqueList[MediaItemType | ItemMapping | BrowseFolder]:
+    async def get_recommendation_items(
+        self, item_id: str
+    ) -> UniqueList[MediaItemType | ItemMapping | BrowseFolder]:
         if ProviderFeature.RECOMMENDATIONS in self.supported_features:
             raise NotImplementedError
         return UniqueList()

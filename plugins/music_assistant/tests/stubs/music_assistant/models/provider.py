@@ -20,8 +20,13 @@ if TYPE_CHECKING:
 class Provider:
     """Base of all providers: holds mass, manifest, config, features, logger and cache."""
 
-    def __init__(self, mass: Any, manifest: ProviderManifest, config: ProviderConfig,
-                 supported_features: set[ProviderFeature] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        mass: Any,
+        manifest: ProviderManifest,
+        config: ProviderConfig,
+        supported_features: set[ProviderFeature] | None = None,
+    ) -> None:
         self.mass = mass
         self.manifest = manifest
         self.config = config
@@ -46,8 +51,9 @@ class Provider:
     async def unload(self, is_removed: bool = False) -> None:
         """Called when MA stops or the config is reloaded/removed."""
 
-    async def on_mdns_service_state_change(self, name: str, state_change: ServiceStateChange,
-                                           info: AsyncServiceInfo | None) -> None:  # fmt: skip
+    async def on_mdns_service_state_change(
+        self, name: str, state_change: ServiceStateChange, info: AsyncServiceInfo | None
+    ) -> None:
         """Called for services of the manifest's mdns_discovery types."""
 
     @property
@@ -80,7 +86,9 @@ class Provider:
 
     def check_feature(self, feature: ProviderFeature) -> None:
         if not self.supports_feature(feature):
-            raise UnsupportedFeaturedException(f"Provider {self.name} does not support feature {feature.name}")
+            raise UnsupportedFeaturedException(
+                f"Provider {self.name} does not support feature {feature.name}"
+            )
 
     def _update_config_value(self, key: str, value: Any, encrypted: bool = False) -> None:
         # persisted by the config controller, and mirrored into the provider's copy

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent import paths
+from nomarr import paths
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class Backend(Protocol):
     input_names: list[str]
     output_names: list[str]
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run one batch; returns the requested outputs by name."""
         ...
 
@@ -104,12 +106,16 @@ class OrtBackend:
         self.session = ort.InferenceSession(self.path, sess_options=so, providers=providers)
         active = self.session.get_providers()[0]
         if active != self.provider:
-            raise RuntimeError(f"{self.provider} could not be initialised (onnxruntime chose {active})")
+            raise RuntimeError(
+                f"{self.provider} could not be initialised (onnxruntime chose {active})"
+            )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = self.name or Path(self.path).stem
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run one batch (ORT sessions are safe to run from several threads)."""
         names = outputs or self.output_names
         res = self.session.run(names, inputs)
@@ -145,7 +151,9 @@ class TfliteBackend:
         self._batch: int | None = None
         self._lock = threading.Lock()
 
-    def run(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Resize to the batch, invoke, copy the outputs (the interpreter reuses its buffers)."""
         with self._lock:
             batch = next(iter(inputs.values())).shape[0]
@@ -164,7 +172,9 @@ class TfliteBackend:
 # -- golden-input provider check --------------------------------------------------------------
 
 
-def golden_inputs(specs: list[tuple[str, list[Any], str]], seed: int = 1234) -> dict[str, np.ndarray]:
+def golden_inputs(
+    specs: list[tuple[str, list[Any], str]], seed: int = 1234
+) -> dict[str, np.ndarray]:
     """A deterministic input batch for any model signature (dynamic dims: batch 2, others 8).
 
     Float inputs get values in [0, 3), the range of musicnn's log-mel; integer inputs get small ids
@@ -173,11 +183,15 @@ def golden_inputs(specs: list[tuple[str, list[Any], str]], seed: int = 1234) -> 
     rng = np.random.default_rng(seed)
     out = {}
     for i, (name, shape, typ) in enumerate(specs):
-        dims = [d if isinstance(d, int) and d > 0 else (2 if j == 0 else 8) for j, d in enumerate(shape)]
+        dims = [
+            d if isinstance(d, int) and d > 0 else (2 if j == 0 else 8) for j, d in enumerate(shape)
+        ]
         if "float" in typ:
             out[name] = rng.uniform(0.0, 3.0, size=dims).astype(np.float32)
         elif "int" in typ:
-            arr = np.ones(dims, dtype=np.int64) if "mask" in name else rng.integers(3, 100, size=dims)
+            arr = (
+                np.ones(dims, dtype=np.int64) if "mask" in name else rng.integers(3, 100, size=dims)
+            )
             out[name] = arr.astype(np.int64 if "int64" in typ else np.int32)
         else:
             raise ValueError(f"input {name}: unsupported type {typ} for a golden check (#{i})")
@@ -249,7 +263,9 @@ class ProviderSelector:
         tried: list[dict[str, Any]] = []
         accel = [p for p in self.candidates() if p != "CPUExecutionProvider"]
         if not accel:
-            return ProviderChoice("CPUExecutionProvider", "no accelerated execution provider installed")
+            return ProviderChoice(
+                "CPUExecutionProvider", "no accelerated execution provider installed"
+            )
         ref: dict[str, np.ndarray] | None = None
         inputs: dict[str, np.ndarray] | None = None
         for prov in accel:
@@ -258,8 +274,12 @@ class ProviderSelector:
             if cached is not None:
                 tried.append({"provider": prov, **cached, "cached": True})
                 if cached["ok"]:
-                    return ProviderChoice(prov, f"matched CPU on golden input (cached; max diff {cached['diff']:.2e})",
-                                          cached["diff"], tried)  # fmt: skip
+                    return ProviderChoice(
+                        prov,
+                        f"matched CPU on golden input (cached; max diff {cached['diff']:.2e})",
+                        cached["diff"],
+                        tried,
+                    )
                 continue
             if ref is None:
                 cpu = OrtBackend(model_path, "CPUExecutionProvider")
@@ -275,11 +295,20 @@ class ProviderSelector:
             self._store(key, verdict)
             tried.append({"provider": prov, **verdict, "cached": False})
             if verdict["ok"]:
-                return ProviderChoice(prov, f"matched CPU on golden input (max diff {verdict['diff']:.2e})",
-                                      verdict["diff"], tried)  # fmt: skip
+                return ProviderChoice(
+                    prov,
+                    f"matched CPU on golden input (max diff {verdict['diff']:.2e})",
+                    verdict["diff"],
+                    tried,
+                )
             log.warning(
                 "execution provider failed the golden check; falling back",
-                extra={"provider": prov, "model": model_path, "diff": verdict["diff"], "error": verdict["error"]},
+                extra={
+                    "provider": prov,
+                    "model": model_path,
+                    "diff": verdict["diff"],
+                    "error": verdict["error"],
+                },
             )
         why = "; ".join(
             f"{t['provider']} {'error: ' + t['error'] if t.get('error') else 'differs from CPU by %.2e' % (t['diff'] or 0)}"

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.audio.decode import AudioError, load_mono, probe, stream_mono
-from agent.audio.mel import MelSpec, MelStream, log_mel, patches
-from agent.models.clap import (
+from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
+from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
+from nomarr.models.clap import (
     DEFAULT_MOODS,
     ClapAudio,
     ClapText,
@@ -28,17 +28,17 @@ from agent.models.clap import (
     prompt_fingerprint,
     zero_shot,
 )
-from agent.models.manifest import Manifest
-from agent.models.registry import ModelError, Registry
-from agent.models.runtime import (
+from nomarr.models.manifest import Manifest
+from nomarr.models.registry import ModelError, Registry
+from nomarr.models.runtime import (
     Backend,
     OrtBackend,
     ProviderChoice,
     ProviderSelector,
     TfliteBackend,
 )
-from agent.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
-from agent.tags import (
+from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
+from nomarr.tags import (
     TAG_SCHEMA_VERSION,
     fmt_score,
     provenance_key,
@@ -101,14 +101,19 @@ class ModelSet:
             if lm.manifest.kind == "clap-audio":
                 text = partner(registry, lm.manifest, "clap-text")
                 if text is not None and registry.installed(text):
-                    self.clap_text[lm.id] = ClapText(registry, text, threads=threads, selector=self.selector,
-                                                     provider=provider)  # fmt: skip
+                    self.clap_text[lm.id] = ClapText(
+                        registry, text, threads=threads, selector=self.selector, provider=provider
+                    )
 
     def _load(self, m: Manifest, provider: str | None) -> LoadedModel:
         if m.kind not in ("embedder", "head", "clap-audio"):
-            raise ModelError(f"model {m.id}: kind {m.kind} is not run on audio (select its clap-audio partner)")
+            raise ModelError(
+                f"model {m.id}: kind {m.kind} is not run on audio (select its clap-audio partner)"
+            )
         if m.kind == "embedder" and m.input.get("frontend") not in MEL_FRONTENDS:
-            raise ModelError(f"model {m.id}: front end {m.input.get('frontend')!r} is not supported")
+            raise ModelError(
+                f"model {m.id}: front end {m.input.get('frontend')!r} is not supported"
+            )
         path = self.registry.require(m)
         sha = self.registry.verify(m)[0].actual_sha256 or ""
         if m.backend == "tflite":
@@ -122,11 +127,18 @@ class ModelSet:
             be = OrtBackend(str(path), choice.provider, threads=self.threads, name=m.id)
         except Exception as e:  # noqa: BLE001 - an unusable model must name itself
             if choice.provider != "CPUExecutionProvider":
-                log.warning("provider failed to load model, using CPU", extra={"model": m.id, "error": str(e)})
-                choice = ProviderChoice("CPUExecutionProvider", f"{choice.provider} failed to load: {e}")
+                log.warning(
+                    "provider failed to load model, using CPU",
+                    extra={"model": m.id, "error": str(e)},
+                )
+                choice = ProviderChoice(
+                    "CPUExecutionProvider", f"{choice.provider} failed to load: {e}"
+                )
                 be = OrtBackend(str(path), "CPUExecutionProvider", threads=self.threads, name=m.id)
             else:
-                raise ModelError(f"model {m.id}: {path} could not be loaded by onnxruntime ({e})") from e
+                raise ModelError(
+                    f"model {m.id}: {path} could not be loaded by onnxruntime ({e})"
+                ) from e
         return LoadedModel(m, be, sha, choice)
 
     def embedders(self) -> list[LoadedModel]:
@@ -150,7 +162,9 @@ class ModelSet:
         return provenance_hash([(x.manifest, x.sha256) for x in chain], profile, text_sha)
 
 
-def provenance_hash(chain: list[tuple[Manifest, str]], profile: Profile, clap_text_sha: str | None = None) -> str:
+def provenance_hash(
+    chain: list[tuple[Manifest, str]], profile: Profile, clap_text_sha: str | None = None
+) -> str:
     """Short sha256 over everything that changes a model's numbers (DESIGN §2).
 
     Model file hashes (the embedder's too, for heads), pre-processing, aggregation, the sampling
@@ -164,8 +178,15 @@ def provenance_hash(chain: list[tuple[Manifest, str]], profile: Profile, clap_te
     doc = {
         **extra,
         "schema": TAG_SCHEMA_VERSION,
-        "models": [{"id": m.id, "sha256": sha, "input": m.input,
-                    "activation": m.outputs.get("activation", "none")} for m, sha in chain],  # fmt: skip
+        "models": [
+            {
+                "id": m.id,
+                "sha256": sha,
+                "input": m.input,
+                "activation": m.outputs.get("activation", "none"),
+            }
+            for m, sha in chain
+        ],
         "decode": {"downmix": "mean", "resampler": "soxr-hq"},
         "aggregation": "mean",
         "profile": profile.params(),
@@ -183,7 +204,9 @@ def resolve_models(registry: Registry, model_ids: list[str] | tuple[str, ...]) -
     return [registry.get(mid) for mid in wanted]
 
 
-def planned_provenance(registry: Registry, model_ids: list[str] | tuple[str, ...], profile: Profile) -> dict[str, str]:
+def planned_provenance(
+    registry: Registry, model_ids: list[str] | tuple[str, ...], profile: Profile
+) -> dict[str, str]:
     """model id → the provenance an analysis with these models and profile would record.
 
     Verifies the model files' sha256 (cached by size and mtime) but loads nothing.
@@ -224,7 +247,9 @@ class ModelResult:
         """Tier per label (per-label calibrated thresholds when given, else the defaults)."""
         out = {}
         for label, s in self.scores.items():
-            out[label] = tier_of(s, thresholds[label]) if thresholds and label in thresholds else tier_of(s)
+            out[label] = (
+                tier_of(s, thresholds[label]) if thresholds and label in thresholds else tier_of(s)
+            )
         return out
 
 
@@ -241,7 +266,9 @@ class FileAnalysis:
     manifests: dict[str, Manifest]
     warnings: list[str] = field(default_factory=list)
 
-    def tags(self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None) -> dict[str, str]:
+    def tags(
+        self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
+    ) -> dict[str, str]:
         """The ``nom:`` keys and values this analysis would write to the file."""
         out: dict[str, str] = {}
         for mid, r in self.results.items():
@@ -316,15 +343,25 @@ class Analyzer:
         groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
         for lm in self.models.embedders():
             inp = lm.manifest.input
-            key = (inp.get("sample_rate", 16000), inp.get("n_fft", 512), inp.get("hop_length", 256),
-                   inp.get("n_mels", 96), inp.get("patch_frames", 187), inp.get("patch_hop", 187))  # fmt: skip
+            key = (
+                inp.get("sample_rate", 16000),
+                inp.get("n_fft", 512),
+                inp.get("hop_length", 256),
+                inp.get("n_mels", 96),
+                inp.get("patch_frames", 187),
+                inp.get("patch_hop", 187),
+            )
             groups.setdefault(key, []).append(lm)
         for (sr, n_fft, hop, n_mels, patch, patch_hop), members in groups.items():
             spec = MelSpec(sr=sr, n_fft=n_fft, hop=hop, n_mels=n_mels)
-            per_model: dict[str, dict[str, list[np.ndarray]]] = {m.id: {"s": [], "e": []} for m in members}
+            per_model: dict[str, dict[str, list[np.ndarray]]] = {
+                m.id: {"s": [], "e": []} for m in members
+            }
             n_patches = 0
             energy = 0.0
-            for patch_batch, e in self._patch_batches(path, windows, spec, patch, patch_hop, timing):
+            for patch_batch, e in self._patch_batches(
+                path, windows, spec, patch, patch_hop, timing
+            ):
                 energy += e
                 t1 = time.perf_counter()
                 for lm in members:
@@ -359,7 +396,13 @@ class Analyzer:
         )
 
     def _patch_batches(
-        self, path: str, windows: list[Window], spec: MelSpec, patch: int, hop: int, timing: dict[str, float]
+        self,
+        path: str,
+        windows: list[Window],
+        spec: MelSpec,
+        patch: int,
+        hop: int,
+        timing: dict[str, float],
     ) -> Any:
         """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
 
@@ -390,11 +433,19 @@ class Analyzer:
         if pending:
             yield np.stack(pending), energy
 
-    def _run_embedder(self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]) -> None:
+    def _run_embedder(
+        self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]
+    ) -> None:
         out = lm.manifest.outputs
         heads = self.models.heads_of(lm.id)
-        feeds = {h.id: h.manifest.head.get("embedder_output") or out.get("embedding") for h in heads}
-        names = list(dict.fromkeys(n for n in (out.get("scores"), out.get("embedding"), *feeds.values()) if n))
+        feeds = {
+            h.id: h.manifest.head.get("embedder_output") or out.get("embedding") for h in heads
+        }
+        names = list(
+            dict.fromkeys(
+                n for n in (out.get("scores"), out.get("embedding"), *feeds.values()) if n
+            )
+        )
         res = lm.backend.run({lm.manifest.input.get("input_name", "melspectrogram"): batch}, names)
         if out.get("scores"):
             acc["s"].append(_activate(res[out["scores"]], out.get("activation", "none")))
@@ -402,8 +453,12 @@ class Analyzer:
             acc["e"].append(res[out["embedding"]])
         for head in heads:
             ho = head.manifest.outputs
-            hres = head.backend.run({head.manifest.head["input_name"]: res[feeds[head.id]]}, [ho["scores"]])
-            acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho["scores"]], ho.get("activation", "none")))
+            hres = head.backend.run(
+                {head.manifest.head["input_name"]: res[feeds[head.id]]}, [ho["scores"]]
+            )
+            acc.setdefault(f"head:{head.id}", []).append(
+                _activate(hres[ho["scores"]], ho.get("activation", "none"))
+            )
 
     def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
         """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
@@ -411,7 +466,9 @@ class Analyzer:
         vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
         mean = vecs.mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
-        scores = zero_shot(mean, self.models.clap_text[lm.id]) if lm.id in self.models.clap_text else {}
+        scores = (
+            zero_shot(mean, self.models.clap_text[lm.id]) if lm.id in self.models.clap_text else {}
+        )
         return ModelResult(
             model_id=lm.id,
             prefix=lm.manifest.namespace.prefix(),
@@ -422,14 +479,20 @@ class Analyzer:
             embedding=mean,
         )
 
-    def _collect(self, lm: LoadedModel, acc: dict[str, list[np.ndarray]], n: int) -> dict[str, ModelResult]:
+    def _collect(
+        self, lm: LoadedModel, acc: dict[str, list[np.ndarray]], n: int
+    ) -> dict[str, ModelResult]:
         out: dict[str, ModelResult] = {}
 
-        def result(m: LoadedModel, scores: list[np.ndarray], emb: list[np.ndarray] | None) -> ModelResult:
+        def result(
+            m: LoadedModel, scores: list[np.ndarray], emb: list[np.ndarray] | None
+        ) -> ModelResult:
             labels = m.manifest.labels
             mean = np.concatenate(scores).mean(axis=0) if scores else np.zeros(0)
             if scores and mean.shape[0] != len(labels):
-                raise ModelError(f"model {m.id}: {mean.shape[0]} scores but {len(labels)} labels in its manifest")
+                raise ModelError(
+                    f"model {m.id}: {mean.shape[0]} scores but {len(labels)} labels in its manifest"
+                )
             return ModelResult(
                 model_id=m.id,
                 prefix=m.manifest.namespace.prefix(),

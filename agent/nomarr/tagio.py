@@ -1,6 +1,6 @@
 """Reading and writing nomarr's ``nom:`` keys in audio files, without ever damaging a file.
 
-The contract is DESIGN §2 (key grammar in :mod:`agent.tags`); the reasoning behind the write path,
+The contract is DESIGN §2 (key grammar in :mod:`nomarr.tags`); the reasoning behind the write path,
 its crash states and the per-format details are in docs/tags.md. In short:
 
 - A write is *copy → tag the copy → verify the copy → atomically replace the original*. The copy is
@@ -43,14 +43,27 @@ from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
-from agent.tags import LEGACY_PREFIX, PREFIX, fmt_score, parse_key
+from nomarr.tags import LEGACY_PREFIX, PREFIX, fmt_score, parse_key
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES = frozenset(
-    {".mp3", ".wav", ".aiff", ".aif", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".m4b",
-     ".wma", ".asf"}
-)  # fmt: skip
+    {
+        ".mp3",
+        ".wav",
+        ".aiff",
+        ".aif",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".mp4",
+        ".m4b",
+        ".wma",
+        ".asf",
+    }
+)
 
 TMP_SUFFIX = ".nomarr-tmp"  # scanners and watchers must ignore files ending in this
 _JOURNAL_SUFFIX = ".json"
@@ -134,8 +147,14 @@ class _ID3Codec:
         "musicbrainz_albumid": "musicbrainz album id",
         "musicbrainz_artistid": "musicbrainz artist id",
     }
-    _TEXT = {"isrc": "TSRC", "title": "TIT2", "artist": "TPE1", "album": "TALB",
-             "albumartist": "TPE2", "tracknumber": "TRCK"}  # fmt: skip
+    _TEXT = {
+        "isrc": "TSRC",
+        "title": "TIT2",
+        "artist": "TPE1",
+        "album": "TALB",
+        "albumartist": "TPE2",
+        "tracknumber": "TRCK",
+    }
 
     def items(self, tags: mutagen.Tags | None) -> list[_Item]:
         if tags is None:
@@ -201,12 +220,18 @@ class _VorbisCodec:
     """Vorbis comments (FLAC, Ogg Vorbis, Opus, Ogg FLAC): field name = key; MOOD field."""
 
     fmt = "vorbis"
-    _IDS = {"musicbrainz_recordingid": ("musicbrainz_trackid",),
-            "musicbrainz_trackid": ("musicbrainz_releasetrackid",),
-            "musicbrainz_albumid": ("musicbrainz_albumid",),
-            "musicbrainz_artistid": ("musicbrainz_artistid",), "isrc": ("isrc",),
-            "title": ("title",), "artist": ("artist",), "album": ("album",),
-            "albumartist": ("albumartist", "album artist"), "tracknumber": ("tracknumber",)}  # fmt: skip
+    _IDS = {
+        "musicbrainz_recordingid": ("musicbrainz_trackid",),
+        "musicbrainz_trackid": ("musicbrainz_releasetrackid",),
+        "musicbrainz_albumid": ("musicbrainz_albumid",),
+        "musicbrainz_artistid": ("musicbrainz_artistid",),
+        "isrc": ("isrc",),
+        "title": ("title",),
+        "artist": ("artist",),
+        "album": ("album",),
+        "albumartist": ("albumartist", "album artist"),
+        "tracknumber": ("tracknumber",),
+    }
 
     def items(self, tags: mutagen.Tags | None) -> list[_Item]:
         grouped: dict[str, list[str]] = {}
@@ -249,8 +274,11 @@ class _VorbisCodec:
         return out
 
     def others(self, obj: mutagen.FileType) -> list[tuple[str, str]]:
-        out = [(k.lower(), _digest(v)) for k, v in obj.tags or []
-               if not _is_owned_name(k) and k.lower() != "mood"]  # fmt: skip
+        out = [
+            (k.lower(), _digest(v))
+            for k, v in obj.tags or []
+            if not _is_owned_name(k) and k.lower() != "mood"
+        ]
         for i, block in enumerate(getattr(obj, "metadata_blocks", None) or []):
             if isinstance(block, VCFLACDict | Padding):
                 continue
@@ -269,10 +297,13 @@ class _MP4Codec:
     """MP4/M4A: freeform atoms ``----:com.apple.iTunes:<key>`` (UTF-8); MOOD is a freeform too."""
 
     fmt = "mp4"
-    _FF = {"musicbrainz_recordingid": "musicbrainz track id",
-           "musicbrainz_trackid": "musicbrainz release track id",
-           "musicbrainz_albumid": "musicbrainz album id",
-           "musicbrainz_artistid": "musicbrainz artist id", "isrc": "isrc"}  # fmt: skip
+    _FF = {
+        "musicbrainz_recordingid": "musicbrainz track id",
+        "musicbrainz_trackid": "musicbrainz release track id",
+        "musicbrainz_albumid": "musicbrainz album id",
+        "musicbrainz_artistid": "musicbrainz artist id",
+        "isrc": "isrc",
+    }
     _TEXT = {"title": "©nam", "artist": "©ART", "album": "©alb", "albumartist": "aART"}
 
     def items(self, tags: mutagen.Tags | None) -> list[_Item]:
@@ -320,8 +351,11 @@ class _MP4Codec:
         return out
 
     def others(self, obj: mutagen.FileType) -> list[tuple[str, str]]:
-        owned = {it.sid for it in self.items(obj.tags)
-                 if _is_owned_name(it.name) or it.name.lower() == "mood"}  # fmt: skip
+        owned = {
+            it.sid
+            for it in self.items(obj.tags)
+            if _is_owned_name(it.name) or it.name.lower() == "mood"
+        }
         return sorted((k, _digest(v)) for k, v in (obj.tags or {}).items() if k not in owned)
 
 
@@ -329,12 +363,18 @@ class _ASFCodec:
     """ASF/WMA: attribute named = key (unicode string); MOOD is ``WM/Mood``."""
 
     fmt = "asf"
-    _IDS = {"musicbrainz_recordingid": "musicbrainz/track id",
-            "musicbrainz_trackid": "musicbrainz/release track id",
-            "musicbrainz_albumid": "musicbrainz/album id",
-            "musicbrainz_artistid": "musicbrainz/artist id", "isrc": "wm/isrc",
-            "title": "title", "artist": "author", "album": "wm/albumtitle",
-            "albumartist": "wm/albumartist", "tracknumber": "wm/tracknumber"}  # fmt: skip
+    _IDS = {
+        "musicbrainz_recordingid": "musicbrainz/track id",
+        "musicbrainz_trackid": "musicbrainz/release track id",
+        "musicbrainz_albumid": "musicbrainz/album id",
+        "musicbrainz_artistid": "musicbrainz/artist id",
+        "isrc": "wm/isrc",
+        "title": "title",
+        "artist": "author",
+        "album": "wm/albumtitle",
+        "albumartist": "wm/albumartist",
+        "tracknumber": "wm/tracknumber",
+    }
 
     def items(self, tags: mutagen.Tags | None) -> list[_Item]:
         grouped: dict[str, list[str]] = {}
@@ -365,15 +405,26 @@ class _ASFCodec:
         return {k: low[n] for k, n in self._IDS.items() if n in low}
 
     def others(self, obj: mutagen.FileType) -> list[tuple[str, str]]:
-        return sorted((k, _digest(v)) for k, v in obj.tags or []
-                      if not _is_owned_name(k) and k.lower() != "wm/mood")  # fmt: skip
+        return sorted(
+            (k, _digest(v))
+            for k, v in obj.tags or []
+            if not _is_owned_name(k) and k.lower() != "wm/mood"
+        )
 
 
 _ID3, _VORBIS, _MP4, _ASF = _ID3Codec(), _VorbisCodec(), _MP4Codec(), _ASFCodec()
 _Codec = _ID3Codec | _VorbisCodec | _MP4Codec | _ASFCodec
-_CODECS: dict[type, _Codec] = {MP3: _ID3, WAVE: _ID3, AIFF: _ID3, FLAC: _VORBIS,
-                               OggVorbis: _VORBIS, OggOpus: _VORBIS, OggFLAC: _VORBIS,
-                               MP4: _MP4, ASF: _ASF}  # fmt: skip
+_CODECS: dict[type, _Codec] = {
+    MP3: _ID3,
+    WAVE: _ID3,
+    AIFF: _ID3,
+    FLAC: _VORBIS,
+    OggVorbis: _VORBIS,
+    OggOpus: _VORBIS,
+    OggFLAC: _VORBIS,
+    MP4: _MP4,
+    ASF: _ASF,
+}
 
 
 # --------------------------------------------------------------------------- loading
@@ -509,10 +560,25 @@ def _iff_info(path: str) -> dict[str, str]:
 
 # INFO id → ID3 frame, for the fields TagLib shows from INFO (what a WAV "loses" in TagLib-based
 # players once an ID3 chunk exists, since TagLib then shows only the ID3 tag).
-_INFO_TO_ID3 = {"INAM": "TIT2", "IART": "TPE1", "IPRD": "TALB", "ICRD": "TDRC", "IGNR": "TCON",
-                "IPRT": "TRCK", "ITRK": "TRCK", "ISFT": "TSSE", "ICOP": "TCOP", "IMUS": "TCOM",
-                "ILNG": "TLAN", "IMED": "TMED", "IBPM": "TBPM", "ISRC": "TSRC", "ITCH": "TENC",
-                "IWRI": "TEXT", "ICMT": "COMM"}  # fmt: skip
+_INFO_TO_ID3 = {
+    "INAM": "TIT2",
+    "IART": "TPE1",
+    "IPRD": "TALB",
+    "ICRD": "TDRC",
+    "IGNR": "TCON",
+    "IPRT": "TRCK",
+    "ITRK": "TRCK",
+    "ISFT": "TSSE",
+    "ICOP": "TCOP",
+    "IMUS": "TCOM",
+    "ILNG": "TLAN",
+    "IMED": "TMED",
+    "IBPM": "TBPM",
+    "ISRC": "TSRC",
+    "ITCH": "TENC",
+    "IWRI": "TEXT",
+    "ICMT": "COMM",
+}
 
 
 def _mirror_info(path: str, tags: mutagen.Tags) -> list[tuple[str, str]]:
@@ -803,8 +869,12 @@ class _NeedInplace(Exception):
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size,
-                                                             b.st_mtime_ns)  # fmt: skip
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+    )
 
 
 def _recheck(real: str, st: os.stat_result) -> None:
@@ -853,8 +923,9 @@ def _unlink(path: str | os.PathLike) -> None:
         os.unlink(path)
 
 
-def _write_replace(real: str, st: os.stat_result, cls: type, req: _Request,
-                   audio: tuple[str, str] | None) -> _Plan | None:  # fmt: skip
+def _write_replace(
+    real: str, st: os.stat_result, cls: type, req: _Request, audio: tuple[str, str] | None
+) -> _Plan | None:
     d, name = os.path.split(real)
     tmp = os.path.join(d, "." + name + TMP_SUFFIX)
     _unlink(tmp)  # a stray from an earlier crash
@@ -964,8 +1035,14 @@ def _cleanup_journal(rec: Path, tmp: str | os.PathLike) -> None:
     _fsync_path(rec.parent, directory=True)
 
 
-def _stage_inplace(real: str, st: os.stat_result, cls: type, req: _Request, jdir: Path,
-                   audio: tuple[str, str] | None) -> tuple[_Plan | None, Path, dict]:  # fmt: skip
+def _stage_inplace(
+    real: str,
+    st: os.stat_result,
+    cls: type,
+    req: _Request,
+    jdir: Path,
+    audio: tuple[str, str] | None,
+) -> tuple[_Plan | None, Path, dict]:
     """States A→B: build and verify the temp in the journal dir, then make the record durable."""
     name = _journal_name(real)
     tmp = jdir / (name + TMP_SUFFIX)
@@ -991,9 +1068,19 @@ def _stage_inplace(real: str, st: os.stat_result, cls: type, req: _Request, jdir
             return None, rec, {}
         _recheck(real, st)
         temp_size, temp_md5 = _file_md5(str(tmp))
-        data = {"version": 1, "path": real, "temp": str(tmp), "dev": st.st_dev, "ino": st.st_ino,
-                "orig_size": st.st_size, "orig_mtime_ns": st.st_mtime_ns, "orig_md5": orig_md5,
-                "temp_size": temp_size, "temp_md5": temp_md5, "created": time.time()}  # fmt: skip
+        data = {
+            "version": 1,
+            "path": real,
+            "temp": str(tmp),
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "orig_size": st.st_size,
+            "orig_mtime_ns": st.st_mtime_ns,
+            "orig_md5": orig_md5,
+            "temp_size": temp_size,
+            "temp_md5": temp_md5,
+            "created": time.time(),
+        }
         _write_json_durably(rec, data)
     except BaseException:
         _unlink(tmp)
@@ -1001,8 +1088,15 @@ def _stage_inplace(real: str, st: os.stat_result, cls: type, req: _Request, jdir
     return plan, rec, data
 
 
-def _write_inplace(real: str, st: os.stat_result, cls: type, req: _Request, jdir: Path,
-                   audio: tuple[str, str] | None, verify: bool) -> _Plan | None:  # fmt: skip
+def _write_inplace(
+    real: str,
+    st: os.stat_result,
+    cls: type,
+    req: _Request,
+    jdir: Path,
+    audio: tuple[str, str] | None,
+    verify: bool,
+) -> _Plan | None:
     plan, rec, data = _stage_inplace(real, st, cls, req, jdir, audio)
     if plan is None:
         return None
@@ -1061,8 +1155,10 @@ def _recover_record(rec: Path, data: dict) -> str | None:
             _copy_back(tmp, real, data["dev"], data["ino"])
         except (OSError, TagError) as e:
             if _matches(real, data["orig_size"], data["orig_md5"]):
-                log.warning("cannot finish an interrupted tag write; original intact, dropped",
-                            extra={"path": real, "error": str(e)})  # fmt: skip
+                log.warning(
+                    "cannot finish an interrupted tag write; original intact, dropped",
+                    extra={"path": real, "error": str(e)},
+                )
                 _cleanup_journal(rec, tmp)
                 return "abandoned"
             log.error("cannot finish journalled write", extra={"path": real, "error": str(e)})
@@ -1077,8 +1173,10 @@ def _recover_record(rec: Path, data: dict) -> str | None:
         log.warning("interrupted tag write abandoned; original intact", extra={"path": real})
         _cleanup_journal(rec, tmp)
         return "abandoned"
-    log.error("file damaged and its verified copy is gone or damaged; journal kept",
-              extra={"path": real, "journal": str(rec)})  # fmt: skip
+    log.error(
+        "file damaged and its verified copy is gone or damaged; journal kept",
+        extra={"path": real, "journal": str(rec)},
+    )
     return None
 
 
@@ -1133,8 +1231,9 @@ def _validate_nom(nom: dict[str, str]) -> None:
             raise ValueError(f"{k!r}: value must be non-empty and contain no NUL")
 
 
-def _write(path: str | os.PathLike, req: _Request, journal_dir: str | os.PathLike | None,
-           verify: bool) -> WriteResult:  # fmt: skip
+def _write(
+    path: str | os.PathLike, req: _Request, journal_dir: str | os.PathLike | None, verify: bool
+) -> WriteResult:
     src = os.fspath(path)
     # A symlinked path is written through to its target; replacing the link itself would turn it
     # into a regular file.
@@ -1167,13 +1266,19 @@ def _write(path: str | os.PathLike, req: _Request, journal_dir: str | os.PathLik
             try:
                 done = _write_replace(real, st, cls, req, audio)
             except _NeedInplace as e:
-                log.info("atomic replace not possible; using journalled in-place write",
-                         extra={"path": real, "why": str(e)})  # fmt: skip
+                log.info(
+                    "atomic replace not possible; using journalled in-place write",
+                    extra={"path": real, "why": str(e)},
+                )
                 method = "inplace-journal"
         if method == "inplace-journal":
             if jdir is None:
-                raise TagError(real, "io", "in-place write needed (hardlinks, owner or directory "
-                                           "permissions) but no journal_dir given")  # fmt: skip
+                raise TagError(
+                    real,
+                    "io",
+                    "in-place write needed (hardlinks, owner or directory "
+                    "permissions) but no journal_dir given",
+                )
             done = _write_inplace(real, st, cls, req, jdir, audio, verify)
         if done is None:
             return WriteResult(False, {}, [], None, "unchanged")
@@ -1181,10 +1286,16 @@ def _write(path: str | os.PathLike, req: _Request, journal_dir: str | os.PathLik
         return WriteResult(True, done.write, done.removed, mood, method)
 
 
-def write_tags(path: str | os.PathLike, nom: dict[str, str], *, mood: str | None = None,
-               mood_owned: str | None = None, remove_legacy: bool = False,
-               journal_dir: str | os.PathLike | None = None,
-               verify: bool = True) -> WriteResult:  # fmt: skip
+def write_tags(
+    path: str | os.PathLike,
+    nom: dict[str, str],
+    *,
+    mood: str | None = None,
+    mood_owned: str | None = None,
+    remove_legacy: bool = False,
+    journal_dir: str | os.PathLike | None = None,
+    verify: bool = True,
+) -> WriteResult:
     """Make ``path`` carry exactly the ``nom:`` keys in ``nom`` (and MOOD under the ownership rule).
 
     ``nom`` is the complete desired set: other ``nom:`` keys in the file are removed, equal ones
@@ -1212,9 +1323,13 @@ def _legacy_target(key: str, mapping: dict[str, str]) -> str | None:
     return parse_key(target).key  # a bad mapping is the caller's bug: ValueError
 
 
-def migrate_legacy(path: str | os.PathLike, *, mapping: dict[str, str] | None = None,
-                   journal_dir: str | os.PathLike | None = None,
-                   verify: bool = True) -> WriteResult:  # fmt: skip
+def migrate_legacy(
+    path: str | os.PathLike,
+    *,
+    mapping: dict[str, str] | None = None,
+    journal_dir: str | os.PathLike | None = None,
+    verify: bool = True,
+) -> WriteResult:
     """Rewrite legacy ``essentia:`` keys as ``nom:`` keys, best effort, through the safe writer.
 
     Rule per legacy key: if ``nom:`` + its body is a valid nom key, use that; else use

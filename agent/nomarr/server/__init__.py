@@ -11,25 +11,33 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.config import ServeConfig
+from nomarr.config import ServeConfig
 
 log = logging.getLogger("nomarr.serve")
 
 
-async def serve(cfg: ServeConfig, *, ready: Callable[[Any, int], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:  # fmt: skip
+async def serve(
+    cfg: ServeConfig,
+    *,
+    ready: Callable[[Any, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully. ``ready`` is
-    called with the running :class:`~agent.server.service.Agent` and the bound port."""
-    from agent.server.app import create_app
-    from agent.server.service import Agent
+    called with the running :class:`~nomarr.server.service.Agent` and the bound port."""
+    from nomarr.server.app import create_app
+    from nomarr.server.service import Agent
 
     agent = Agent(cfg)
     if agent.token_created:
         # shown once: the plugins need it; afterwards it is only in the 0600 file
-        from agent import paths
+        from nomarr import paths
 
-        print(f"nomarr: created API token {agent.token}\n        (stored in {paths.config_dir() / 'token'}, mode 0600; "
-              "plugins send it as 'Authorization: Bearer <token>')", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"nomarr: created API token {agent.token}\n        (stored in {paths.config_dir() / 'token'}, mode 0600; "
+            "plugins send it as 'Authorization: Bearer <token>')",
+            file=sys.stderr,
+            flush=True,
+        )
     if cfg.auth == "none":
         log.warning("authentication is off: anyone who can reach this port can use the API")
     app = create_app(agent)
@@ -51,8 +59,17 @@ async def serve(cfg: ServeConfig, *, ready: Callable[[Any, int], None] | None = 
     try:
         await agent.start()
         await agent.announce(port)
-        log.info("serving", extra={"host": cfg.host, "port": port, "libraries": len(cfg.libraries), "db": agent.db_path,
-                                   "agent_id": agent.agent_id, "workers": cfg.worker_count()})  # fmt: skip
+        log.info(
+            "serving",
+            extra={
+                "host": cfg.host,
+                "port": port,
+                "libraries": len(cfg.libraries),
+                "db": agent.db_path,
+                "agent_id": agent.agent_id,
+                "workers": cfg.worker_count(),
+            },
+        )
         if ready is not None:
             ready(agent, port)
         await stop.wait()

@@ -15,10 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from agent.store import Store, Track
-from agent.tags import slug
+from nomarr.store import Store, Track
+from nomarr.tags import slug
 
-DEFAULT_SPACE_ORDER = ("clap-htsat-unfused-audio", "discogs-effnet-bsdynamic-1", "msd-musicnn-1", "mtt-musicnn-1")
+DEFAULT_SPACE_ORDER = (
+    "clap-htsat-unfused-audio",
+    "discogs-effnet-bsdynamic-1",
+    "msd-musicnn-1",
+    "mtt-musicnn-1",
+)
 
 
 class QueryError(Exception):
@@ -60,13 +65,18 @@ class Filters:
     under: list[str] | None = None
     min_duration: float | None = None
     max_duration: float | None = None
-    min_scores: dict[str, float] | None = None  # label slug → minimum score (any model with the label)
+    min_scores: dict[str, float] | None = (
+        None  # label slug → minimum score (any model with the label)
+    )
 
     def accepts(self, t: Track, scores: dict[str, float] | None = None) -> bool:
         """Whether a track passes every filter."""
         if self.under:
             p = os.fsencode(t.path)
-            if not any(p.startswith(os.fsencode(os.path.abspath(u)).rstrip(b"/") + b"/") for u in self.under):
+            if not any(
+                p.startswith(os.fsencode(os.path.abspath(u)).rstrip(b"/") + b"/")
+                for u in self.under
+            ):
                 return False
         if self.min_duration is not None and (t.duration or 0.0) < self.min_duration:
             return False
@@ -84,7 +94,9 @@ def pick_space(store: Store, model: str | None = None) -> str:
     have = {mid for mid, _ in store.spaces().values()}
     if model:
         if model not in have:
-            raise QueryError(f"no embeddings for model {model!r} in this library (have: {', '.join(sorted(have)) or 'none'})")
+            raise QueryError(
+                f"no embeddings for model {model!r} in this library (have: {', '.join(sorted(have)) or 'none'})"
+            )
         return model
     for mid in DEFAULT_SPACE_ORDER:
         if mid in have:
@@ -119,9 +131,18 @@ def _scores_of(store: Store, rec_ids: list[int]) -> dict[int, dict[str, float]]:
     return out
 
 
-def similar_to_vector(store: Store, vector: np.ndarray, model: str, n: int = 10, *, filters: Filters | None = None,
-                      exclude_recordings: set[int] | None = None, distinct: bool = False,
-                      seed_recording: int | None = None, exclude_tracks: set[int] | None = None) -> list[Hit]:  # fmt: skip
+def similar_to_vector(
+    store: Store,
+    vector: np.ndarray,
+    model: str,
+    n: int = 10,
+    *,
+    filters: Filters | None = None,
+    exclude_recordings: set[int] | None = None,
+    distinct: bool = False,
+    seed_recording: int | None = None,
+    exclude_tracks: set[int] | None = None,
+) -> list[Hit]:
     """Nearest files to a vector, filtered; grows ``k`` until ``n`` answers survive the filters."""
     filters = filters or Filters()
     exclude_recordings = exclude_recordings or set()
@@ -149,8 +170,15 @@ def similar_to_vector(store: Store, vector: np.ndarray, model: str, n: int = 10,
         k = min(4096, k * 4)
 
 
-def similar(store: Store, ref: str | int, n: int = 10, *, model: str | None = None, filters: Filters | None = None,
-            distinct: bool = False) -> tuple[Track, list[Hit]]:  # fmt: skip
+def similar(
+    store: Store,
+    ref: str | int,
+    n: int = 10,
+    *,
+    model: str | None = None,
+    filters: Filters | None = None,
+    distinct: bool = False,
+) -> tuple[Track, list[Hit]]:
     """Files most similar to a seed file, nearest first; the seed itself is never in the answer.
 
     Other files of the seed's recording (re-encodes, copies) come first, marked ``same_recording``;
@@ -162,8 +190,17 @@ def similar(store: Store, ref: str | int, n: int = 10, *, model: str | None = No
     if vec is None:
         raise QueryError(f"{seed.path}: no {space} embedding stored")
     excl = {seed.recording_id or 0} if distinct else set()
-    hits = similar_to_vector(store, vec, space, n, filters=filters, exclude_recordings=excl, distinct=distinct,
-                             seed_recording=seed.recording_id, exclude_tracks={seed.id})  # fmt: skip
+    hits = similar_to_vector(
+        store,
+        vec,
+        space,
+        n,
+        filters=filters,
+        exclude_recordings=excl,
+        distinct=distinct,
+        seed_recording=seed.recording_id,
+        exclude_tracks={seed.id},
+    )
     return seed, hits
 
 
@@ -177,8 +214,15 @@ def labels(store: Store) -> dict[str, list[str]]:
     return out
 
 
-def mood_playlist(store: Store, label: str, n: int = 25, *, model: str | None = None, min_score: float = 0.0,
-                  filters: Filters | None = None) -> list[Hit]:  # fmt: skip
+def mood_playlist(
+    store: Store,
+    label: str,
+    n: int = 25,
+    *,
+    model: str | None = None,
+    min_score: float = 0.0,
+    filters: Filters | None = None,
+) -> list[Hit]:
     """The ``n`` recordings scoring highest for a label (one file each), best first."""
     want = slug(label)
     candidates = [model] if model else store.model_ids()
@@ -195,7 +239,9 @@ def mood_playlist(store: Store, label: str, n: int = 25, *, model: str | None = 
         filters = filters or Filters()
         for pos, i in enumerate(order):
             if pos % chunk == 0:  # files fetched a chunk at a time: filters may skip many
-                files.update(store.tracks_of_recordings([recs[j] for j in order[pos : pos + chunk]]))
+                files.update(
+                    store.tracks_of_recordings([recs[j] for j in order[pos : pos + chunk]])
+                )
             s = float(col[i])
             if s < min_score or s != s:
                 break
@@ -207,20 +253,37 @@ def mood_playlist(store: Store, label: str, n: int = 25, *, model: str | None = 
                 break
         return out
     known = sorted(labels(store))
-    raise QueryError(f"no model in this library scores {label!r}" + (f"; labels: {', '.join(known[:30])}…" if known else ""))
+    raise QueryError(
+        f"no model in this library scores {label!r}"
+        + (f"; labels: {', '.join(known[:30])}…" if known else "")
+    )
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def radio(store: Store, ref: str | int, n: int = 25, *, model: str | None = None, filters: Filters | None = None) -> list[Hit]:
+def radio(
+    store: Store,
+    ref: str | int,
+    n: int = 25,
+    *,
+    model: str | None = None,
+    filters: Filters | None = None,
+) -> list[Hit]:
     """A seed radio: the seed, then its neighbourhood ordered as a smooth walk (each next track is
     the nearest unplayed one to the current), one file per recording."""
     seed = resolve_track(store, ref)
     space = pick_space(store, model)
-    pool = similar_to_vector(store, store.embedding(space, seed.recording_id or 0), space, n * 2,
-                             filters=filters, exclude_recordings={seed.recording_id or 0}, distinct=True)  # fmt: skip
+    pool = similar_to_vector(
+        store,
+        store.embedding(space, seed.recording_id or 0),
+        space,
+        n * 2,
+        filters=filters,
+        exclude_recordings={seed.recording_id or 0},
+        distinct=True,
+    )
     vecs = {h.track.recording_id: store.embedding(space, h.track.recording_id or 0) for h in pool}
     out = [Hit(seed, 0.0, same_recording=True)]
     cur = store.embedding(space, seed.recording_id or 0)
@@ -234,13 +297,23 @@ def radio(store: Store, ref: str | int, n: int = 25, *, model: str | None = None
     return out
 
 
-def path_playlist(store: Store, start: str | int, end: str | int, n: int = 12, *, model: str | None = None,
-                  filters: Filters | None = None) -> list[Hit]:  # fmt: skip
+def path_playlist(
+    store: Store,
+    start: str | int,
+    end: str | int,
+    n: int = 12,
+    *,
+    model: str | None = None,
+    filters: Filters | None = None,
+) -> list[Hit]:
     """A song path: ``n`` tracks from ``start`` to ``end`` that walk through embedding space along the
     great circle between them, each step the nearest unused recording to its waypoint."""
     a, b = resolve_track(store, start), resolve_track(store, end)
     space = pick_space(store, model)
-    va, vb = store.embedding(space, a.recording_id or 0), store.embedding(space, b.recording_id or 0)
+    va, vb = (
+        store.embedding(space, a.recording_id or 0),
+        store.embedding(space, b.recording_id or 0),
+    )
     if va is None or vb is None:
         raise QueryError(f"both ends need a {space} embedding")
     ua, ub = _unit(va), _unit(vb)
@@ -254,8 +327,15 @@ def path_playlist(store: Store, start: str | int, end: str | int, n: int = 12, *
             target = ua
         else:  # slerp: waypoints evenly spaced in angle
             target = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
-        hits = similar_to_vector(store, target.astype(np.float32), space, 1, filters=filters, exclude_recordings=used,
-                                 distinct=True)  # fmt: skip
+        hits = similar_to_vector(
+            store,
+            target.astype(np.float32),
+            space,
+            1,
+            filters=filters,
+            exclude_recordings=used,
+            distinct=True,
+        )
         if not hits:
             break
         used.add(hits[0].track.recording_id or 0)
@@ -264,26 +344,34 @@ def path_playlist(store: Store, start: str | int, end: str | int, n: int = 12, *
     return out
 
 
-def text_playlist(store: Store, text: str, n: int = 25, *, filters: Filters | None = None,
-                  registry: Any = None) -> list[Hit]:  # fmt: skip
+def text_playlist(
+    store: Store, text: str, n: int = 25, *, filters: Filters | None = None, registry: Any = None
+) -> list[Hit]:
     """Tracks nearest to a text description (CLAP text tower against CLAP audio vectors).
     ``registry``: the agent passes its own (its model paths are fixed when it starts)."""
-    from agent.models.registry import ModelError, Registry
+    from nomarr.models.registry import ModelError, Registry
 
     reg = registry or Registry()
-    audio_spaces = [mid for mid, _ in store.spaces().values() if reg.manifests().get(mid) is not None
-                    and reg.manifests()[mid].kind == "clap-audio"]  # fmt: skip
+    audio_spaces = [
+        mid
+        for mid, _ in store.spaces().values()
+        if reg.manifests().get(mid) is not None and reg.manifests()[mid].kind == "clap-audio"
+    ]
     if not audio_spaces:
-        raise ModelRequired("text search needs a CLAP model: `nomarr models pull clap-htsat-unfused-audio "
-                         "clap-htsat-unfused-text`, then `nomarr scan --model msd-musicnn-1 --model "
-                         "clap-htsat-unfused-audio LIBRARY`")  # fmt: skip
-    from agent.models.clap import partner
+        raise ModelRequired(
+            "text search needs a CLAP model: `nomarr models pull clap-htsat-unfused-audio "
+            "clap-htsat-unfused-text`, then `nomarr scan --model msd-musicnn-1 --model "
+            "clap-htsat-unfused-audio LIBRARY`"
+        )
+    from nomarr.models.clap import partner
 
     audio = reg.get(audio_spaces[0])
     text_m = partner(reg, audio, "clap-text")
     if text_m is None or not reg.installed(text_m):
-        raise ModelRequired(f"text search needs the text tower that pairs with {audio.id}: `nomarr models pull "
-                         f"{text_m.id if text_m else 'clap-htsat-unfused-text'}`")  # fmt: skip
+        raise ModelRequired(
+            f"text search needs the text tower that pairs with {audio.id}: `nomarr models pull "
+            f"{text_m.id if text_m else 'clap-htsat-unfused-text'}`"
+        )
     try:
         vec = _text_tower(reg, text_m).embed([text])[0]
     except ModelError as e:
@@ -298,7 +386,7 @@ _TEXT_LOCK = threading.Lock()
 
 
 def _text_tower(reg: Any, manifest: Any) -> Any:
-    from agent.models.clap import ClapText
+    from nomarr.models.clap import ClapText
 
     key = (str(reg.models_dir), manifest.id)
     with _TEXT_LOCK:

@@ -12,7 +12,11 @@ import os
 import sys
 import time
 
-_STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -30,8 +34,15 @@ class KeyValueFormatter(logging.Formatter):
         if record.exc_info:
             extras["exc"] = self.formatException(record.exc_info).splitlines()[-1]
         if self.as_json:
-            return json.dumps({"ts": ts, "level": record.levelname.lower(), "logger": record.name,
-                               "msg": msg, **{k: _plain(v) for k, v in extras.items()}})  # fmt: skip
+            return json.dumps(
+                {
+                    "ts": ts,
+                    "level": record.levelname.lower(),
+                    "logger": record.name,
+                    "msg": msg,
+                    **{k: _plain(v) for k, v in extras.items()},
+                }
+            )
         kv = " ".join(f"{k}={_quote(v)}" for k, v in extras.items())
         return f"{ts} {record.levelname.lower():7s} {record.name} {msg}" + (f" {kv}" if kv else "")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agent.models.manifest import Namespace
+from nomarr.models.manifest import Namespace
 
 TAG_SCHEMA_VERSION = 1
 PREFIX = "nom:"

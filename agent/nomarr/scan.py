@@ -13,7 +13,7 @@ The shape, and why:
   next file's decode overlaps the other worker's inference); the main process only does SQLite and
   tag writes.
 - **Crash-safe.** Each file's database change is one transaction; tag writes are atomic replaces
-  (see :mod:`agent.tagio`), and the write is recorded only after it happened, so a kill at any
+  (see :mod:`nomarr.tagio`), and the write is recorded only after it happened, so a kill at any
   moment leaves at worst a file whose tags are re-checked (and found current) by the next scan.
 """
 
@@ -37,23 +37,45 @@ from typing import Any
 
 import numpy as np
 
-from agent import paths
-from agent.audio.decode import AUDIO_EXTENSIONS
-from agent.fingerprint import MATCH_MAX_BER as FP_MAX_BER
-from agent.fingerprint import Fingerprint, FingerprintError, bit_error_rate, fingerprint
-from agent.store import Analysis, Store, enc_path
-from agent.tags import fmt_score, slug, tier_of
+from nomarr import paths
+from nomarr.audio.decode import AUDIO_EXTENSIONS
+from nomarr.fingerprint import MATCH_MAX_BER as FP_MAX_BER
+from nomarr.fingerprint import Fingerprint, FingerprintError, bit_error_rate, fingerprint
+from nomarr.store import Analysis, Store, enc_path
+from nomarr.tags import fmt_score, slug, tier_of
 
 log = logging.getLogger("nomarr.scan")
 
 TMP_MARKER = ".nomarr-tmp"
 # MSD/MTT musicnn labels (and CLAP zero-shot moods) that are moods rather than genres or
 # instruments: the ones the optional standard MOOD field is filled from (high tier only).
-MOOD_LABELS = frozenset({
-    "happy", "sad", "chill", "chillout", "mellow", "beautiful", "party", "sexy", "catchy", "easy_listening",
-    "relaxing", "relaxed", "aggressive", "calm", "energetic", "dark", "romantic", "melancholic", "uplifting",
-    "angry", "peaceful", "dreamy", "epic",
-})  # fmt: skip
+MOOD_LABELS = frozenset(
+    {
+        "happy",
+        "sad",
+        "chill",
+        "chillout",
+        "mellow",
+        "beautiful",
+        "party",
+        "sexy",
+        "catchy",
+        "easy_listening",
+        "relaxing",
+        "relaxed",
+        "aggressive",
+        "calm",
+        "energetic",
+        "dark",
+        "romantic",
+        "melancholic",
+        "uplifting",
+        "angry",
+        "peaceful",
+        "dreamy",
+        "epic",
+    }
+)
 CALIBRATE_MIN_TRACKS = 100  # below this, fixed thresholds (docs/tiers.md)
 CALIBRATE_GROWTH = 0.10  # recalibrate when the analysed library grew by this share
 TIER_QUANTILES = (0.90, 0.70)  # high = top 10 % of the library for a label, medium = next 20 %
@@ -74,7 +96,9 @@ class WalkResult:
     entries: int = 0
 
 
-def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, vanished_ok: bool = False) -> WalkResult:
+def walk(
+    roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, vanished_ok: bool = False
+) -> WalkResult:
     """Every audio file under ``roots`` (symlinks followed, loops cut), sorted by path.
 
     ``os.scandir`` gives the name and type without a ``stat`` per entry, so a tree of 100,000
@@ -115,7 +139,9 @@ def walk(roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, va
             continue
         key = (dst.st_dev, dst.st_ino)
         if key in seen_dirs:
-            res.errors.append((d, "directory already visited (symlink loop or duplicate link), skipped"))
+            res.errors.append(
+                (d, "directory already visited (symlink loop or duplicate link), skipped")
+            )
             continue
         seen_dirs.add(key)
         try:
@@ -160,14 +186,23 @@ def _oserror(e: OSError) -> str:
 _W: dict[str, Any] = {}
 
 
-def _init_worker(db_path: str, model_ids: list[str], profile: str, want: dict[str, str], threads: int,
-                 batch: int, provider: str | None, log_level: int, nice: int,
-                 cpus: list[int] | None = None) -> None:  # fmt: skip
+def _init_worker(
+    db_path: str,
+    model_ids: list[str],
+    profile: str,
+    want: dict[str, str],
+    threads: int,
+    batch: int,
+    provider: str | None,
+    log_level: int,
+    nice: int,
+    cpus: list[int] | None = None,
+) -> None:
     """Load the models once per worker process (lowered priority and pinned cores first, so even
     model loading respects the agent's CPU cap)."""
-    from agent.models.registry import Registry
-    from agent.pipeline.analyze import Analyzer, ModelSet
-    from agent.pipeline.profiles import get_profile
+    from nomarr.models.registry import Registry
+    from nomarr.pipeline.analyze import Analyzer, ModelSet
+    from nomarr.pipeline.profiles import get_profile
 
     logging.basicConfig(level=log_level)
     if nice:
@@ -181,19 +216,31 @@ def _init_worker(db_path: str, model_ids: list[str], profile: str, want: dict[st
         except OSError:
             pass
     ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
-    _W.update(analyzer=Analyzer(ms, get_profile(profile), batch_size=batch), db=db_path, want=want, store=None,
-              model_ids=tuple(model_ids), threads=threads, provider=provider, batch=batch)  # fmt: skip
+    _W.update(
+        analyzer=Analyzer(ms, get_profile(profile), batch_size=batch),
+        db=db_path,
+        want=want,
+        store=None,
+        model_ids=tuple(model_ids),
+        threads=threads,
+        provider=provider,
+        batch=batch,
+    )
 
 
-def analyze_job(path: str, profile: str | None = None, model_ids: list[str] | None = None,
-                embedding: bool = False) -> dict[str, Any]:  # fmt: skip
+def analyze_job(
+    path: str,
+    profile: str | None = None,
+    model_ids: list[str] | None = None,
+    embedding: bool = False,
+) -> dict[str, Any]:
     """Worker job for ``POST /analyze``: run the models on one file and return the JSON document of
     ``nomarr analyze``, touching no database and no file. The worker's loaded models are reused
     when the request asks for them (the usual case); other models or profiles are loaded once per
     worker and kept beside them."""
-    from agent.models.registry import Registry
-    from agent.pipeline.analyze import Analyzer, ModelSet
-    from agent.pipeline.profiles import get_profile
+    from nomarr.models.registry import Registry
+    from nomarr.pipeline.analyze import Analyzer, ModelSet
+    from nomarr.pipeline.profiles import get_profile
 
     base: Analyzer = _W["analyzer"]
     ids = tuple(model_ids) if model_ids else _W["model_ids"]
@@ -203,10 +250,12 @@ def analyze_job(path: str, profile: str | None = None, model_ids: list[str] | No
     else:
         cache = _W.setdefault("extra_sets", {})
         if ids not in cache:
-            cache[ids] = ModelSet(Registry(), list(ids), threads=_W["threads"], provider=_W["provider"])
+            cache[ids] = ModelSet(
+                Registry(), list(ids), threads=_W["threads"], provider=_W["provider"]
+            )
         ms = cache[ids]
-    from agent.audio.decode import AudioError
-    from agent.models.registry import ModelError
+    from nomarr.audio.decode import AudioError
+    from nomarr.models.registry import ModelError
 
     t0 = time.perf_counter()
     # Errors come back as data: an exception whose constructor takes other arguments than its
@@ -238,7 +287,9 @@ class WorkerPool:
         self.initargs = initargs
         self._executor: ProcessPoolExecutor | None = None
         self.last_used = time.monotonic()
-        self.busy = 0  # jobs submitted and not finished (the idle unloader must not shut a busy pool)
+        self.busy = (
+            0  # jobs submitted and not finished (the idle unloader must not shut a busy pool)
+        )
 
     @property
     def loaded(self) -> bool:
@@ -251,8 +302,12 @@ class WorkerPool:
         if self._executor is None:
             import multiprocessing as mp
 
-            self._executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                                 initializer=_init_worker, initargs=self.initargs)  # fmt: skip
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=self.initargs,
+            )
         return self._executor
 
     def submit(self, fn: Any, *args: Any) -> Future[Any]:
@@ -316,17 +371,22 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
     models itself: the main process decides which one file of a recording is analysed, so that
     several files of one new recording in flight at once are not all analysed. Returns plain data.
     """
-    from agent.audio.decode import AudioError, probe
-    from agent.models.registry import ModelError
-    from agent.tagio import TagError, read_tags
+    from nomarr.audio.decode import AudioError, probe
+    from nomarr.models.registry import ModelError
+    from nomarr.tagio import TagError, read_tags
 
     out: dict[str, Any] = {"path": path, "mode": mode}
     t0 = time.perf_counter()
     try:
         st0 = os.stat(path)
         info = probe(path)
-        out.update(duration=info.duration, container=info.container, codec=info.codec,
-                   sample_rate=info.sample_rate, channels=info.channels)  # fmt: skip
+        out.update(
+            duration=info.duration,
+            container=info.container,
+            codec=info.codec,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+        )
         try:
             out["ids"] = read_tags(path).ids
         except TagError:
@@ -348,22 +408,34 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         if rec is not None and _worker_store() is not None:
             have = {mid: a.provenance for mid, a in _worker_store().analyses(rec).items()}  # type: ignore[union-attr]
             if all(have.get(m) == p for m, p in _W["want"].items()):
-                out.update(kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0})
+                out.update(
+                    kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0}
+                )
                 out["stat"] = _stat_tuple(st0)
                 return out
         if mode == "identify":
-            out.update(kind="identified", timing={"identify": t_id, "total": time.perf_counter() - t0})
+            out.update(
+                kind="identified", timing={"identify": t_id, "total": time.perf_counter() - t0}
+            )
             out["stat"] = _stat_tuple(st0)
             return out
         fa = _W["analyzer"].analyze(path)
         out["kind"] = "analysed"
         out["windows"] = [w.to_dict() for w in fa.windows]
         out["results"] = [
-            {"model_id": r.model_id, "prefix": r.prefix, "provenance": r.provenance, "provider": r.provider,
-             "n_patches": r.n_patches, "scores": r.scores,
-             "embedding": None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32)}
+            {
+                "model_id": r.model_id,
+                "prefix": r.prefix,
+                "provenance": r.provenance,
+                "provider": r.provider,
+                "n_patches": r.n_patches,
+                "scores": r.scores,
+                "embedding": None
+                if r.embedding is None
+                else np.asarray(r.embedding, dtype=np.float32),
+            }
             for r in fa.results.values()
-        ]  # fmt: skip
+        ]
         out["warnings"] = fa.warnings
         out["timing"] = {**fa.timing, "identify": t_id, "total": time.perf_counter() - t0}
         st1 = os.stat(path)
@@ -372,12 +444,22 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         out["stat"] = _stat_tuple(st0)
         return out
     except FileNotFoundError:
-        return {**out, "kind": "failed", "error": "vanished (deleted or moved during the scan)", "vanished": True}
+        return {
+            **out,
+            "kind": "failed",
+            "error": "vanished (deleted or moved during the scan)",
+            "vanished": True,
+        }
     except PermissionError as e:
         return {**out, "kind": "failed", "error": f"permission denied ({e.strerror or e})"}
     except AudioError as e:
         vanished = not os.path.exists(path)
-        return {**out, "kind": "failed", "error": "vanished during the scan" if vanished else e.reason, "vanished": vanished}
+        return {
+            **out,
+            "kind": "failed",
+            "error": "vanished during the scan" if vanished else e.reason,
+            "vanished": vanished,
+        }
     except (ModelError, OSError, ValueError, RuntimeError) as e:
         return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
 
@@ -456,7 +538,9 @@ class ScanOptions:
     verify_writes: bool = True
     nice: int = 0
     cpus: list[int] | None = None  # pin workers to these cores (the agent's CPU cap)
-    vanished_ok: bool = False  # roots are changed paths inside a library (the watcher): a missing one is gone
+    vanished_ok: bool = (
+        False  # roots are changed paths inside a library (the watcher): a missing one is gone
+    )
 
 
 @dataclass
@@ -498,8 +582,11 @@ def tags_hash(tags: dict[str, str], mood: str | None) -> str:
     return hashlib.sha256(json.dumps([sorted(tags.items()), mood]).encode()).hexdigest()[:16]
 
 
-def desired_tags(analyses: Iterable[Analysis], thresholds: dict[str, dict[str, tuple[float, float]]],
-                 mood_field: bool) -> tuple[dict[str, str], str | None]:  # fmt: skip
+def desired_tags(
+    analyses: Iterable[Analysis],
+    thresholds: dict[str, dict[str, tuple[float, float]]],
+    mood_field: bool,
+) -> tuple[dict[str, str], str | None]:
     """The complete ``nom:`` key set (and optional MOOD value) a file of this recording should carry."""
     out: dict[str, str] = {}
     moods: list[tuple[float, str]] = []
@@ -570,8 +657,10 @@ class Progress:
         rate = done / el if el > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else 0.0
         bar = "#" * int(30 * done / max(1, self.total))
-        sys.stderr.write(f"\rscan [{bar:<30}] {done}/{self.total} files  {rate * 60:.0f}/min  "
-                         f"ETA {_hms(eta)}  {note[:40]:<40}")  # fmt: skip
+        sys.stderr.write(
+            f"\rscan [{bar:<30}] {done}/{self.total} files  {rate * 60:.0f}/min  "
+            f"ETA {_hms(eta)}  {note[:40]:<40}"
+        )
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -588,13 +677,18 @@ def _hms(s: float) -> str:
 class Scanner:
     """One scan of one or more library roots into one database."""
 
-    def __init__(self, opts: ScanOptions, progress: bool | None = None, pool: WorkerPool | None = None,
-                 cancel: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        opts: ScanOptions,
+        progress: bool | None = None,
+        pool: WorkerPool | None = None,
+        cancel: Any = None,
+    ) -> None:
         """``pool``: worker processes to use and leave running (the agent's); ``cancel``: an object
         with ``is_set()`` (a ``threading.Event``) that stops the scan between files."""
-        from agent.models.registry import Registry
-        from agent.pipeline.analyze import planned_provenance
-        from agent.pipeline.profiles import get_profile
+        from nomarr.models.registry import Registry
+        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.profiles import get_profile
 
         self.opts = opts
         self.db_path = str(opts.db or paths.default_db())
@@ -608,13 +702,25 @@ class Scanner:
         self.cancel = cancel
         self.journal_dir = paths.data_dir() / "journal"
         self._own_pool = pool is None
-        self.pool = pool or WorkerPool(self._workers(), self.worker_initargs(opts, self.db_path, self.want))
+        self.pool = pool or WorkerPool(
+            self._workers(), self.worker_initargs(opts, self.db_path, self.want)
+        )
 
     @staticmethod
     def worker_initargs(opts: ScanOptions, db_path: str, want: dict[str, str]) -> tuple[Any, ...]:
         """What each worker process is started with (the agent builds its long-lived pool from this)."""
-        return (db_path, opts.models, opts.profile, want, opts.threads, opts.batch, opts.provider,
-                log.getEffectiveLevel(), opts.nice, opts.cpus)  # fmt: skip
+        return (
+            db_path,
+            opts.models,
+            opts.profile,
+            want,
+            opts.threads,
+            opts.batch,
+            opts.provider,
+            log.getEffectiveLevel(),
+            opts.nice,
+            opts.cpus,
+        )
 
     @property
     def _executor(self) -> ProcessPoolExecutor | None:
@@ -636,7 +742,7 @@ class Scanner:
     def _workers(self) -> int:
         if self.opts.workers is not None:
             return max(0, self.opts.workers)
-        from agent.models.runtime import available_cores
+        from nomarr.models.runtime import available_cores
 
         return max(1, available_cores())
 
@@ -646,14 +752,30 @@ class Scanner:
             # The in-process "worker" outlives one scan (models stay loaded), but it must follow the
             # scan's database, models and profile: a later scan of another library in the same
             # process would otherwise match files against the first library's recordings.
-            cfg = (self.db_path, tuple(self.opts.models), self.opts.profile, tuple(sorted(self.want.items())),
-                   self.opts.threads, self.opts.batch, self.opts.provider)  # fmt: skip
+            cfg = (
+                self.db_path,
+                tuple(self.opts.models),
+                self.opts.profile,
+                tuple(sorted(self.want.items())),
+                self.opts.threads,
+                self.opts.batch,
+                self.opts.provider,
+            )
             if _W.get("cfg") != cfg:
                 if _W.get("store") is not None:
                     _W["store"].close()
                 _W.clear()
-                _init_worker(self.db_path, self.opts.models, self.opts.profile, self.want, self.opts.threads or 0,
-                             max(self.opts.batch, 4), self.opts.provider, log.getEffectiveLevel(), 0)  # fmt: skip
+                _init_worker(
+                    self.db_path,
+                    self.opts.models,
+                    self.opts.profile,
+                    self.want,
+                    self.opts.threads or 0,
+                    max(self.opts.batch, 4),
+                    self.opts.provider,
+                    log.getEffectiveLevel(),
+                    0,
+                )
                 _W["cfg"] = cfg
             f: Future[dict[str, Any]] = Future()
             f.set_result(process_file(path, mode, rec))
@@ -664,7 +786,7 @@ class Scanner:
 
     def run(self) -> ScanSummary:
         """Walk, decide, analyse, store, write, calibrate; returns the summary."""
-        from agent import tagio
+        from nomarr import tagio
 
         t0 = time.perf_counter()
         s = self.summary
@@ -688,18 +810,26 @@ class Scanner:
             for tmp in w.stray_temps:
                 try:
                     os.unlink(tmp)
-                    log.info("removed a stray temp file from an interrupted tag write", extra={"path": tmp})
+                    log.info(
+                        "removed a stray temp file from an interrupted tag write",
+                        extra={"path": tmp},
+                    )
                 except FileNotFoundError:
                     pass
                 except OSError as e:
-                    log.warning("cannot remove stray temp file", extra={"path": tmp, "error": str(e)})
+                    log.warning(
+                        "cannot remove stray temp file", extra={"path": tmp, "error": str(e)}
+                    )
 
         td = time.perf_counter()
         known = store.snapshot(roots)
         provs = store.provenances()
         epoch = int(store.meta("tier_epoch", "0") or 0)
         written = store.write_hashes()
-        status = {tid: (st, err) for tid, st, err in store.db.execute("SELECT id, status, error FROM tracks")}
+        status = {
+            tid: (st, err)
+            for tid, st, err in store.db.execute("SELECT id, status, error FROM tracks")
+        }
         seen: set[bytes] = set()
         jobs: deque[_Job] = deque()
         write_only: list[tuple[int, str]] = []
@@ -716,7 +846,9 @@ class Scanner:
             stt, err = status.get(tid, ("new", None))
             if unchanged and stt == "failed" and not self.opts.retry_failed:
                 s.failed_unchanged += 1
-                s.failures.append({"path": path, "reason": f"{err} (unchanged since it failed; --retry-failed)"})
+                s.failures.append(
+                    {"path": path, "reason": f"{err} (unchanged since it failed; --retry-failed)"}
+                )
                 continue
             if unchanged and stt == "ok" and self._current(rec, provs):
                 if not self.opts.write or written.get(tid, "").endswith(f":{epoch}"):
@@ -725,15 +857,23 @@ class Scanner:
                     write_only.append((tid, path))
                 continue
             if unchanged and stt == "ok" and rec is not None:
-                jobs.append(_Job(path, st, "analyze", rec))  # stale provenance: same recording, new models/profile
+                jobs.append(
+                    _Job(path, st, "analyze", rec)
+                )  # stale provenance: same recording, new models/profile
             else:
                 jobs.append(_Job(path, st, "identify", None))
-        gone = {raw: v for raw, v in known.items() if raw not in seen and not _under_any(raw, w.unreadable_dirs)}
+        gone = {
+            raw: v
+            for raw, v in known.items()
+            if raw not in seen and not _under_any(raw, w.unreadable_dirs)
+        }
         # moves within a filesystem keep inode, size and mtime: no fingerprint needed
         if new_files and gone:
             by_inode = {}
             for raw, (tid, size, mtime, rec) in gone.items():
-                row = store.db.execute("SELECT dev, inode FROM tracks WHERE id = ?", (tid,)).fetchone()
+                row = store.db.execute(
+                    "SELECT dev, inode FROM tracks WHERE id = ?", (tid,)
+                ).fetchone()
                 if row and row[0] is not None:
                     by_inode[(row[0], row[1], size, mtime)] = (raw, tid, rec)
             for path, st in new_files:
@@ -790,8 +930,13 @@ class Scanner:
                 in_flight[f] = job
                 pools[f] = self._executor
 
-            def start_analysis(path: str, st: os.stat_result, key: tuple[str, Any] | None,
-                               ident: dict[str, Any] | None, rec: int | None) -> None:  # fmt: skip
+            def start_analysis(
+                path: str,
+                st: os.stat_result,
+                key: tuple[str, Any] | None,
+                ident: dict[str, Any] | None,
+                rec: int | None,
+            ) -> None:
                 if key is not None:
                     waiting.setdefault(key, [])
                 submit(_Job(path, st, "analyze", rec, key, ident))
@@ -825,8 +970,12 @@ class Scanner:
                 return n
 
             while jobs or in_flight or suspects:
-                if jobs and self._cancelled():  # shutting down: finish what is in flight, start nothing
-                    log.info("scan cancelled; finishing the files in flight", extra={"left": len(jobs)})
+                if (
+                    jobs and self._cancelled()
+                ):  # shutting down: finish what is in flight, start nothing
+                    log.info(
+                        "scan cancelled; finishing the files in flight", extra={"left": len(jobs)}
+                    )
                     jobs.clear()
                     suspects.clear()
                     if not in_flight:
@@ -841,7 +990,9 @@ class Scanner:
                     if job.mode == "analyze" and job.key is None and job.rec is not None:
                         key = ("rec", job.rec)
                         if key in waiting:
-                            waiting[key].append(("job", _Job(job.path, job.st, job.mode, job.rec), job.st))
+                            waiting[key].append(
+                                ("job", _Job(job.path, job.st, job.mode, job.rec), job.st)
+                            )
                             continue
                         waiting[key] = []
                         job = _Job(job.path, job.st, job.mode, job.rec, key)
@@ -855,16 +1006,21 @@ class Scanner:
                     except (Exception, CancelledError) as e:  # a dead worker must not end the scan
                         if pool is not None and pool is self._executor:
                             s.worker_crashes += 1
-                            log.warning("a worker process died; retrying its files one by one",
-                                        extra={"error": str(e)})  # fmt: skip
+                            log.warning(
+                                "a worker process died; retrying its files one by one",
+                                extra={"error": str(e)},
+                            )
                             self._reset_pool()
                         if not job.alone:
                             # every job in flight fails when one worker dies (OOM killer, a
                             # decoder crash): try each again by itself before blaming its file
                             suspects.append(job)
                             continue
-                        res = {"path": job.path, "kind": "failed",
-                               "error": f"worker crashed while processing this file ({type(e).__name__}: {e})"}  # fmt: skip
+                        res = {
+                            "path": job.path,
+                            "kind": "failed",
+                            "error": f"worker crashed while processing this file ({type(e).__name__}: {e})",
+                        }
                     if res.get("kind") == "identified":
                         rec = self._identified(res)
                         if rec is not None and self._is_current(rec):
@@ -873,8 +1029,12 @@ class Scanner:
                             fp = res.get("fp")
                             key = ("rec", rec) if rec is not None else None
                             if key is None and fp is not None:
-                                mine = Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
-                                key = next((k for k, o in new_fps.items() if _same_audio(mine, o)), None)
+                                mine = Fingerprint(
+                                    res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32)
+                                )
+                                key = next(
+                                    (k for k, o in new_fps.items() if _same_audio(mine, o)), None
+                                )
                                 if key is None:
                                     key = ("new", job.path)
                                     new_fps[key] = mine
@@ -902,7 +1062,11 @@ class Scanner:
         tc = time.perf_counter()
         s.calibration = calibrate(store)
         self._thresholds = None
-        if self.opts.write and not self._cancelled() and any(v.get("changed") for v in s.calibration.values()):
+        if (
+            self.opts.write
+            and not self._cancelled()
+            and any(v.get("changed") for v in s.calibration.values())
+        ):
             s.retiered = self._retier(roots)
         s.time["calibrate"] = time.perf_counter() - tc
         s.elapsed_s = time.perf_counter() - t0
@@ -925,12 +1089,17 @@ class Scanner:
         """The stored recording an identified file belongs to, looked up again in this process
         (the worker's view of the database may predate analyses this scan has stored since)."""
         rec = res.get("match")
-        if rec is not None and self.store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone():
+        if (
+            rec is not None
+            and self.store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone()
+        ):
             return int(rec)
         fp = res.get("fp")
         if fp is None:
             return None
-        return match_recording(self.store, Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32)))
+        return match_recording(
+            self.store, Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
+        )
 
     def _is_current(self, rec: int) -> bool:
         have = {mid: a.provenance for mid, a in self.store.analyses(rec).items()}
@@ -963,7 +1132,11 @@ class Scanner:
         ids = res.get("ids") or {}
         with store.tx():
             rec = res.get("match")
-            if rec is not None and store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone() is None:
+            if (
+                rec is not None
+                and store.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec,)).fetchone()
+                is None
+            ):
                 rec = None
             if kind == "analysed" and rec is None and fp is not None:
                 # a duplicate analysed by another worker in this same scan
@@ -975,21 +1148,43 @@ class Scanner:
                 keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
                 rec = store.new_recording(res.get("fp_duration"), keys)
             fields = dict(
-                duration=res.get("duration"), container=res.get("container"), codec=res.get("codec"),
-                sample_rate=res.get("sample_rate"), channels=res.get("channels"), recording_id=rec,
-                mb_recording=ids.get("musicbrainz_recordingid"), mb_track=ids.get("musicbrainz_trackid"),
-                mb_album=ids.get("musicbrainz_albumid"), mb_artist=ids.get("musicbrainz_artistid"),
-                isrc=ids.get("isrc"), title=ids.get("title"), artist=ids.get("artist"), album=ids.get("album"),
-                status="ok", error=None,
-            )  # fmt: skip
+                duration=res.get("duration"),
+                container=res.get("container"),
+                codec=res.get("codec"),
+                sample_rate=res.get("sample_rate"),
+                channels=res.get("channels"),
+                recording_id=rec,
+                mb_recording=ids.get("musicbrainz_recordingid"),
+                mb_track=ids.get("musicbrainz_trackid"),
+                mb_album=ids.get("musicbrainz_albumid"),
+                mb_artist=ids.get("musicbrainz_artistid"),
+                isrc=ids.get("isrc"),
+                title=ids.get("title"),
+                artist=ids.get("artist"),
+                album=ids.get("album"),
+                status="ok",
+                error=None,
+            )
             if fp is not None:
                 fields["fingerprint"] = np.asarray(fp, dtype=np.uint32)
             tid = store.upsert_track(path, st, **fields)  # type: ignore[arg-type]
             if kind == "analysed":
                 for r in res["results"]:
-                    store.put_analysis(rec, Analysis(rec, r["model_id"], r["prefix"], r["provenance"], self.profile.name,
-                                                     res["windows"], r["n_patches"], r["provider"], r["scores"]),
-                                       r["embedding"])  # fmt: skip
+                    store.put_analysis(
+                        rec,
+                        Analysis(
+                            rec,
+                            r["model_id"],
+                            r["prefix"],
+                            r["provenance"],
+                            self.profile.name,
+                            res["windows"],
+                            r["n_patches"],
+                            r["provider"],
+                            r["scores"],
+                        ),
+                        r["embedding"],
+                    )
         if kind == "analysed":
             s.analysed += 1
             s.audio_seconds += float(res.get("duration") or 0.0)
@@ -1011,7 +1206,7 @@ class Scanner:
         file is unchanged since, or the scan would have re-identified it): a recalibration that
         moves no tier of a file costs a hash, not a read.
         """
-        from agent import tagio
+        from nomarr import tagio
 
         s = self.summary
         store = self.store
@@ -1019,22 +1214,34 @@ class Scanner:
         if t is None or t.recording_id is None:
             return False
         epoch = int(store.meta("tier_epoch", "0") or 0)
-        nom, mood = desired_tags(store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field)
+        nom, mood = desired_tags(
+            store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field
+        )
         h = tags_hash(nom, mood)
         last = store.last_write(tid)
         if trust_db and last is not None and last[0].split(":")[0] == h:
             with store.tx():
-                store.db.execute("UPDATE writes SET tags_hash = ? WHERE track_id = ?", (f"{h}:{epoch}", tid))
+                store.db.execute(
+                    "UPDATE writes SET tags_hash = ? WHERE track_id = ?", (f"{h}:{epoch}", tid)
+                )
             return False
         tw = time.perf_counter()
         try:
-            wr = tagio.write_tags(path, nom, mood=mood, mood_owned=last[1] if last else None,
-                                  journal_dir=self.journal_dir, verify=self.opts.verify_writes)  # fmt: skip
+            wr = tagio.write_tags(
+                path,
+                nom,
+                mood=mood,
+                mood_owned=last[1] if last else None,
+                journal_dir=self.journal_dir,
+                verify=self.opts.verify_writes,
+            )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
             if e.reason == "read-only":
                 s.read_only += 1
-                s.failures.append({"path": path, "reason": "read-only: tags kept in the database only"})
+                s.failures.append(
+                    {"path": path, "reason": "read-only: tags kept in the database only"}
+                )
                 log.warning("read-only file, tags not written", extra={"path": path})
             else:
                 self._fail(path, f"tag write failed: {e}")
@@ -1045,8 +1252,13 @@ class Scanner:
         except OSError:
             return False
         with store.tx():
-            store.record_write(tid, nom, f"{h}:{epoch}", wr.mood_written if wr.mood_written is not None else (last[1] if last else None),
-                               wr.method)  # fmt: skip
+            store.record_write(
+                tid,
+                nom,
+                f"{h}:{epoch}",
+                wr.mood_written if wr.mood_written is not None else (last[1] if last else None),
+                wr.method,
+            )
             store.touch_stat(tid, st)
         if wr.changed:
             s.written += 1

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import paths
-from agent.models.manifest import Manifest, ManifestError, ModelFile, load_manifest
+from nomarr import paths
+from nomarr.models.manifest import Manifest, ManifestError, ModelFile, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ class FileStatus:
     @property
     def ok(self) -> bool:
         """Present and (when a hash is known) matching."""
-        return self.present and (self.expected_sha256 is None or self.expected_sha256 == self.actual_sha256)
+        return self.present and (
+            self.expected_sha256 is None or self.expected_sha256 == self.actual_sha256
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -98,7 +100,9 @@ class Registry:
         """The manifest for ``model_id`` or a :class:`ModelError` listing the known ids."""
         ms = self.manifests()
         if model_id not in ms:
-            raise ModelError(f"unknown model {model_id!r}; known: {', '.join(sorted(ms)) or 'none'}")
+            raise ModelError(
+                f"unknown model {model_id!r}; known: {', '.join(sorted(ms)) or 'none'}"
+            )
         return ms[model_id]
 
     # -- files -----------------------------------------------------------------------------
@@ -117,7 +121,9 @@ class Registry:
         try:
             return {k: v for k, v in tomllib.loads(p.read_text()).items() if isinstance(v, str)}
         except (tomllib.TOMLDecodeError, OSError):
-            raise ModelError(f"{p}: pin file is unreadable; delete it and pull {m.id} again") from None
+            raise ModelError(
+                f"{p}: pin file is unreadable; delete it and pull {m.id} again"
+            ) from None
 
     def _write_pin(self, m: Manifest, name: str, sha: str) -> None:
         pins = self.pins(m)
@@ -150,7 +156,14 @@ class Registry:
             expected, pinned = self.expected_sha(m, f)
             present = path.is_file()
             out.append(
-                FileStatus(f.name, str(path), present, expected, self._hash(path) if present else None, pinned)
+                FileStatus(
+                    f.name,
+                    str(path),
+                    present,
+                    expected,
+                    self._hash(path) if present else None,
+                    pinned,
+                )
             )
         return out
 
@@ -211,7 +224,10 @@ class Registry:
             os.replace(part, dest)
             if not expected:
                 self._write_pin(m, f.name, actual)
-                log.info("pinned sha256 on first download", extra={"model": m.id, "file": f.name, "sha256": actual})
+                log.info(
+                    "pinned sha256 on first download",
+                    extra={"model": m.id, "file": f.name, "sha256": actual},
+                )
         return self.verify(m)
 
     def _download(
@@ -266,9 +282,11 @@ class Registry:
             )
 
     # -- import ----------------------------------------------------------------------------
-    def import_essentia(self, json_path: Path, model_file: Path | None = None, url: str | None = None) -> Manifest:
+    def import_essentia(
+        self, json_path: Path, model_file: Path | None = None, url: str | None = None
+    ) -> Manifest:
         """Write a manifest from an Essentia metadata .json (and install a local model file)."""
-        from agent.models.essentia_import import dump_manifest_toml, manifest_from_essentia_json
+        from nomarr.models.essentia_import import dump_manifest_toml, manifest_from_essentia_json
 
         try:
             meta = json.loads(Path(json_path).read_text(encoding="utf-8"))
@@ -298,7 +316,7 @@ class Registry:
 
 def load_manifest_text(text: str, where: Path) -> Manifest:
     """Validate manifest text before it is written anywhere."""
-    from agent.models.manifest import parse_manifest
+    from nomarr.models.manifest import parse_manifest
 
     try:
         data = tomllib.loads(text)

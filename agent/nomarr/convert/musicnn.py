@@ -9,7 +9,7 @@ file whose structure we understand, with batch norms folded where that is exact.
 Run (conversion only; TensorFlow is never needed at run time)::
 
     pip install -e '.[convert]'
-    python -m agent.convert.musicnn --wheel musicnn-0.1.0-py3-none-any.whl
+    python -m nomarr.convert.musicnn --wheel musicnn-0.1.0-py3-none-any.whl
 
 The TFLite export (``msd_musicnn.tflite``) is made by TensorFlow's own converter from the upstream
 model definition shipped in the wheel (imported, not copied), restored from the same checkpoint; it
@@ -41,23 +41,110 @@ N_MELS = 96
 OPSET = 18
 
 MSD_LABELS = [
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
-    "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists",
-    "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill",
-    "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country",
-    "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock",
-    "60s", "rnb", "indie pop", "sad", "House", "happy",
-]  # fmt: skip
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
+]
 
 MTT_LABELS = [
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast",
-    "piano", "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male",
-    "singing", "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman",
-    "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic", "choir", "voice",
-    "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice",
-    "weird", "country", "metal", "female voice", "choral",
-]  # fmt: skip
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
+]
 
 # checkpoint directory inside the wheel -> (output file, labels)
 MODELS = {
@@ -102,7 +189,9 @@ class _Graph:
     def op(self, op_type: str, inputs: list[str], name: str | None = None, **attrs: object) -> str:
         self._n += 1
         out = name or f"{op_type.lower()}_{self._n}"
-        self.nodes.append(self.h.make_node(op_type, inputs, [out], name=f"n{self._n}_{op_type}", **attrs))
+        self.nodes.append(
+            self.h.make_node(op_type, inputs, [out], name=f"n{self._n}_{op_type}", **attrs)
+        )
         return out
 
 
@@ -149,7 +238,9 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     # timbral blocks: time padded 3+3 with zeros after the input BN, 'valid' in frequency
     for conv, bnn in (("conv2d", "batch_normalization_1"), ("conv2d_1", "batch_normalization_2")):
         y = conv_block(x, conv, bnn, tf2d(v[f"{conv}/kernel"]), pads=[3, 0, 3, 0])
-        fronts.append(g.op("ReduceMax", [y, g.const(f"{conv}.axes", np.array([3]), np.int64)], keepdims=0))
+        fronts.append(
+            g.op("ReduceMax", [y, g.const(f"{conv}.axes", np.array([3]), np.int64)], keepdims=0)
+        )
     # temporal blocks: TF 'same' padding for an even kernel k puts (k-1)//2 before and k//2 after
     for conv, bnn in (
         ("conv2d_2", "batch_normalization_3"),
@@ -158,7 +249,9 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     ):
         k = v[f"{conv}/kernel"].shape[0]
         y = conv_block(x, conv, bnn, tf2d(v[f"{conv}/kernel"]), pads=[(k - 1) // 2, 0, k // 2, 0])
-        fronts.append(g.op("ReduceMax", [y, g.const(f"{conv}.axes", np.array([3]), np.int64)], keepdims=0))
+        fronts.append(
+            g.op("ReduceMax", [y, g.const(f"{conv}.axes", np.array([3]), np.int64)], keepdims=0)
+        )
     front = g.op("Concat", fronts, axis=1)  # [B, 561, T]
 
     def tf1d(kernel: np.ndarray) -> np.ndarray:  # [k, in, 1, out] -> [out, in, k]
@@ -187,19 +280,33 @@ def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     w_fold = s9[:, None] * w_dense
     b_fold = v["dense/bias"] + b9 @ w_dense
     # "dense" (pre-ReLU, upstream model/dense/BiasAdd) is what Essentia's musicnn heads consume
-    dense = g.op("Gemm", [pooled, g.const("dense.weight", w_fold), g.const("dense.bias", b_fold)], name="dense")
+    dense = g.op(
+        "Gemm",
+        [pooled, g.const("dense.weight", w_fold), g.const("dense.bias", b_fold)],
+        name="dense",
+    )
     h = g.op("Relu", [dense])
     s10, b10 = _bn_affine(v, "batch_normalization_10")
     h = g.op("Mul", [h, g.const("bn10.scale", s10)])
     emb = g.op("Add", [h, g.const("bn10.shift", b10)], name="embedding")
-    logits = g.op("Gemm", [emb, g.const("dense_1.weight", v["dense_1/kernel"]),
-                           g.const("dense_1.bias", v["dense_1/bias"])])  # fmt: skip
+    logits = g.op(
+        "Gemm",
+        [
+            emb,
+            g.const("dense_1.weight", v["dense_1/kernel"]),
+            g.const("dense_1.bias", v["dense_1/bias"]),
+        ],
+    )
     g.op("Sigmoid", [logits], name="tags")
 
     graph = helper.make_graph(
         g.nodes,
         "musicnn",
-        [helper.make_tensor_value_info("melspectrogram", TensorProto.FLOAT, ["batch", N_FRAMES, N_MELS])],
+        [
+            helper.make_tensor_value_info(
+                "melspectrogram", TensorProto.FLOAT, ["batch", N_FRAMES, N_MELS]
+            )
+        ],
         [
             helper.make_tensor_value_info("tags", TensorProto.FLOAT, ["batch", n_classes]),
             helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 200]),
@@ -258,7 +365,6 @@ def _fetch_wheel(dest: Path) -> Path:
 def convert(wheel: Path, out_dir: Path, models: list[str]) -> dict[str, str]:
     """Convert the named checkpoints; returns {file name: sha256}."""
 
-
     out_dir.mkdir(parents=True, exist_ok=True)
     hashes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as zf:
@@ -277,7 +383,9 @@ def convert(wheel: Path, out_dir: Path, models: list[str]) -> dict[str, str]:
             hashes[fname] = hashlib.sha256(data).hexdigest()
             print(f"{name} -> {out_dir / fname} sha256={hashes[fname]} size={len(data)}")
         if "MSD_musicnn" in models:
-            hashes["msd_musicnn.tflite"] = export_tflite(Path(tmp), "MSD_musicnn", out_dir / "msd_musicnn.tflite")
+            hashes["msd_musicnn.tflite"] = export_tflite(
+                Path(tmp), "MSD_musicnn", out_dir / "msd_musicnn.tflite"
+            )
         lic = Path(tmp) / "musicnn-0.1.0.dist-info" / "LICENSE.md"
         (out_dir / "LICENSE-musicnn.txt").write_text(
             "The musicnn models in this folder are converted from the checkpoints in the PyPI wheel\n"
@@ -290,12 +398,18 @@ def convert(wheel: Path, out_dir: Path, models: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: convert and print the hashes to put into the manifests."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--wheel", type=Path, help="musicnn-0.1.0 wheel (downloaded with pip when omitted)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "models" / "builtin",
+        "--wheel", type=Path, help="musicnn-0.1.0 wheel (downloaded with pip when omitted)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "models" / "builtin",
         help="output folder (default: the agent package's built-in model folder)",
-    )  # fmt: skip
+    )
     p.add_argument("--model", action="append", choices=sorted(MODELS), help="default: all")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,16 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.audio.decode import load_mono
-from agent.audio.mel import clap_log_mel
-from agent.models.manifest import Manifest
-from agent.models.registry import ModelError, Registry
-from agent.models.runtime import OrtBackend, ProviderSelector
+from nomarr.audio.decode import load_mono
+from nomarr.audio.mel import clap_log_mel
+from nomarr.models.manifest import Manifest
+from nomarr.models.registry import ModelError, Registry
+from nomarr.models.runtime import OrtBackend, ProviderSelector
 
 DEFAULT_MOODS = (
-    "happy", "sad", "aggressive", "relaxed", "energetic", "calm", "romantic", "dark", "uplifting",
-    "melancholic", "party", "dreamy", "epic", "peaceful", "tense",
-)  # fmt: skip
+    "happy",
+    "sad",
+    "aggressive",
+    "relaxed",
+    "energetic",
+    "calm",
+    "romantic",
+    "dark",
+    "uplifting",
+    "melancholic",
+    "party",
+    "dreamy",
+    "epic",
+    "peaceful",
+    "tense",
+)
 PROMPT = "This is a {} song."
 LOGIT_SCALE = 100.0  # CLAP's learned temperature saturates near this value
 MAX_CLIPS = 6  # at most this many 10 s clips per window: enough to describe a track, bounded cost
@@ -38,8 +51,11 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 def partner(registry: Registry, m: Manifest, kind: str) -> Manifest | None:
     """The other tower of a CLAP pair, if a manifest for it exists."""
     for other in registry.manifests().values():
-        if (other.kind == kind and other.namespace.embedder == m.namespace.embedder
-                and other.namespace.embedder_id == m.namespace.embedder_id):  # fmt: skip
+        if (
+            other.kind == kind
+            and other.namespace.embedder == m.namespace.embedder
+            and other.namespace.embedder_id == m.namespace.embedder_id
+        ):
             return other
     return None
 
@@ -47,12 +63,20 @@ def partner(registry: Registry, m: Manifest, kind: str) -> Manifest | None:
 class ClapText:
     """Text tower: tokenizer (``tokenizers``, optional dependency) + ONNX encoder."""
 
-    def __init__(self, registry: Registry, m: Manifest, threads: int = 0, selector: ProviderSelector | None = None,
-                 provider: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        registry: Registry,
+        m: Manifest,
+        threads: int = 0,
+        selector: ProviderSelector | None = None,
+        provider: str | None = None,
+    ) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError as e:
-            raise ModelError("CLAP text search needs the tokenizer library: pip install 'nomarr[clap]'") from e
+            raise ModelError(
+                "CLAP text search needs the tokenizer library: pip install 'nomarr[clap]'"
+            ) from e
         self.manifest = m
         path = registry.require(m)
         tok_file = next((f for f in m.files if f.role == "tokenizer"), None)
@@ -119,13 +143,19 @@ class ClapAudio:
         out = self.backend.run({name: x}, [self.manifest.outputs.get("embedding", "audio_embeds")])
         return _normalise(next(iter(out.values())))
 
-    def embed_file(self, path: str | Path, start: float = 0.0, duration: float | None = None) -> np.ndarray:
+    def embed_file(
+        self, path: str | Path, start: float = 0.0, duration: float | None = None
+    ) -> np.ndarray:
         """[clips, dim] for a stretch of a file."""
         return self.embed_signal(load_mono(path, sr=self.sr, start=start, duration=duration))
 
 
-def zero_shot(audio: np.ndarray, text: ClapText, labels: tuple[str, ...] | list[str] = DEFAULT_MOODS,
-              prompt: str = PROMPT) -> dict[str, float]:  # fmt: skip
+def zero_shot(
+    audio: np.ndarray,
+    text: ClapText,
+    labels: tuple[str, ...] | list[str] = DEFAULT_MOODS,
+    prompt: str = PROMPT,
+) -> dict[str, float]:
     """Distribution over ``labels`` for a (mean, unit) audio vector."""
     t = text.embed([prompt.format(lab) for lab in labels])
     logits = LOGIT_SCALE * (t @ _normalise(audio))

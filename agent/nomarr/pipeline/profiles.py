@@ -23,7 +23,10 @@ class Window:
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-friendly form, rounded to milliseconds."""
-        return {"start": round(self.start, 3), "duration": None if self.duration is None else round(self.duration, 3)}
+        return {
+            "start": round(self.start, 3),
+            "duration": None if self.duration is None else round(self.duration, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -53,13 +56,19 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "full": Profile("full", None, description="every non-overlapping 3 s patch of the track"),
     "balanced": Profile(
-        "balanced", 90.0, 2, 15.0,
+        "balanced",
+        90.0,
+        2,
+        15.0,
         description="90 s from the first strong onset after 10 s, plus two 15 s windows from the last 30 %",
-    ),  # fmt: skip
+    ),
     "club_hifi_150s": Profile(
-        "club_hifi_150s", 90.0, 2, 30.0,
+        "club_hifi_150s",
+        90.0,
+        2,
+        30.0,
         description="90 s from the first strong onset after 10 s, plus two 30 s windows from the last 30 %",
-    ),  # fmt: skip
+    ),
     "fast": Profile("fast", 30.0, description="30 s from the first strong onset after 10 s"),
 }
 DEFAULT_PROFILE = "balanced"
@@ -118,5 +127,7 @@ def plan_windows(
         if last_start < region_start:
             region_start = last_start
         step = (last_start - region_start) / (k - 1) if k > 1 else 0.0
-        windows += [Window(round(region_start + i * step, 2), profile.tail_length) for i in range(k)]
+        windows += [
+            Window(round(region_start + i * step, 2), profile.tail_length) for i in range(k)
+        ]
     return windows

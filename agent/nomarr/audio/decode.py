@@ -26,9 +26,27 @@ log = logging.getLogger(__name__)
 
 # Containers/codecs we promise to read (PyAV/FFmpeg reads many more; others are tried too).
 AUDIO_EXTENSIONS = frozenset(
-    {".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac", ".wav", ".aif", ".aiff",
-     ".aifc", ".wma", ".asf", ".wv", ".ape", ".mka", ".webm"}
-)  # fmt: skip
+    {
+        ".mp3",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".mp4",
+        ".aac",
+        ".wav",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".wma",
+        ".asf",
+        ".wv",
+        ".ape",
+        ".mka",
+        ".webm",
+    }
+)
 
 
 class AudioError(Exception):
@@ -53,7 +71,9 @@ class AudioInfo:
     bit_rate: int | None
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+def _open(
+    path: str | os.PathLike[str],
+) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
     p = Path(path)
     if not p.exists():
         raise AudioError(path, "no such file")
@@ -159,7 +179,11 @@ def stream_mono(
     container, stream = _open(path)
     try:
         in_sr = int(stream.codec_context.sample_rate)
-        resampler = soxr.ResampleStream(in_sr, sr, 1, dtype="float32", quality="HQ") if in_sr != sr else None
+        resampler = (
+            soxr.ResampleStream(in_sr, sr, 1, dtype="float32", quality="HQ")
+            if in_sr != sr
+            else None
+        )
         first_needed = int(round(start * in_sr))  # first input sample we keep
         remaining = None if duration is None else int(math.ceil(duration * in_sr))
         pos: int | None = 0 if start <= 0 else None  # input sample index of next decoded sample
@@ -167,7 +191,9 @@ def stream_mono(
             # seek a little early: the decoder needs pre-roll and timestamps land on packets
             target = max(0.0, start - 0.5)
             try:
-                container.seek(int(target / stream.time_base), stream=stream, any_frame=False, backward=True)
+                container.seek(
+                    int(target / stream.time_base), stream=stream, any_frame=False, backward=True
+                )
             except av.error.FFmpegError:
                 container.seek(0, stream=stream)
         produced = 0
@@ -192,7 +218,9 @@ def stream_mono(
                 break
             except av.error.FFmpegError as e:  # demuxer gave up: end of readable data
                 errors += 1
-                log.warning("demux error, stopping early", extra={"path": str(path), "error": _short(e)})
+                log.warning(
+                    "demux error, stopping early", extra={"path": str(path), "error": _short(e)}
+                )
                 break
             try:
                 frames = packet.decode()
@@ -240,7 +268,9 @@ def stream_mono(
             if out.shape[0]:
                 yield out
         if produced == 0:
-            raise AudioError(path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else ""))
+            raise AudioError(
+                path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else "")
+            )
         if errors:
             log.warning("skipped undecodable packets", extra={"path": str(path), "errors": errors})
         if resampler:

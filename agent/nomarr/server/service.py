@@ -1,5 +1,5 @@
 """The long-running agent behind ``nomarr serve``: one scanner thread, the watcher, the worker pool,
-the vector index and the zeroconf announcement, with the HTTP API (``agent.server.app``) on top.
+the vector index and the zeroconf announcement, with the HTTP API (``nomarr.server.app``) on top.
 
 Why one scanner thread fed by a queue: the watcher, the poll schedule and ``POST /scan`` all ask for
 rescans of paths at unpredictable moments; merging them into batches keeps a burst of 500 copied
@@ -22,10 +22,10 @@ from typing import Any
 
 from nomarr_client import models as api
 
-from agent import __version__, paths
-from agent.config import ServeConfig, agent_id, ensure_token
-from agent.store import Store
-from agent.vindex import VectorIndex
+from nomarr import __version__, paths
+from nomarr.config import ServeConfig, agent_id, ensure_token
+from nomarr.store import Store
+from nomarr.vindex import VectorIndex
 
 log = logging.getLogger("nomarr.serve")
 
@@ -86,10 +86,10 @@ class Agent:
     """Everything ``nomarr serve`` runs, started and stopped as one."""
 
     def __init__(self, cfg: ServeConfig) -> None:
-        from agent.models.registry import Registry
-        from agent.pipeline.analyze import planned_provenance
-        from agent.pipeline.profiles import get_profile
-        from agent.scan import Scanner, ScanOptions, WorkerPool
+        from nomarr.models.registry import Registry
+        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.profiles import get_profile
+        from nomarr.scan import Scanner, ScanOptions, WorkerPool
 
         self.cfg = cfg
         self.version = __version__
@@ -101,13 +101,26 @@ class Agent:
         self.started = time.time()
         self.registry = Registry()
         self.uploads = uploads_dir()
-        profile = get_profile(cfg.profile)  # an unknown profile is a config error now, not at the first scan
+        profile = get_profile(
+            cfg.profile
+        )  # an unknown profile is a config error now, not at the first scan
         Store(self.db_path).close()  # create/migrate the database before any reader opens it
         self.want = planned_provenance(self.registry, cfg.models, profile)
-        self.scan_opts = ScanOptions(roots=[], db=self.db_path, write=cfg.write_tags, profile=cfg.profile,
-                                     models=list(cfg.models), workers=cfg.worker_count(), threads=1,
-                                     mood_field=cfg.mood_field, nice=cfg.nice, cpus=cfg.worker_cpus())  # fmt: skip
-        self.pool = WorkerPool(cfg.worker_count(), Scanner.worker_initargs(self.scan_opts, self.db_path, self.want))
+        self.scan_opts = ScanOptions(
+            roots=[],
+            db=self.db_path,
+            write=cfg.write_tags,
+            profile=cfg.profile,
+            models=list(cfg.models),
+            workers=cfg.worker_count(),
+            threads=1,
+            mood_field=cfg.mood_field,
+            nice=cfg.nice,
+            cpus=cfg.worker_cpus(),
+        )
+        self.pool = WorkerPool(
+            cfg.worker_count(), Scanner.worker_initargs(self.scan_opts, self.db_path, self.want)
+        )
         self.index = VectorIndex(self.db_path, idle_unload_s=max(cfg.idle_unload_s, 60.0))
         self.queue = ScanQueue()
         self.cancel = threading.Event()
@@ -180,14 +193,16 @@ class Agent:
         return n
 
     def _scan_loop(self) -> None:
-        from agent.scan import Scanner
+        from nomarr.scan import Scanner
 
         while not self.cancel.is_set():
             items = self.queue.take(timeout=1.0)
             if not items or self.cancel.is_set():
                 continue
             whole = sorted(p for p in items if p in self.roots)
-            parts = sorted(p for p in items if p not in self.roots and not any(_inside(p, r) for r in whole))
+            parts = sorted(
+                p for p in items if p not in self.roots and not any(_inside(p, r) for r in whole)
+            )
             for roots, vanished_ok in ((whole, False), (parts, True)):
                 if not roots or self.cancel.is_set():
                     continue
@@ -196,20 +211,54 @@ class Agent:
                 t0 = time.time()
                 opts = dataclasses.replace(self.scan_opts, roots=roots, vanished_ok=vanished_ok)
                 try:
-                    summary = Scanner(opts, progress=False, pool=self.pool, cancel=self.cancel).run().to_dict()
+                    summary = (
+                        Scanner(opts, progress=False, pool=self.pool, cancel=self.cancel)
+                        .run()
+                        .to_dict()
+                    )
                 except Exception as e:  # the agent keeps running; the next change retries
                     log.exception("scan failed", extra={"roots": len(roots)})
                     summary = {"error": f"{type(e).__name__}: {e}"}
-                self.last_scan = {"started": t0, "finished": time.time(), "reason": ",".join(reasons),
-                                  "summary": {k: v for k, v in summary.items() if k not in ("failures", "walk_errors")}
-                                  | {"failures": summary.get("failures", [])[:20]}}  # fmt: skip
+                self.last_scan = {
+                    "started": t0,
+                    "finished": time.time(),
+                    "reason": ",".join(reasons),
+                    "summary": {
+                        k: v for k, v in summary.items() if k not in ("failures", "walk_errors")
+                    }
+                    | {"failures": summary.get("failures", [])[:20]},
+                }
                 self.scans_done += 1
-                for k in ("files", "analysed", "reused", "moved", "skipped", "written", "failed", "missing"):
+                for k in (
+                    "files",
+                    "analysed",
+                    "reused",
+                    "moved",
+                    "skipped",
+                    "written",
+                    "failed",
+                    "missing",
+                ):
                     v = summary.get(k)
                     if isinstance(v, int):
                         self.totals[k] = self.totals.get(k, 0) + v
-                log.info("scan done", extra={k: summary.get(k) for k in ("files", "analysed", "reused", "moved", "skipped",
-                                                                          "written", "failed", "missing", "elapsed_s")})  # fmt: skip
+                log.info(
+                    "scan done",
+                    extra={
+                        k: summary.get(k)
+                        for k in (
+                            "files",
+                            "analysed",
+                            "reused",
+                            "moved",
+                            "skipped",
+                            "written",
+                            "failed",
+                            "missing",
+                            "elapsed_s",
+                        )
+                    },
+                )
                 for cb in list(self.on_scan_done):
                     try:
                         cb(summary)
@@ -221,16 +270,27 @@ class Agent:
 
     async def start(self) -> None:
         """Start the scanner thread, the watcher, the housekeeping task (and the first scan)."""
-        from agent.watch import LibrarySpec, LibraryWatcher
+        from nomarr.watch import LibrarySpec, LibraryWatcher
 
         self.analyses = asyncio.Semaphore(self.cfg.max_concurrent_analyses)
         threading.Thread(target=self._probe_providers, name="nomarr-providers", daemon=True).start()
         self._loop = asyncio.get_running_loop()
-        self._scan_thread = threading.Thread(target=self._scan_loop, name="nomarr-scanner", daemon=True)
+        self._scan_thread = threading.Thread(
+            target=self._scan_loop, name="nomarr-scanner", daemon=True
+        )
         self._scan_thread.start()
-        specs = [LibrarySpec(path=lib.path, watch=lib.watch, poll_interval_s=lib.poll_interval_s,
-                             rescan_interval_s=lib.rescan_interval_s) for lib in self.cfg.libraries]  # fmt: skip
-        self.watcher = LibraryWatcher(specs, self.submit, debounce_s=self.cfg.debounce_s, settle_s=self.cfg.settle_s)
+        specs = [
+            LibrarySpec(
+                path=lib.path,
+                watch=lib.watch,
+                poll_interval_s=lib.poll_interval_s,
+                rescan_interval_s=lib.rescan_interval_s,
+            )
+            for lib in self.cfg.libraries
+        ]
+        self.watcher = LibraryWatcher(
+            specs, self.submit, debounce_s=self.cfg.debounce_s, settle_s=self.cfg.settle_s
+        )
         await self.watcher.start()
         if self.cfg.scan_on_start and self.roots:
             self.submit(list(self.roots), "start")
@@ -241,15 +301,22 @@ class Agent:
         self.port = port
         if not self.cfg.zeroconf:
             return
-        from agent.discovery import Announcer
+        from nomarr.discovery import Announcer
 
-        self.announcer = Announcer(agent_id=self.agent_id, version=self.version, port=port,
-                                   bind_host=self.cfg.host, auth=self.cfg.auth == "token")  # fmt: skip
+        self.announcer = Announcer(
+            agent_id=self.agent_id,
+            version=self.version,
+            port=port,
+            bind_host=self.cfg.host,
+            auth=self.cfg.auth == "token",
+        )
         try:
             await self.announcer.start()
         except Exception as e:  # no multicast (containers, no network): the API still works by URL
-            log.warning("zeroconf announcement failed; plugins need the agent's URL configured",
-                        extra={"error": f"{type(e).__name__}: {e}"})  # fmt: skip
+            log.warning(
+                "zeroconf announcement failed; plugins need the agent's URL configured",
+                extra={"error": f"{type(e).__name__}: {e}"},
+            )
             self.announcer = None
 
     async def _housekeeping(self) -> None:
@@ -257,13 +324,18 @@ class Agent:
         while True:
             await asyncio.sleep(min(10.0, max(0.5, self.cfg.idle_unload_s / 4)))
             try:
-                if (self.pool.loaded and self.scanning is None and self.queue.pending == 0
-                        and self.pool.busy == 0 and self.pool.idle_for() >= self.cfg.idle_unload_s):  # fmt: skip
+                if (
+                    self.pool.loaded
+                    and self.scanning is None
+                    and self.queue.pending == 0
+                    and self.pool.busy == 0
+                    and self.pool.idle_for() >= self.cfg.idle_unload_s
+                ):
                     self.pool.shutdown(wait=False)
                     log.info("idle: analysis workers stopped, models unloaded")
                 if self.index.unload_idle():
                     log.info("idle: vector index dropped")
-                from agent.query import unload_idle_text
+                from nomarr.query import unload_idle_text
 
                 if unload_idle_text(self.cfg.idle_unload_s):
                     log.info("idle: CLAP text model unloaded")
@@ -287,7 +359,9 @@ class Agent:
         if self._scan_thread is not None:
             await asyncio.to_thread(self._scan_thread.join, timeout)
             if self._scan_thread.is_alive():
-                log.warning("scan still running at shutdown; abandoning it (files are written atomically)")
+                log.warning(
+                    "scan still running at shutdown; abandoning it (files are written atomically)"
+                )
         await asyncio.to_thread(self.pool.shutdown, True)
         self.index.close()
         with self._stores_lock:
@@ -307,9 +381,15 @@ class Agent:
         import subprocess
         import sys
 
-        code = "import json; from agent.models.runtime import ort_available_providers as p; print(json.dumps(p()))"
+        code = "import json; from nomarr.models.runtime import ort_available_providers as p; print(json.dumps(p()))"
         try:
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
             self.providers = [str(x) for x in json.loads(out.stdout.strip().splitlines()[-1])]
         except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
             log.warning("could not list execution providers", extra={"error": str(e)})
@@ -324,22 +404,50 @@ class Agent:
         for lib in self.cfg.libraries:
             ws = watch_state.get(lib.path, {})
             n = st.count_tracks(under=[lib.path])
-            roots.append(api.RootStatus(path=lib.path, watch=ws.get("watch", lib.watch),
-                                        poll_interval_s=lib.poll_interval_s if ws.get("watch", lib.watch) == "poll" else None,
-                                        exists=os.path.isdir(lib.path), tracks=int(n)))  # fmt: skip
+            roots.append(
+                api.RootStatus(
+                    path=lib.path,
+                    watch=ws.get("watch", lib.watch),
+                    poll_interval_s=lib.poll_interval_s
+                    if ws.get("watch", lib.watch) == "poll"
+                    else None,
+                    exists=os.path.isdir(lib.path),
+                    tracks=int(n),
+                )
+            )
         models = []
         for m in sorted(self.registry.manifests().values(), key=lambda m: m.id):
             if m.id in self.cfg.models or self.registry.installed(m):
-                models.append(api.ModelStatus(id=m.id, kind=m.kind, installed=self.registry.installed(m),
-                                              loaded=self.pool.loaded and m.id in self.cfg.models, builtin=m.builtin,
-                                              licence=m.licence or None))  # fmt: skip
+                models.append(
+                    api.ModelStatus(
+                        id=m.id,
+                        kind=m.kind,
+                        installed=self.registry.installed(m),
+                        loaded=self.pool.loaded and m.id in self.cfg.models,
+                        builtin=m.builtin,
+                        licence=m.licence or None,
+                    )
+                )
         last = api.ScanInfo(**self.last_scan) if self.last_scan else None
-        return api.Status(version=self.version, agent_id=self.agent_id, roots=roots,
-                          queue=api.QueueStatus(pending=self.queue.batches, pending_paths=self.queue.pending,
-                                                running=self.scanning is not None, current=self.scanning, last_scan=last,
-                                                scans_completed=self.scans_done, totals=dict(self.totals)),
-                          models=models, providers=list(self.providers or []), tracks=counts,
-                          workers_loaded=self.pool.loaded, uptime_s=round(time.time() - self.started, 1))  # fmt: skip
+        return api.Status(
+            version=self.version,
+            agent_id=self.agent_id,
+            roots=roots,
+            queue=api.QueueStatus(
+                pending=self.queue.batches,
+                pending_paths=self.queue.pending,
+                running=self.scanning is not None,
+                current=self.scanning,
+                last_scan=last,
+                scans_completed=self.scans_done,
+                totals=dict(self.totals),
+            ),
+            models=models,
+            providers=list(self.providers or []),
+            tracks=counts,
+            workers_loaded=self.pool.loaded,
+            uptime_s=round(time.time() - self.started, 1),
+        )
 
 
 def _trim_heap() -> None:

@@ -41,7 +41,7 @@ The shape, and why:
   be thread-safe and non-blocking, e.g. a queue put); any exception from it is logged and watching
   continues.
 
-Temp files of the tag writer (``.<name>.nomarr-tmp`` beside the file, see :mod:`agent.tagio`)
+Temp files of the tag writer (``.<name>.nomarr-tmp`` beside the file, see :mod:`nomarr.tagio`)
 are ignored, as are non-audio files. Note that the tag writer's final atomic replace *is* reported
 (as an added audio file), so the scanner sees its own writes come back and must find them current.
 """
@@ -64,8 +64,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import Change
 
-from agent.audio.decode import AUDIO_EXTENSIONS
-from agent.tagio import TMP_SUFFIX
+from nomarr.audio.decode import AUDIO_EXTENSIONS
+from nomarr.tagio import TMP_SUFFIX
 
 log = logging.getLogger("nomarr.watch")
 
@@ -76,10 +76,28 @@ Submit = Callable[[list[str], str], None]
 MAX_SETTLE_S = 600.0
 """Longest a path waits to settle; after that it is submitted anyway (the scanner copes)."""
 
-NETWORK_FS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph", "glusterfs", "lustre", "gpfs",
-    "davfs", "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.glusterfs", "fuse.davfs2", "fuse.gvfsd-fuse",
-})  # fmt: skip
+NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.glusterfs",
+        "fuse.davfs2",
+        "fuse.gvfsd-fuse",
+    }
+)
 """Filesystems where inotify does not see changes made by other machines: poll them instead."""
 
 MAX_RESTARTS_PER_HOUR = 3
@@ -274,20 +292,22 @@ class LibraryWatcher:
                 running = self._started and root.job_id is not None
             else:
                 running = False
-            out.append({
-                "path": root.path,
-                "watch": root.mode,
-                "configured_watch": root.spec.watch,
-                "fallback": root.fallback,
-                "poll_interval_s": root.spec.poll_interval_s,
-                "rescan_interval_s": root.spec.rescan_interval_s,
-                "running": running,
-                "missing": root.missing,
-                "last_event": root.last_event,
-                "last_submit": root.last_submit,
-                "pending": len(root.pending),
-                "last_error": root.last_error,
-            })  # fmt: skip
+            out.append(
+                {
+                    "path": root.path,
+                    "watch": root.mode,
+                    "configured_watch": root.spec.watch,
+                    "fallback": root.fallback,
+                    "poll_interval_s": root.spec.poll_interval_s,
+                    "rescan_interval_s": root.spec.rescan_interval_s,
+                    "running": running,
+                    "missing": root.missing,
+                    "last_event": root.last_event,
+                    "last_submit": root.last_submit,
+                    "pending": len(root.pending),
+                    "last_error": root.last_error,
+                }
+            )
         return out
 
     # -- event mode -------------------------------------------------------------------------------
@@ -370,9 +390,13 @@ class LibraryWatcher:
         asyncio.get_running_loop().call_soon(armed)
         try:
             async for changes in watchfiles.awatch(
-                root.path, watch_filter=None, stop_event=stop_event, debounce=debounce_ms, step=50,
+                root.path,
+                watch_filter=None,
+                stop_event=stop_event,
+                debounce=debounce_ms,
+                step=50,
                 ignore_permission_denied=True,
-            ):  # fmt: skip
+            ):
                 try:
                     await self._on_changes(root, changes)
                 except Exception as e:  # a bug here must not end watching
@@ -392,8 +416,10 @@ class LibraryWatcher:
                 # It worked and then broke (e.g. a file name that is not valid UTF-8 makes
                 # watchfiles raise): start a fresh watch and rescan the root, since events
                 # may have been lost. Setting the watch up again failing means poll mode.
-                log.warning(f"event watching failed, restarting it and rescanning the library: {why}",
-                            extra={"path": root.path})  # fmt: skip
+                log.warning(
+                    f"event watching failed, restarting it and rescanning the library: {why}",
+                    extra={"path": root.path},
+                )
                 root.last_error = why
                 self._start_event(root, rescan=True)
                 return
@@ -626,9 +652,16 @@ class LibraryWatcher:
             return
         self._remove_job(root)
         job = self._scheduler.add_job(
-            self._poll, "interval", seconds=interval_s, args=[root, reason], max_instances=1, coalesce=True,
-            misfire_grace_time=None, id=f"{reason}:{root.path}", replace_existing=True,
-        )  # fmt: skip
+            self._poll,
+            "interval",
+            seconds=interval_s,
+            args=[root, reason],
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id=f"{reason}:{root.path}",
+            replace_existing=True,
+        )
         root.job_id = job.id
 
     async def _poll(self, root: _Root, reason: str) -> None:
@@ -656,8 +689,10 @@ class LibraryWatcher:
 
     def _fall_back(self, root: _Root, why: str, *, missing: bool = False) -> None:
         """Event watching cannot work for this root: say why, and poll it instead."""
-        log.warning(f"cannot watch library by events, polling it every {root.spec.poll_interval_s:g} s instead: {why}",
-                    extra={"path": root.path})  # fmt: skip
+        log.warning(
+            f"cannot watch library by events, polling it every {root.spec.poll_interval_s:g} s instead: {why}",
+            extra={"path": root.path},
+        )
         root.mode = "poll"
         root.fallback = why
         root.fallback_missing = missing
@@ -683,8 +718,11 @@ def _describe_watch_error(e: BaseException, root: str) -> str:
     if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(
         k in low for k in ("watch limit", "maxfileswatch", "max_user_watches")
     ):
-        return ("inotify watch limit reached (one watch per directory); raise fs.inotify.max_user_watches, "
-                "e.g. `sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/): " + text)  # fmt: skip
+        return (
+            "inotify watch limit reached (one watch per directory); raise fs.inotify.max_user_watches, "
+            "e.g. `sysctl fs.inotify.max_user_watches=524288` (persist it in /etc/sysctl.d/): "
+            + text
+        )
     if (isinstance(e, OSError) and e.errno == errno.EMFILE) or "max_user_instances" in low:
         return "too many inotify instances; raise fs.inotify.max_user_instances: " + text
     if isinstance(e, FileNotFoundError) or not os.path.isdir(root):

@@ -77,8 +77,13 @@ def fingerprint_fpcalc(path: str, length: int = FP_LENGTH_S, exe: str | None = N
     if not exe:
         raise FingerprintError("fpcalc not found (install libchromaprint-tools)")
     try:
-        p = subprocess.run([exe, "-raw", "-length", str(length), "--", path], capture_output=True, text=True,
-                           timeout=120, errors="replace")  # fmt: skip
+        p = subprocess.run(
+            [exe, "-raw", "-length", str(length), "--", path],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            errors="replace",
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise FingerprintError(f"fpcalc failed: {e}") from e
     fp = _parse_fpcalc(p.stdout)
@@ -94,7 +99,7 @@ def fingerprint_lib(path: str, length: int = FP_LENGTH_S) -> Fingerprint:
         import chromaprint  # pyacoustid's ctypes binding
     except ImportError as e:  # pragma: no cover
         raise FingerprintError("pyacoustid is not installed") from e
-    from agent.audio.decode import AudioError, stream_mono
+    from nomarr.audio.decode import AudioError, stream_mono
 
     sr = 11025  # chromaprint's own internal rate: resampling once, to it, is the cheapest path
     try:
@@ -141,7 +146,9 @@ def bit_error_rate(a: np.ndarray, b: np.ndarray, max_shift: int = MAX_SHIFT) -> 
     return best
 
 
-def same_recording(a: Fingerprint | np.ndarray, b: Fingerprint | np.ndarray, max_ber: float = MATCH_MAX_BER) -> bool:
+def same_recording(
+    a: Fingerprint | np.ndarray, b: Fingerprint | np.ndarray, max_ber: float = MATCH_MAX_BER
+) -> bool:
     """Whether two fingerprints are the same audio (re-encode, copy, re-tag)."""
     va = a.values if isinstance(a, Fingerprint) else a
     vb = b.values if isinstance(b, Fingerprint) else b

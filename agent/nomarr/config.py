@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent import paths
+from nomarr import paths
 
 log = logging.getLogger("nomarr.config")
 
@@ -78,7 +78,7 @@ class ServeConfig:
 
     def worker_count(self) -> int:
         """Analysis worker processes: the explicit count, else ``cpu_share`` of the usable cores."""
-        from agent.models.runtime import available_cores
+        from nomarr.models.runtime import available_cores
 
         cores = available_cores()
         share = max(1, math.floor(cores * self.cpu_share))
@@ -94,7 +94,16 @@ class ServeConfig:
         return allowed[-n:] if n < len(allowed) else None
 
 
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _as_bool(name: str, v: Any) -> bool:
@@ -110,7 +119,9 @@ def _as_num(name: str, v: Any, kind: type, lo: float | None = None, hi: float | 
     try:
         x = kind(v)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
+        raise ConfigError(
+            f"{name}: expected {'an integer' if kind is int else 'a number'}, got {v!r}"
+        ) from None
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         raise ConfigError(f"{name}: {x} is outside {lo}..{hi}")
     return x
@@ -130,8 +141,12 @@ def _library(item: Any, where: str) -> Library:
     return Library(
         path=os.path.abspath(os.path.expanduser(str(item["path"]))),
         watch=watch,  # type: ignore[arg-type]
-        poll_interval_s=_as_num(f"{where}.poll_interval_s", item.get("poll_interval_s", 900.0), float, 1.0),
-        rescan_interval_s=_as_num(f"{where}.rescan_interval_s", item.get("rescan_interval_s", 6 * 3600.0), float, 0.0),
+        poll_interval_s=_as_num(
+            f"{where}.poll_interval_s", item.get("poll_interval_s", 900.0), float, 1.0
+        ),
+        rescan_interval_s=_as_num(
+            f"{where}.rescan_interval_s", item.get("rescan_interval_s", 6 * 3600.0), float, 0.0
+        ),
     )
 
 
@@ -149,12 +164,14 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             setattr(cfg, key, str(v) if v not in (None, "") else None)
         elif key == "auth":
             if v not in ("token", "none"):
-                raise ConfigError(f"{name}: expected \"token\" or \"none\", got {v!r}")
+                raise ConfigError(f'{name}: expected "token" or "none", got {v!r}')
             cfg.auth = v
         elif key == "port":
             cfg.port = _as_num(name, v, int, 0, 65535)
         elif key == "models":
-            cfg.models = [str(x) for x in v] if isinstance(v, list) else [s for s in str(v).split(",") if s]
+            cfg.models = (
+                [str(x) for x in v] if isinstance(v, list) else [s for s in str(v).split(",") if s]
+            )
         elif key in ("zeroconf", "write_tags", "mood_field", "scan_on_start", "vector_index"):
             setattr(cfg, key, _as_bool(name, v))
         elif key == "workers":
@@ -171,12 +188,32 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{name}: unknown setting")
 
 
-ENV_KEYS = ("host", "port", "auth", "token", "zeroconf", "profile", "models", "write_tags", "mood_field",
-            "scan_on_start", "workers", "cpu_share", "nice", "idle_unload_s", "debounce_s", "settle_s",
-            "max_upload_mb", "log_level", "vector_index")  # fmt: skip
+ENV_KEYS = (
+    "host",
+    "port",
+    "auth",
+    "token",
+    "zeroconf",
+    "profile",
+    "models",
+    "write_tags",
+    "mood_field",
+    "scan_on_start",
+    "workers",
+    "cpu_share",
+    "nice",
+    "idle_unload_s",
+    "debounce_s",
+    "settle_s",
+    "max_upload_mb",
+    "log_level",
+    "vector_index",
+)
 
 
-def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> ServeConfig:
+def load(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> ServeConfig:
     """The file (``path`` or the default one, if it exists), then ``NOMARR_*`` variables.
 
     ``NOMARR_LIBRARY`` holds library roots separated by ``os.pathsep`` (watched with events);
@@ -200,10 +237,14 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
                 flat[k] = v
         _apply(cfg, flat, "")
         cfg.source = str(p)
-    from_env = {k: env[f"NOMARR_{k.upper()}"] for k in ENV_KEYS if env.get(f"NOMARR_{k.upper()}", "") != ""}
+    from_env = {
+        k: env[f"NOMARR_{k.upper()}"] for k in ENV_KEYS if env.get(f"NOMARR_{k.upper()}", "") != ""
+    }
     _apply(cfg, from_env, "NOMARR_")
     if env.get("NOMARR_LIBRARY"):
-        cfg.libraries = [_library(x, "NOMARR_LIBRARY") for x in env["NOMARR_LIBRARY"].split(os.pathsep) if x]
+        cfg.libraries = [
+            _library(x, "NOMARR_LIBRARY") for x in env["NOMARR_LIBRARY"].split(os.pathsep) if x
+        ]
     if env.get("NOMARR_DB"):
         cfg.db = env["NOMARR_DB"]
     return cfg
@@ -215,7 +256,9 @@ def _read_secret(p: Path) -> str | None:
     except FileNotFoundError:
         return None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("token file was readable by others; restricting it to its owner", extra={"path": str(p)})
+        log.warning(
+            "token file was readable by others; restricting it to its owner", extra={"path": str(p)}
+        )
         os.chmod(p, 0o600)
     value = p.read_text(encoding="utf-8").strip()
     if not value:

@@ -52,7 +52,9 @@ class Namespace:
 
     def prefix(self) -> str:
         """``nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_``."""
-        return f"nom:{self.framework}_{self.embedder}_{self.embedder_id}_{self.model}_{self.model_id}_"
+        return (
+            f"nom:{self.framework}_{self.embedder}_{self.embedder_id}_{self.model}_{self.model_id}_"
+        )
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ def parse_manifest(data: dict[str, Any], where: str = "<manifest>") -> Manifest:
     for key in ("framework", "embedder", "embedder_id", "model", "model_id"):
         val = _req(ns_raw, key, f"{where} [namespace]")
         if not COMPONENT_RE.match(val):
-            raise ManifestError(f"{where} [namespace]: {key} {val!r} must match [a-z0-9-]+ (no underscores)")
+            raise ManifestError(
+                f"{where} [namespace]: {key} {val!r} must match [a-z0-9-]+ (no underscores)"
+            )
         comps[key] = val
     files = []
     for i, f in enumerate(_req(data, "files", where, list)):

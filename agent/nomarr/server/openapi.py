@@ -33,8 +33,10 @@ def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
         if r.request is not None:
             all_models.append(r.request)
     uniq = list(dict.fromkeys(all_models))
-    _, top = models_json_schema([(m, "validation" if _is_request(m, routes) else "serialization") for m in uniq],
-                                ref_template=_REF)  # fmt: skip
+    _, top = models_json_schema(
+        [(m, "validation" if _is_request(m, routes) else "serialization") for m in uniq],
+        ref_template=_REF,
+    )
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     paths: dict[str, Any] = {}
     for r in routes:
@@ -42,39 +44,85 @@ def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
             "operationId": r.handler.__name__,
             "summary": r.summary,
             "tags": [r.tag],
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": _REF.format(model=r.response.__name__)}}}}},
-        }  # fmt: skip
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": _REF.format(model=r.response.__name__)}
+                        }
+                    },
+                }
+            },
+        }
         errs = dict(_ERRORS)
         if not r.auth:
             op["security"] = []
             errs = {}
         for code, desc in errs.items():
-            op["responses"][code] = {"description": desc, "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
+            op["responses"][code] = {
+                "description": desc,
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}
+                },
+            }
         params = list(r.query)
         if "{id}" in r.path:
-            params.insert(0, {"name": "id", "in": "path", "required": True,
-                              "schema": {"type": "integer" if r.path.startswith("/tracks") else "string"}})  # fmt: skip
+            params.insert(
+                0,
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer" if r.path.startswith("/tracks") else "string"},
+                },
+            )
         if params:
             op["parameters"] = params
         if r.request is not None:
-            content: dict[str, Any] = {"application/json": {"schema": {"$ref": _REF.format(model=r.request.__name__)}}}
+            content: dict[str, Any] = {
+                "application/json": {"schema": {"$ref": _REF.format(model=r.request.__name__)}}
+            }
             if r.upload:
-                content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
-                content["multipart/form-data"] = {"schema": {"type": "object", "required": ["file"],
-                                                             "properties": {"file": {"type": "string", "format": "binary"}}}}  # fmt: skip
+                content["application/octet-stream"] = {
+                    "schema": {"type": "string", "format": "binary"}
+                }
+                content["multipart/form-data"] = {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                }
             op["requestBody"] = {"required": True, "content": content}
         paths.setdefault(api.API_PREFIX + r.path, {})[r.method.lower()] = op
-    paths[api.API_PREFIX + "/openapi.json"] = {"get": {"operationId": "openapi", "summary": "This document", "tags": ["agent"],
-                                                       "responses": {"200": {"description": "OpenAPI 3.1 document",
-                                                                             "content": {"application/json": {"schema": {"type": "object"}}}}}}}  # fmt: skip
+    paths[api.API_PREFIX + "/openapi.json"] = {
+        "get": {
+            "operationId": "openapi",
+            "summary": "This document",
+            "tags": ["agent"],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1 document",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "nomarr agent API", "version": version,
-                 "description": "Local music analysis: similarity, moods, playlists and analysis over a library. "
-                                "Every endpoint but /health needs `Authorization: Bearer <token>`."},  # fmt: skip
+        "info": {
+            "title": "nomarr agent API",
+            "version": version,
+            "description": "Local music analysis: similarity, moods, playlists and analysis over a library. "
+            "Every endpoint but /health needs `Authorization: Bearer <token>`.",
+        },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "paths": paths,
     }
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.store import Store, space_name, sqlite3
+from nomarr.store import Store, space_name, sqlite3
 
 log = logging.getLogger("nomarr.vindex")
 
@@ -47,7 +47,9 @@ class VectorIndex:
     score matrices mood playlists rank by (decoding every recording's JSON scores per request
     would cost seconds at 100k tracks)."""
 
-    def __init__(self, db_path: str, *, min_interval_s: float = 1.0, idle_unload_s: float = 600.0) -> None:
+    def __init__(
+        self, db_path: str, *, min_interval_s: float = 1.0, idle_unload_s: float = 600.0
+    ) -> None:
         self.db_path = db_path
         self.min_interval_s = min_interval_s
         self.idle_unload_s = idle_unload_s
@@ -63,21 +65,30 @@ class VectorIndex:
         connection (the scanner) has committed, and costs no table access."""
         with self._vlock:
             if self._vdb is None:
-                self._vdb = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+                self._vdb = sqlite3.connect(
+                    self.db_path, check_same_thread=False, isolation_level=None
+                )
             return int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
 
     def _build(self, key: Key) -> _Entry | None:
         t0 = time.perf_counter()
         version = self._version()  # read before the copy: a commit during it triggers another build
-        st = Store(self.db_path, readonly=True)  # a private connection: builds run on their own thread
+        st = Store(
+            self.db_path, readonly=True
+        )  # a private connection: builds run on their own thread
         try:
-            payload = self._load_vectors(st, key[1]) if key[0] == "vectors" else st.label_scores(key[1])
+            payload = (
+                self._load_vectors(st, key[1]) if key[0] == "vectors" else st.label_scores(key[1])
+            )
         finally:
             st.close()
         if payload is None:
             return None
         e = _Entry(payload, time.perf_counter() - t0, version)
-        log.debug("in-memory copy built", extra={"kind": key[0], "model": key[1], "s": round(e.build_s, 3)})
+        log.debug(
+            "in-memory copy built",
+            extra={"kind": key[0], "model": key[1], "s": round(e.build_s, 3)},
+        )
         return e
 
     @staticmethod
@@ -89,7 +100,11 @@ class VectorIndex:
         dim = int(row[0])
         rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
+        mat = (
+            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            .reshape(len(rows), dim)
+            .copy()
+        )
         mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
         return ids, mat
 
@@ -111,7 +126,9 @@ class VectorIndex:
                             e.used = old.used
                         self._entries[key] = e
             except Exception:  # a failed rebuild keeps the old copy; the next query tries again
-                log.exception("in-memory copy rebuild failed", extra={"kind": key[0], "model": key[1]})
+                log.exception(
+                    "in-memory copy rebuild failed", extra={"kind": key[0], "model": key[1]}
+                )
             finally:
                 with self._lock:
                     self._building.discard(key)
@@ -137,7 +154,10 @@ class VectorIndex:
         now = time.monotonic()
         e.used = now
         # another connection committed since the copy was made: refresh it, throttled
-        if now - e.built_at >= max(self.min_interval_s, 5.0 * e.build_s) and self._version() != e.version:
+        if (
+            now - e.built_at >= max(self.min_interval_s, 5.0 * e.build_s)
+            and self._version() != e.version
+        ):
             self._rebuild_async(key)
         return e.payload
 
@@ -154,7 +174,9 @@ class VectorIndex:
         ids, mat = got
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if q.shape[0] != mat.shape[1]:
-            raise ValueError(f"vector has {q.shape[0]} dimensions; {model_id} embeddings have {mat.shape[1]}")
+            raise ValueError(
+                f"vector has {q.shape[0]} dimensions; {model_id} embeddings have {mat.shape[1]}"
+            )
         qn = float(np.linalg.norm(q))
         if not np.isfinite(qn) or qn == 0.0:
             raise ValueError("vector must be finite and non-zero")
@@ -188,4 +210,6 @@ class VectorIndex:
     def stats(self) -> dict[str, Any]:
         """What is held in memory (for ``GET /status`` and the bench)."""
         with self._lock:
-            return {f"{k[0]}:{k[1]}": {"build_s": round(e.build_s, 3)} for k, e in self._entries.items()}
+            return {
+                f"{k[0]}:{k[1]}": {"build_s": round(e.build_s, 3)} for k, e in self._entries.items()
+            }

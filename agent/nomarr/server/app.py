@@ -29,9 +29,9 @@ from nomarr_client import models as api
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from agent import query
-from agent import tags as tagkeys
-from agent.server.service import Agent, PathDenied, PathInvalid
+from nomarr import query
+from nomarr import tags as tagkeys
+from nomarr.server.service import Agent, PathDenied, PathInvalid
 
 log = logging.getLogger("nomarr.api")
 
@@ -41,7 +41,9 @@ Handler = Callable[[web.Request], Awaitable[BaseModel]]
 class ApiError(Exception):
     """An error answer: status, stable code, message for people."""
 
-    def __init__(self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
 
@@ -61,7 +63,13 @@ class Route:
 
 
 def _q(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": desc, "schema": {"type": typ, **schema}}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": desc,
+        "schema": {"type": typ, **schema},
+    }
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -93,7 +101,10 @@ async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
 
 
 def _details(e: ValidationError) -> list[dict[str, Any]]:
-    return [{"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))} for err in e.errors()][:20]
+    return [
+        {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in e.errors()
+    ][:20]
 
 
 def _validation_message(e: ValidationError) -> str:
@@ -128,13 +139,21 @@ def _hits(hits: list[query.Hit]) -> list[api.Hit]:
 def _filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
     if f is None:
         return None
-    under = [agent.confine(u, must_exist=False, known_ok=False) for u in f.under] if f.under else None
-    if f.min_duration is not None and f.max_duration is not None and f.min_duration > f.max_duration:
+    under = (
+        [agent.confine(u, must_exist=False, known_ok=False) for u in f.under] if f.under else None
+    )
+    if (
+        f.min_duration is not None
+        and f.max_duration is not None
+        and f.min_duration > f.max_duration
+    ):
         raise ApiError(400, "bad-request", "filters.min_duration is above filters.max_duration")
-    from agent.tags import slug
+    from nomarr.tags import slug
 
     mins = {slug(k): v for k, v in f.min_scores.items()} if f.min_scores else None
-    return query.Filters(under=under, min_duration=f.min_duration, max_duration=f.max_duration, min_scores=mins)
+    return query.Filters(
+        under=under, min_duration=f.min_duration, max_duration=f.max_duration, min_scores=mins
+    )
 
 
 def _check_labels(st: Any, filters: query.Filters | None) -> None:
@@ -144,7 +163,9 @@ def _check_labels(st: Any, filters: query.Filters | None) -> None:
     known = query.labels(st)
     unknown = sorted(k for k in filters.min_scores if k not in known)
     if unknown:
-        raise query.QueryError(f"filters.min_scores: no model in this library scores {', '.join(map(repr, unknown))}")
+        raise query.QueryError(
+            f"filters.min_scores: no model in this library scores {', '.join(map(repr, unknown))}"
+        )
 
 
 def _seed(agent: Agent, track_id: int | None, path: str | None) -> str | int:
@@ -174,7 +195,7 @@ async def status(request: web.Request) -> api.Status:
 
 
 async def openapi_doc(request: web.Request) -> Any:
-    from agent.server.openapi import document
+    from nomarr.server.openapi import document
 
     return web.json_response(document(ROUTES, agent_of(request).version))
 
@@ -193,11 +214,21 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
 
     def work() -> api.TrackPage:
         st = agent.store()
-        rows = st.tracks(status=None if status_ == "all" else status_, under=dirs or None, limit=limit + 1, offset=offset)
+        rows = st.tracks(
+            status=None if status_ == "all" else status_,
+            under=dirs or None,
+            limit=limit + 1,
+            offset=offset,
+        )
         total = st.count_tracks(status=None if status_ == "all" else status_, under=dirs or None)
         items = [_track(t) for t in rows[:limit]]
-        return api.TrackPage(items=items, total=total, offset=offset, limit=limit,
-                             next_offset=offset + limit if len(rows) > limit else None)  # fmt: skip
+        return api.TrackPage(
+            items=items,
+            total=total,
+            offset=offset,
+            limit=limit,
+            next_offset=offset + limit if len(rows) > limit else None,
+        )
 
     return await _run(work)
 
@@ -212,7 +243,7 @@ async def get_track(request: web.Request) -> api.TrackDetail:
         raise ApiError(404, "not-found", f"no track {tid}")
 
     def work() -> api.TrackDetail:
-        from agent.tags import slug, tier_of
+        from nomarr.tags import slug, tier_of
 
         st = agent.store()
         t = st.track(tid)
@@ -222,13 +253,32 @@ async def get_track(request: web.Request) -> api.TrackDetail:
         if t.recording_id is not None:
             th = st.tier_thresholds()
             for mid, a in sorted(st.analyses(t.recording_id).items()):
-                tiers = {slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v)) for k, v in a.scores.items()}
-                d.analyses.append(api.ModelScores(model=mid, tag_prefix=a.prefix, provenance=a.provenance, profile=a.profile,
-                                                  patches=a.n_patches, scores={slug(k): round(v, 6) for k, v in a.scores.items()},
-                                                  tiers=tiers))  # fmt: skip
-            d.embeddings = [mid for mid, _ in st.spaces().values() if st.embedding(mid, t.recording_id) is not None]
-            d.same_recording = [o.id for o in st.tracks_of_recordings([t.recording_id]).get(t.recording_id, []) if o.id != t.id]
-            from agent.scan import desired_tags, tags_hash
+                tiers = {
+                    slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v))
+                    for k, v in a.scores.items()
+                }
+                d.analyses.append(
+                    api.ModelScores(
+                        model=mid,
+                        tag_prefix=a.prefix,
+                        provenance=a.provenance,
+                        profile=a.profile,
+                        patches=a.n_patches,
+                        scores={slug(k): round(v, 6) for k, v in a.scores.items()},
+                        tiers=tiers,
+                    )
+                )
+            d.embeddings = [
+                mid
+                for mid, _ in st.spaces().values()
+                if st.embedding(mid, t.recording_id) is not None
+            ]
+            d.same_recording = [
+                o.id
+                for o in st.tracks_of_recordings([t.recording_id]).get(t.recording_id, [])
+                if o.id != t.id
+            ]
+            from nomarr.scan import desired_tags, tags_hash
 
             analyses = st.analyses(t.recording_id)
             tags, mood = desired_tags(analyses.values(), th, agent.cfg.mood_field)
@@ -254,13 +304,15 @@ async def lookup(request: web.Request) -> api.TrackList:
     def work() -> api.TrackList:
         st = agent.store()
         if key == "path":
-            return api.TrackList(items=[_track(t) for t in st.lookup(path=agent.confine(val, must_exist=False))])
+            return api.TrackList(
+                items=[_track(t) for t in st.lookup(path=agent.confine(val, must_exist=False))]
+            )
         if key == "mbid":
             return api.TrackList(items=[_track(t) for t in st.lookup(mbid=val.lower())])
         if key == "isrc":
             return api.TrackList(items=[_track(t) for t in st.lookup(isrc=val.upper())])
-        from agent.fingerprint import Fingerprint, decode_compressed
-        from agent.scan import match_recording
+        from nomarr.fingerprint import Fingerprint, decode_compressed
+        from nomarr.scan import match_recording
 
         try:
             values = decode_compressed(val)
@@ -296,12 +348,18 @@ async def similar(request: web.Request) -> api.HitList:
                 raise ApiError(400, "bad-request", "vector must be finite and not all zero")
             dim = next((d for mid, d in st.spaces().values() if mid == space), None)
             if dim is not None and dim != vec.shape[0]:
-                raise ApiError(400, "bad-request", f"vector has {vec.shape[0]} dimensions; {space} has {dim}")
-            hits = query.similar_to_vector(st, vec, space, req.limit, filters=filters, distinct=req.distinct)
+                raise ApiError(
+                    400, "bad-request", f"vector has {vec.shape[0]} dimensions; {space} has {dim}"
+                )
+            hits = query.similar_to_vector(
+                st, vec, space, req.limit, filters=filters, distinct=req.distinct
+            )
             return api.HitList(model=space, items=_hits(hits))
         assert seed is not None
         space = query.pick_space(st, req.model)
-        seed_track, hits = query.similar(st, seed, req.limit, model=space, filters=filters, distinct=req.distinct)
+        seed_track, hits = query.similar(
+            st, seed, req.limit, model=space, filters=filters, distinct=req.distinct
+        )
         return api.HitList(model=space, seed=_track(seed_track), items=_hits(hits))
 
     return await _run(work)
@@ -331,9 +389,17 @@ async def tag_keys(request: web.Request) -> api.TagKeyList:
             except ValueError:  # not ours to describe (the writer only writes parseable keys)
                 continue
             prefix = f"{tagkeys.PREFIX}{pk.group}_"
-            items.append(api.TagKey(key=pk.key, tracks=n, kind=pk.kind, prefix=prefix,  # type: ignore[arg-type]
-                                    label=None if pk.kind == "provenance" else pk.label, tier=pk.tier,  # type: ignore[arg-type]
-                                    model=prefixes.get(prefix)))  # fmt: skip
+            items.append(
+                api.TagKey(
+                    key=pk.key,
+                    tracks=n,
+                    kind=pk.kind,
+                    prefix=prefix,  # type: ignore[arg-type]
+                    label=None if pk.kind == "provenance" else pk.label,
+                    tier=pk.tier,  # type: ignore[arg-type]
+                    model=prefixes.get(prefix),
+                )
+            )
         return api.TagKeyList(items=items)
 
     return await _run(work)
@@ -341,7 +407,10 @@ async def tag_keys(request: web.Request) -> api.TagKeyList:
 
 def _clap_text_ready(agent: Agent) -> bool:
     try:
-        return any(m.kind == "clap-text" and agent.registry.installed(m) for m in agent.registry.manifests().values())
+        return any(
+            m.kind == "clap-text" and agent.registry.installed(m)
+            for m in agent.registry.manifests().values()
+        )
     except Exception:
         return False
 
@@ -355,15 +424,21 @@ async def playlist_mood(request: web.Request) -> api.Playlist:
         _check_labels(agent.store(), filters)
         st = agent.store()
         if req.model is not None and req.model not in st.model_ids():
-            raise query.QueryError(f"no analyses of model {req.model!r} in this library (have: {', '.join(st.model_ids()) or 'none'})")
+            raise query.QueryError(
+                f"no analyses of model {req.model!r} in this library (have: {', '.join(st.model_ids()) or 'none'})"
+            )
         try:
-            hits = query.mood_playlist(st, req.label, req.limit, model=req.model, min_score=req.min_score, filters=filters)
+            hits = query.mood_playlist(
+                st, req.label, req.limit, model=req.model, min_score=req.min_score, filters=filters
+            )
             return api.Playlist(kind="mood", model=req.model, items=_hits(hits))
         except query.QueryError:
             if req.model is not None or not _clap_text_ready(agent):
                 raise
         # no model scores this label: with CLAP, any words are a mood (zero-shot)
-        hits = query.text_playlist(st, f"{req.label} music", req.limit, filters=filters, registry=agent.registry)
+        hits = query.text_playlist(
+            st, f"{req.label} music", req.limit, filters=filters, registry=agent.registry
+        )
         return api.Playlist(kind="mood", zero_shot=True, items=_hits(hits))
 
     return await _run(work)
@@ -379,7 +454,9 @@ async def playlist_radio(request: web.Request) -> api.Playlist:
         _check_labels(agent.store(), filters)
         st = agent.store()
         space = query.pick_space(st, req.model)
-        hits = query.radio(st, seed, req.limit + len(req.exclude_track_ids), model=space, filters=filters)
+        hits = query.radio(
+            st, seed, req.limit + len(req.exclude_track_ids), model=space, filters=filters
+        )
         skip = set(req.exclude_track_ids)
         hits = [h for i, h in enumerate(hits) if i == 0 or h.track.id not in skip][: req.limit]
         return api.Playlist(kind="radio", model=space, items=_hits(hits))
@@ -398,8 +475,11 @@ async def playlist_path(request: web.Request) -> api.Playlist:
         _check_labels(agent.store(), filters)
         st = agent.store()
         space = query.pick_space(st, req.model)
-        return api.Playlist(kind="path", model=space, items=_hits(query.path_playlist(st, a, b, req.limit, model=space,
-                                                                                      filters=filters)))  # fmt: skip
+        return api.Playlist(
+            kind="path",
+            model=space,
+            items=_hits(query.path_playlist(st, a, b, req.limit, model=space, filters=filters)),
+        )
 
     return await _run(work)
 
@@ -411,8 +491,14 @@ async def playlist_text(request: web.Request) -> api.Playlist:
 
     def work() -> api.Playlist:
         _check_labels(agent.store(), filters)
-        return api.Playlist(kind="text", items=_hits(query.text_playlist(agent.store(), req.text, req.limit, filters=filters,
-                                                                   registry=agent.registry)))
+        return api.Playlist(
+            kind="text",
+            items=_hits(
+                query.text_playlist(
+                    agent.store(), req.text, req.limit, filters=filters, registry=agent.registry
+                )
+            ),
+        )
 
     return await _run(work)
 
@@ -435,9 +521,9 @@ async def analyze(request: web.Request) -> api.AnalyzeResponse:
 
 
 def _check_models(agent: Agent, profile: str | None, model_ids: list[str] | None) -> None:
-    from agent.models.registry import ModelError
-    from agent.pipeline.analyze import resolve_models
-    from agent.pipeline.profiles import get_profile
+    from nomarr.models.registry import ModelError
+    from nomarr.pipeline.analyze import resolve_models
+    from nomarr.pipeline.profiles import get_profile
 
     if profile is not None:
         try:
@@ -448,18 +534,24 @@ def _check_models(agent: Agent, profile: str | None, model_ids: list[str] | None
         try:
             for m in resolve_models(agent.registry, model_ids):
                 if not agent.registry.installed(m):
-                    raise ApiError(409, "model-missing", f"model {m.id} is not installed: POST /models/{m.id}/pull "
-                                   f"or `nomarr models pull {m.id}`")  # fmt: skip
+                    raise ApiError(
+                        409,
+                        "model-missing",
+                        f"model {m.id} is not installed: POST /models/{m.id}/pull "
+                        f"or `nomarr models pull {m.id}`",
+                    )
         except ModelError as e:
             raise ApiError(400, "bad-request", str(e)) from None
 
 
-def _stored_analysis(agent: Agent, path: str, req: api.AnalyzeRequest) -> api.AnalyzeResponse | None:
+def _stored_analysis(
+    agent: Agent, path: str, req: api.AnalyzeRequest
+) -> api.AnalyzeResponse | None:
     """The library's own current result for a scanned, unchanged file (no model run needed)."""
     if req.models or (req.profile and req.profile != agent.cfg.profile):
         return None
-    from agent.scan import desired_tags
-    from agent.tags import slug, tier_of
+    from nomarr.scan import desired_tags
+    from nomarr.tags import slug, tier_of
 
     st = agent.store()
     t = st.track_by_path(path)
@@ -479,18 +571,38 @@ def _stored_analysis(agent: Agent, path: str, req: api.AnalyzeRequest) -> api.An
     out: dict[str, api.ModelResult] = {}
     for mid, a in analyses.items():
         emb = st.embedding(mid, t.recording_id)
-        tiers = {slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v)) for k, v in a.scores.items()}
-        out[mid] = api.ModelResult(tag_prefix=a.prefix, provider=a.provider, patches=a.n_patches, provenance=a.provenance,
-                                   scores={k: round(v, 6) for k, v in a.scores.items()}, tiers=tiers,
-                                   top5=[k for k, _ in sorted(a.scores.items(), key=lambda kv: -kv[1])[:5]],
-                                   embedding_dim=None if emb is None else int(emb.shape[0]),
-                                   embedding=[round(float(x), 6) for x in emb] if (req.embedding and emb is not None) else None)  # fmt: skip
-    return api.AnalyzeResponse(path=path, filename=os.path.basename(path), source="library", duration=t.duration,
-                               profile=next(iter(analyses.values())).profile if analyses else None, models=out, tags=tags)  # fmt: skip
+        tiers = {
+            slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v))
+            for k, v in a.scores.items()
+        }
+        out[mid] = api.ModelResult(
+            tag_prefix=a.prefix,
+            provider=a.provider,
+            patches=a.n_patches,
+            provenance=a.provenance,
+            scores={k: round(v, 6) for k, v in a.scores.items()},
+            tiers=tiers,
+            top5=[k for k, _ in sorted(a.scores.items(), key=lambda kv: -kv[1])[:5]],
+            embedding_dim=None if emb is None else int(emb.shape[0]),
+            embedding=[round(float(x), 6) for x in emb]
+            if (req.embedding and emb is not None)
+            else None,
+        )
+    return api.AnalyzeResponse(
+        path=path,
+        filename=os.path.basename(path),
+        source="library",
+        duration=t.duration,
+        profile=next(iter(analyses.values())).profile if analyses else None,
+        models=out,
+        tags=tags,
+    )
 
 
-async def _analyze_file(agent: Agent, path: str, profile: str | None, model_ids: list[str] | None, embedding: bool) -> dict[str, Any]:
-    from agent.scan import analyze_job
+async def _analyze_file(
+    agent: Agent, path: str, profile: str | None, model_ids: list[str] | None, embedding: bool
+) -> dict[str, Any]:
+    from nomarr.scan import analyze_job
 
     assert agent.analyses is not None
     if agent.analyses.locked():
@@ -501,25 +613,41 @@ async def _analyze_file(agent: Agent, path: str, profile: str | None, model_ids:
             doc: dict[str, Any] = await asyncio.wrap_future(fut)
         except BrokenProcessPool:
             agent.pool.reset()  # the next request or scan gets fresh workers
-            raise ApiError(422, "unprocessable", "the analysis worker crashed on this file (a decoder or model "
-                           "crash); the agent has restarted its workers") from None  # fmt: skip
+            raise ApiError(
+                422,
+                "unprocessable",
+                "the analysis worker crashed on this file (a decoder or model "
+                "crash); the agent has restarted its workers",
+            ) from None
     err = doc.get("error")
     if err:
-        status, code = {"model": (409, "model-missing")}.get(err.get("kind"), (422, "unprocessable"))
+        status, code = {"model": (409, "model-missing")}.get(
+            err.get("kind"), (422, "unprocessable")
+        )
         raise ApiError(status, code, str(err.get("message")))
     return doc
 
 
-def _analysis_response(doc: dict[str, Any], *, path: str | None, filename: str | None) -> api.AnalyzeResponse:
+def _analysis_response(
+    doc: dict[str, Any], *, path: str | None, filename: str | None
+) -> api.AnalyzeResponse:
     models = {mid: api.ModelResult(**m) for mid, m in doc.get("models", {}).items()}
-    return api.AnalyzeResponse(path=path, filename=filename, source="analysis", duration=doc.get("duration"),
-                               profile=doc.get("profile"), models=models, tags=doc.get("tags", {}),
-                               warnings=list(doc.get("warnings", [])), elapsed_s=doc.get("elapsed_s"))  # fmt: skip
+    return api.AnalyzeResponse(
+        path=path,
+        filename=filename,
+        source="analysis",
+        duration=doc.get("duration"),
+        profile=doc.get("profile"),
+        models=models,
+        tags=doc.get("tags", {}),
+        warnings=list(doc.get("warnings", [])),
+        elapsed_s=doc.get("elapsed_s"),
+    )
 
 
 async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
     """Stream the uploaded bytes to a temp file (never all in memory), analyse, delete."""
-    from agent.audio.decode import AUDIO_EXTENSIONS
+    from nomarr.audio.decode import AUDIO_EXTENSIONS
 
     agent = agent_of(request)
     limit = agent.cfg.max_upload_mb * 1024 * 1024
@@ -538,24 +666,34 @@ async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
                 part = await reader.next()
                 if part is None or getattr(part, "name", None) == "file":
                     break
-        except (ValueError, HttpProcessingError) as e:  # no boundary, bad part headers: the caller's
+        except (
+            ValueError,
+            HttpProcessingError,
+        ) as e:  # no boundary, bad part headers: the caller's
             raise ApiError(400, "bad-request", f"malformed multipart body: {e}") from None
         if part is None:
-            raise ApiError(400, "bad-request", "multipart upload needs a part named \"file\"")
+            raise ApiError(400, "bad-request", 'multipart upload needs a part named "file"')
         filename = filename or (part.filename or "")
         source = part
     filename = os.path.basename(filename.replace("\\", "/"))
     suffix = os.path.splitext(filename)[1].lower()
     if suffix not in AUDIO_EXTENSIONS:
-        raise ApiError(415, "unsupported-media-type",
-                       f"name the upload with ?filename=NAME.ext, ext one of {', '.join(sorted(AUDIO_EXTENSIONS))}")  # fmt: skip
+        raise ApiError(
+            415,
+            "unsupported-media-type",
+            f"name the upload with ?filename=NAME.ext, ext one of {', '.join(sorted(AUDIO_EXTENSIONS))}",
+        )
     _check_models(agent, profile, model_ids)
     fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=agent.uploads)
     size = 0
     try:
         with os.fdopen(fd, "wb") as f:
             while True:
-                chunk = await (source.read_chunk(1 << 16) if hasattr(source, "read_chunk") else source.read(1 << 16))
+                chunk = await (
+                    source.read_chunk(1 << 16)
+                    if hasattr(source, "read_chunk")
+                    else source.read(1 << 16)
+                )
                 if isinstance(chunk, tuple):  # StreamReader.readchunk-style (data, end)
                     chunk = chunk[0]
                 if not chunk:
@@ -579,8 +717,8 @@ async def list_models(request: web.Request) -> api.ModelList:
     agent = agent_of(request)
 
     def work() -> api.ModelList:
-        from agent.pipeline.analyze import planned_provenance
-        from agent.pipeline.profiles import get_profile
+        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.profiles import get_profile
 
         reg = agent.registry
         profile = get_profile(agent.cfg.profile)
@@ -588,20 +726,36 @@ async def list_models(request: web.Request) -> api.ModelList:
         for m in sorted(reg.manifests().values(), key=lambda m: (m.kind, m.id)):
             dim = m.outputs.get("embedding_dim") if isinstance(m.outputs, dict) else None
             installed = reg.installed(m)
-            writes_tags = m.kind in ("embedder", "head", "clap-audio")  # clap-text only serves queries
+            writes_tags = m.kind in (
+                "embedder",
+                "head",
+                "clap-audio",
+            )  # clap-text only serves queries
             prov = agent.want.get(m.id)
             if prov is None and installed and writes_tags:
                 try:  # what a client asking for this model alone (POST /analyze models=[id]) would get
                     prov = planned_provenance(reg, [m.id], profile).get(m.id)
-                except Exception as e:  # a corrupt file: the model is listed, its provenance unknown
+                except (
+                    Exception
+                ) as e:  # a corrupt file: the model is listed, its provenance unknown
                     log.debug("no provenance for %s: %s", m.id, e)
-            items.append(api.ModelInfo(id=m.id, kind=m.kind, installed=installed, builtin=m.builtin,
-                                       licence=m.licence or None, source=m.source_url or None,
-                                       size=sum(f.size or 0 for f in m.files) or None, labels=len(m.labels),
-                                       embedding_dim=int(dim) if isinstance(dim, int) else None,
-                                       needs=m.embedder_id if m.kind == "head" else None,
-                                       tag_prefix=m.namespace.prefix() if writes_tags else None,
-                                       default=m.id in agent.want, provenance=prov))  # fmt: skip
+            items.append(
+                api.ModelInfo(
+                    id=m.id,
+                    kind=m.kind,
+                    installed=installed,
+                    builtin=m.builtin,
+                    licence=m.licence or None,
+                    source=m.source_url or None,
+                    size=sum(f.size or 0 for f in m.files) or None,
+                    labels=len(m.labels),
+                    embedding_dim=int(dim) if isinstance(dim, int) else None,
+                    needs=m.embedder_id if m.kind == "head" else None,
+                    tag_prefix=m.namespace.prefix() if writes_tags else None,
+                    default=m.id in agent.want,
+                    provenance=prov,
+                )
+            )
         return api.ModelList(items=items)
 
     return await _run(work)
@@ -612,7 +766,7 @@ async def pull_model(request: web.Request) -> api.PullResponse:
     mid = request.match_info["id"]
 
     def work() -> api.PullResponse:
-        from agent.models.registry import ModelError
+        from nomarr.models.registry import ModelError
 
         reg = agent.registry
         try:
@@ -620,7 +774,9 @@ async def pull_model(request: web.Request) -> api.PullResponse:
         except (ModelError, KeyError):
             raise ApiError(404, "not-found", f"no model {mid!r} (GET /models lists them)") from None
         if reg.installed(m):
-            return api.PullResponse(id=m.id, status="already-installed", files=[f.name for f in m.files])
+            return api.PullResponse(
+                id=m.id, status="already-installed", files=[f.name for f in m.files]
+            )
         try:
             reg.pull(m)
         except ModelError as e:
@@ -638,60 +794,211 @@ async def pull_model(request: web.Request) -> api.PullResponse:
 async def scan(request: web.Request) -> api.ScanQueued:
     agent = agent_of(request)
     req: api.ScanRequest = await _json_body(request, api.ScanRequest)
-    paths_ = [agent.confine(p, must_exist=False, known_ok=False) for p in req.paths] if req.paths else list(agent.roots)
+    paths_ = (
+        [agent.confine(p, must_exist=False, known_ok=False) for p in req.paths]
+        if req.paths
+        else list(agent.roots)
+    )
     pending = agent.submit(paths_, "api")
     return api.ScanQueued(queued=len(paths_), pending=pending)
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/health", health, "Liveness (no authentication)", api.Health, auth=False, tag="agent"),
-    Route("GET", "/status", status, "Version, agent id, roots, scan queue, models, providers", api.Status, tag="agent"),
-    Route("GET", "/tracks", list_tracks, "Tracks, one page at a time (ordered by id)", api.TrackPage,
-          query=[_q("offset", "integer", "first item", minimum=0), _q("limit", "integer", "page size", minimum=1, maximum=1000),
-                 _q("status", "string", "ok (default), failed, missing or all", enum=["ok", "failed", "missing", "all"]),
-                 _q("under", "string", "only below this folder (repeatable; inside a library root)")]),  # fmt: skip
-    Route("GET", "/tracks/lookup", lookup, "Find tracks by path, Chromaprint fingerprint, MusicBrainz id or ISRC",
-          api.TrackList,
-          query=[_q("path", "string", "absolute path inside a library root"),
-                 _q("fingerprint", "string", "compressed Chromaprint fingerprint (fpcalc's default output)"),
-                 _q("duration", "number", "the fingerprinted audio's duration in seconds (improves matching)"),
-                 _q("mbid", "string", "MusicBrainz recording id"), _q("isrc", "string", "ISRC")]),  # fmt: skip
-    Route("GET", "/tracks/{id}", get_track, "One track with its scores, tiers and written tags", api.TrackDetail),
-    Route("POST", "/analyze", analyze, "Analyse a file inside a library root, or uploaded audio bytes "
-          "(application/octet-stream or multipart/form-data part \"file\", named with ?filename=)",
-          api.AnalyzeResponse, request=api.AnalyzeRequest, upload=True, tag="analysis",
-          query=[_q("filename", "string", "uploads: the file name (its extension picks the decoder)"),
-                 _q("profile", "string", "uploads: sampling profile"), _q("model", "string", "uploads: model id (repeatable)"),
-                 _q("embedding", "boolean", "uploads: include embeddings")]),  # fmt: skip
-    Route("POST", "/similar", similar, "Nearest tracks to a track (id or path) or a raw embedding", api.HitList,
-          request=api.SimilarRequest, tag="queries"),
-    Route("GET", "/moods", moods, "Labels some model in the library scores", api.MoodList, tag="queries"),
-    Route("GET", "/tags", tag_keys, "Every nom: key written into the library's files, parsed, with track counts",
-          api.TagKeyList, tag="queries"),
-    Route("POST", "/playlists/mood", playlist_mood, "Tracks scoring highest for a label (zero-shot with CLAP)",
-          api.Playlist, request=api.MoodPlaylistRequest, tag="queries"),
-    Route("POST", "/playlists/radio", playlist_radio, "A seed radio: the seed, then a smooth walk through its neighbours",
-          api.Playlist, request=api.RadioRequest, tag="queries"),
-    Route("POST", "/playlists/path", playlist_path, "A song path from one track to another", api.Playlist,
-          request=api.PathPlaylistRequest, tag="queries"),
-    Route("POST", "/playlists/text", playlist_text, "Tracks nearest to a description (needs a CLAP model)", api.Playlist,
-          request=api.TextPlaylistRequest, tag="queries"),
-    Route("GET", "/models", list_models, "Known models and whether they are installed", api.ModelList, tag="models"),
-    Route("POST", "/models/{id}/pull", pull_model, "Download a model's files (sha256-checked)", api.PullResponse,
-          tag="models"),
-    Route("POST", "/scan", scan, "Queue a rescan of some paths (default: every library root)", api.ScanQueued,
-          request=api.ScanRequest, tag="agent"),
+    Route(
+        "GET",
+        "/health",
+        health,
+        "Liveness (no authentication)",
+        api.Health,
+        auth=False,
+        tag="agent",
+    ),
+    Route(
+        "GET",
+        "/status",
+        status,
+        "Version, agent id, roots, scan queue, models, providers",
+        api.Status,
+        tag="agent",
+    ),
+    Route(
+        "GET",
+        "/tracks",
+        list_tracks,
+        "Tracks, one page at a time (ordered by id)",
+        api.TrackPage,
+        query=[
+            _q("offset", "integer", "first item", minimum=0),
+            _q("limit", "integer", "page size", minimum=1, maximum=1000),
+            _q(
+                "status",
+                "string",
+                "ok (default), failed, missing or all",
+                enum=["ok", "failed", "missing", "all"],
+            ),
+            _q("under", "string", "only below this folder (repeatable; inside a library root)"),
+        ],
+    ),
+    Route(
+        "GET",
+        "/tracks/lookup",
+        lookup,
+        "Find tracks by path, Chromaprint fingerprint, MusicBrainz id or ISRC",
+        api.TrackList,
+        query=[
+            _q("path", "string", "absolute path inside a library root"),
+            _q(
+                "fingerprint",
+                "string",
+                "compressed Chromaprint fingerprint (fpcalc's default output)",
+            ),
+            _q(
+                "duration",
+                "number",
+                "the fingerprinted audio's duration in seconds (improves matching)",
+            ),
+            _q("mbid", "string", "MusicBrainz recording id"),
+            _q("isrc", "string", "ISRC"),
+        ],
+    ),
+    Route(
+        "GET",
+        "/tracks/{id}",
+        get_track,
+        "One track with its scores, tiers and written tags",
+        api.TrackDetail,
+    ),
+    Route(
+        "POST",
+        "/analyze",
+        analyze,
+        "Analyse a file inside a library root, or uploaded audio bytes "
+        '(application/octet-stream or multipart/form-data part "file", named with ?filename=)',
+        api.AnalyzeResponse,
+        request=api.AnalyzeRequest,
+        upload=True,
+        tag="analysis",
+        query=[
+            _q("filename", "string", "uploads: the file name (its extension picks the decoder)"),
+            _q("profile", "string", "uploads: sampling profile"),
+            _q("model", "string", "uploads: model id (repeatable)"),
+            _q("embedding", "boolean", "uploads: include embeddings"),
+        ],
+    ),
+    Route(
+        "POST",
+        "/similar",
+        similar,
+        "Nearest tracks to a track (id or path) or a raw embedding",
+        api.HitList,
+        request=api.SimilarRequest,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/moods",
+        moods,
+        "Labels some model in the library scores",
+        api.MoodList,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/tags",
+        tag_keys,
+        "Every nom: key written into the library's files, parsed, with track counts",
+        api.TagKeyList,
+        tag="queries",
+    ),
+    Route(
+        "POST",
+        "/playlists/mood",
+        playlist_mood,
+        "Tracks scoring highest for a label (zero-shot with CLAP)",
+        api.Playlist,
+        request=api.MoodPlaylistRequest,
+        tag="queries",
+    ),
+    Route(
+        "POST",
+        "/playlists/radio",
+        playlist_radio,
+        "A seed radio: the seed, then a smooth walk through its neighbours",
+        api.Playlist,
+        request=api.RadioRequest,
+        tag="queries",
+    ),
+    Route(
+        "POST",
+        "/playlists/path",
+        playlist_path,
+        "A song path from one track to another",
+        api.Playlist,
+        request=api.PathPlaylistRequest,
+        tag="queries",
+    ),
+    Route(
+        "POST",
+        "/playlists/text",
+        playlist_text,
+        "Tracks nearest to a description (needs a CLAP model)",
+        api.Playlist,
+        request=api.TextPlaylistRequest,
+        tag="queries",
+    ),
+    Route(
+        "GET",
+        "/models",
+        list_models,
+        "Known models and whether they are installed",
+        api.ModelList,
+        tag="models",
+    ),
+    Route(
+        "POST",
+        "/models/{id}/pull",
+        pull_model,
+        "Download a model's files (sha256-checked)",
+        api.PullResponse,
+        tag="models",
+    ),
+    Route(
+        "POST",
+        "/scan",
+        scan,
+        "Queue a rescan of some paths (default: every library root)",
+        api.ScanQueued,
+        request=api.ScanRequest,
+        tag="agent",
+    ),
 ]
 
-_STATUS_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
-                 413: "too-large", 415: "unsupported-media-type", 422: "unprocessable"}  # fmt: skip
+_STATUS_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "unprocessable",
+}
 
 
-def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:  # fmt: skip
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body = api.ErrorResponse(error=api.ErrorBody(code=code, message=message, details=details))
-    return web.Response(status=status, text=_json_text(body, exclude_none=True), content_type="application/json",
-                        headers=headers)  # fmt: skip
+    return web.Response(
+        status=status,
+        text=_json_text(body, exclude_none=True),
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def _json_text(model: BaseModel, **kw: Any) -> str:
@@ -715,12 +1022,20 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     t0 = time.perf_counter()
     try:
         resp = await handler(request)
     except ApiError as e:
-        resp = _error(e.status, e.code, e.message, e.details, {"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
+        resp = _error(
+            e.status,
+            e.code,
+            e.message,
+            e.details,
+            {"WWW-Authenticate": "Bearer"} if e.status == 401 else None,
+        )
     except PathInvalid as e:
         resp = _error(400, "bad-request", str(e))
     except PathDenied as e:
@@ -746,8 +1061,15 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except Exception:
         log.exception("request failed", extra={"method": request.method, "path": request.path})
         resp = _error(500, "internal", "internal error (logged by the agent)")
-    log.debug("request", extra={"method": request.method, "path": request.path, "status": resp.status,
-                                "ms": round((time.perf_counter() - t0) * 1e3, 2)})  # fmt: skip
+    log.debug(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": resp.status,
+            "ms": round((time.perf_counter() - t0) * 1e3, 2),
+        },
+    )
     return resp
 
 
@@ -755,15 +1077,23 @@ def _auth(token: str | None) -> Any:
     expected = token.encode() if token else None
 
     @web.middleware
-    async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if expected is None or request.path == api.API_PREFIX + "/health":
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), expected)
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), expected
+        )
         if not ok:
-            raise ApiError(401, "unauthorized", "missing or wrong token: send Authorization: Bearer <token> "
-                           "(the token is in the agent's config dir, file \"token\")")  # fmt: skip
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong token: send Authorization: Bearer <token> "
+                '(the token is in the agent\'s config dir, file "token")',
+            )
         return await handler(request)
 
     return auth
@@ -775,8 +1105,10 @@ AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
 def create_app(agent: Agent) -> web.Application:
     """The aiohttp application for one agent (the caller runs and stops the agent itself)."""
     # aiohttp's own body limit backs up ours; uploads are streamed and checked separately
-    app = web.Application(middlewares=[_errors, _auth(agent.token)],
-                          client_max_size=max(agent.cfg.max_json_kb * 1024, 1 << 20))  # fmt: skip
+    app = web.Application(
+        middlewares=[_errors, _auth(agent.token)],
+        client_max_size=max(agent.cfg.max_json_kb * 1024, 1 << 20),
+    )
     app[AGENT_KEY] = agent
     for r in ROUTES:
         app.router.add_route(r.method, api.API_PREFIX + r.path, _wrap(r))

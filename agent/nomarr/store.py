@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agent import paths
+from nomarr import paths
 
 SCHEMA_VERSION = 1
 
@@ -43,7 +43,9 @@ def _driver() -> Any:
     try:
         import sqlean  # type: ignore[import-not-found]
     except ImportError as e:  # pragma: no cover - sqlean is a dependency
-        raise StoreError("this Python's sqlite3 cannot load extensions and sqlean.py is not installed") from e
+        raise StoreError(
+            "this Python's sqlite3 cannot load extensions and sqlean.py is not installed"
+        ) from e
     return sqlean
 
 
@@ -176,18 +178,32 @@ class Track:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the API and ``--json`` outputs)."""
         return {
-            "id": self.id, "path": self.path, "size": self.size, "duration": self.duration,
-            "container": self.container, "codec": self.codec, "recording_id": self.recording_id,
-            "status": self.status, "error": self.error, "title": self.title, "artist": self.artist,
-            "album": self.album, "mb_recording": self.mb_recording, "isrc": self.isrc,
-        }  # fmt: skip
+            "id": self.id,
+            "path": self.path,
+            "size": self.size,
+            "duration": self.duration,
+            "container": self.container,
+            "codec": self.codec,
+            "recording_id": self.recording_id,
+            "status": self.status,
+            "error": self.error,
+            "title": self.title,
+            "artist": self.artist,
+            "album": self.album,
+            "mb_recording": self.mb_recording,
+            "isrc": self.isrc,
+        }
 
 
-_TRACK_COLS = ("id, path, size, mtime_ns, dev, inode, duration, container, codec, recording_id, status, "
-               "error, title, artist, album, mb_recording, isrc")  # fmt: skip
+_TRACK_COLS = (
+    "id, path, size, mtime_ns, dev, inode, duration, container, codec, recording_id, status, "
+    "error, title, artist, album, mb_recording, isrc"
+)
 
 
-def _track_filter(status: str | None, under: Iterable[str] | None, status_col: str) -> tuple[str, list[Any]]:
+def _track_filter(
+    status: str | None, under: Iterable[str] | None, status_col: str
+) -> tuple[str, list[Any]]:
     """WHERE clause for tracks with a status and under some roots (a folder's whole subtree, or
     the file itself when a root is a file); shared by listing and counting."""
     sql = "1=1"
@@ -227,7 +243,9 @@ class Analysis:
 class Store:
     """A connection to one library database. Not shared between threads: open one per thread."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, readonly: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, readonly: bool = False
+    ) -> None:
         self.path = Path(path) if path else paths.default_db()
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +266,9 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable nomarr database ({e})") from e
-        self._spaces: dict[str, int] = {r[0]: r[1] for r in self.db.execute("SELECT name, dim FROM spaces")}
+        self._spaces: dict[str, int] = {
+            r[0]: r[1] for r in self.db.execute("SELECT name, dim FROM spaces")
+        }
         # the agent attaches an in-memory index (agent.vindex) for fast KNN; the CLI uses vec0
         self.vector_index: Any = None
 
@@ -285,7 +305,9 @@ class Store:
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema version {version} is newer than this nomarr ({SCHEMA_VERSION})")
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this nomarr ({SCHEMA_VERSION})"
+            )
         for v in range(version, SCHEMA_VERSION):
             with self.tx() as db:
                 for stmt in _MIGRATIONS[v].split(";"):
@@ -304,23 +326,35 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         """Set a meta value (inside or outside a transaction)."""
-        self.db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                        (key, value))  # fmt: skip
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     # -- tracks ---------------------------------------------------------------------------------
 
     def track_by_path(self, path: str | os.PathLike[str]) -> Track | None:
         """The track stored for an absolute path, if any."""
-        row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE path = ?", (enc_path(path),)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE path = ?", (enc_path(path),)
+        ).fetchone()
         return _track(row) if row else None
 
     def track(self, track_id: int) -> Track | None:
         """A track by id."""
-        row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (track_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE id = ?", (track_id,)
+        ).fetchone()
         return _track(row) if row else None
 
-    def tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None,
-               limit: int | None = None, offset: int = 0) -> list[Track]:  # fmt: skip
+    def tracks(
+        self,
+        *,
+        status: str | None = "ok",
+        under: Iterable[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Track]:
         """Tracks, optionally only those with a status and under some roots, ordered by id."""
         # "+status": walk in id order and stop at the page, not sort every 'ok' row first
         where, args = _track_filter(status, under, "+status")
@@ -333,7 +367,9 @@ class Store:
     def count_tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None) -> int:
         """How many tracks :meth:`tracks` would list without a limit (for paged answers)."""
         where, args = _track_filter(status, under, "status")
-        return int(self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()[0])
+        return int(
+            self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()[0]
+        )
 
     def snapshot(self, under: Iterable[str]) -> dict[bytes, tuple[int, int, int, int | None]]:
         """``path → (track id, size, mtime_ns, recording_id)`` for every known file under the roots.
@@ -343,17 +379,25 @@ class Store:
         out: dict[bytes, tuple[int, int, int, int | None]] = {}
         for r in under:  # a root may be a folder or a single file
             root = enc_path(r).rstrip(b"/") + b"/"
-            for row in self.db.execute("SELECT path, id, size, mtime_ns, recording_id FROM tracks WHERE "
-                                       "((path >= ? AND path < ?) OR path = ?) AND status != 'missing'",
-                                       (root, root[:-1] + b"0", root[:-1])):  # fmt: skip
+            for row in self.db.execute(
+                "SELECT path, id, size, mtime_ns, recording_id FROM tracks WHERE "
+                "((path >= ? AND path < ?) OR path = ?) AND status != 'missing'",
+                (root, root[:-1] + b"0", root[:-1]),
+            ):
                 out[bytes(row[0])] = (row[1], row[2], row[3], row[4])
         return out
 
     def upsert_track(self, path: str | os.PathLike[str], st: os.stat_result, **fields: Any) -> int:
         """Insert or update the row for ``path`` with its stat and the given columns; returns its id."""
         now = time.time()
-        cols = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "dev": st.st_dev, "inode": st.st_ino,
-                "last_seen": now, **fields}  # fmt: skip
+        cols = {
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "dev": st.st_dev,
+            "inode": st.st_ino,
+            "last_seen": now,
+            **fields,
+        }
         if "fingerprint" in cols and isinstance(cols["fingerprint"], np.ndarray):
             cols["fingerprint"] = cols["fingerprint"].astype("<u4").tobytes()
         raw = enc_path(path)
@@ -368,30 +412,40 @@ class Store:
 
     def touch_stat(self, track_id: int, st: os.stat_result) -> None:
         """Record a file's new size/mtime after nomarr itself changed it (a tag write)."""
-        self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, dev = ?, inode = ?, last_seen = ? WHERE id = ?",
-                        (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, time.time(), track_id))  # fmt: skip
+        self.db.execute(
+            "UPDATE tracks SET size = ?, mtime_ns = ?, dev = ?, inode = ?, last_seen = ? WHERE id = ?",
+            (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, time.time(), track_id),
+        )
 
-    def move_track(self, track_id: int, new_path: str | os.PathLike[str], st: os.stat_result) -> None:
+    def move_track(
+        self, track_id: int, new_path: str | os.PathLike[str], st: os.stat_result
+    ) -> None:
         """A file seen at a new path with the same identity: keep its row (and its history)."""
         raw = enc_path(new_path)
         self.db.execute("DELETE FROM tracks WHERE path = ? AND id != ?", (raw, track_id))
-        self.db.execute("UPDATE tracks SET path = ?, status = CASE WHEN status = 'missing' THEN 'ok' ELSE status END, "
-                        "last_seen = ? WHERE id = ?", (raw, time.time(), track_id))  # fmt: skip
+        self.db.execute(
+            "UPDATE tracks SET path = ?, status = CASE WHEN status = 'missing' THEN 'ok' ELSE status END, "
+            "last_seen = ? WHERE id = ?",
+            (raw, time.time(), track_id),
+        )
         self.touch_stat(track_id, st)
 
     def mark_missing(self, track_ids: Iterable[int]) -> int:
         """Files that are gone: kept (a rename may bring them back) but out of every answer."""
         n = 0
         for tid in track_ids:
-            n += self.db.execute("UPDATE tracks SET status = 'missing' WHERE id = ? AND status != 'missing'",
-                                 (tid,)).rowcount  # fmt: skip
+            n += self.db.execute(
+                "UPDATE tracks SET status = 'missing' WHERE id = ? AND status != 'missing'", (tid,)
+            ).rowcount
         return n
 
     def missing_by_inode(self, dev: int, inode: int, size: int, mtime_ns: int) -> Track | None:
         """A track marked missing (or about to be) with this exact inode, size and mtime: a move."""
-        row = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE dev = ? AND inode = ? AND size = ? "
-                              "AND mtime_ns = ? ORDER BY status = 'missing' DESC LIMIT 1",
-                              (dev, inode, size, mtime_ns)).fetchone()  # fmt: skip
+        row = self.db.execute(
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE dev = ? AND inode = ? AND size = ? "
+            "AND mtime_ns = ? ORDER BY status = 'missing' DESC LIMIT 1",
+            (dev, inode, size, mtime_ns),
+        ).fetchone()
         return _track(row) if row else None
 
     def delete_track(self, track_id: int) -> None:
@@ -409,9 +463,11 @@ class Store:
 
     def duplicates(self, track_id: int) -> list[Track]:
         """Other present files of the same recording (re-encodes, copies)."""
-        rows = self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE recording_id = "
-                               "(SELECT recording_id FROM tracks WHERE id = ?) AND id != ? AND +status = 'ok' ORDER BY id",
-                               (track_id, track_id))  # fmt: skip
+        rows = self.db.execute(
+            f"SELECT {_TRACK_COLS} FROM tracks WHERE recording_id = "
+            "(SELECT recording_id FROM tracks WHERE id = ?) AND id != ? AND +status = 'ok' ORDER BY id",
+            (track_id, track_id),
+        )
         return [_track(r) for r in rows]
 
     def tracks_of_recordings(self, rec_ids: list[int]) -> dict[int, list[Track]]:
@@ -427,7 +483,9 @@ class Store:
                 out.setdefault(t.recording_id or 0, []).append(t)
         return out
 
-    def lookup(self, *, path: str | None = None, mbid: str | None = None, isrc: str | None = None) -> list[Track]:
+    def lookup(
+        self, *, path: str | None = None, mbid: str | None = None, isrc: str | None = None
+    ) -> list[Track]:
         """Tracks by path, MusicBrainz recording id or ISRC (plugins map their items with these)."""
         if path:
             t = self.track_by_path(path)
@@ -435,11 +493,19 @@ class Store:
         col, val = ("mb_recording", mbid) if mbid else ("isrc", isrc)
         if not val:
             return []
-        return [_track(r) for r in self.db.execute(f"SELECT {_TRACK_COLS} FROM tracks WHERE {col} = ? AND +status = 'ok'", (val,))]
+        return [
+            _track(r)
+            for r in self.db.execute(
+                f"SELECT {_TRACK_COLS} FROM tracks WHERE {col} = ? AND +status = 'ok'", (val,)
+            )
+        ]
 
     def counts(self) -> dict[str, int]:
         """Tracks per status, recordings, analyses."""
-        out = {r[0]: r[1] for r in self.db.execute("SELECT status, count(*) FROM tracks GROUP BY status")}
+        out = {
+            r[0]: r[1]
+            for r in self.db.execute("SELECT status, count(*) FROM tracks GROUP BY status")
+        }
         out["recordings"] = self.db.execute("SELECT count(*) FROM recordings").fetchone()[0]
         out["analyses"] = self.db.execute("SELECT count(*) FROM analyses").fetchone()[0]
         return out
@@ -448,10 +514,15 @@ class Store:
 
     def new_recording(self, fp_duration: float | None, keys: Iterable[int]) -> int:
         """A new content identity with its fingerprint index keys."""
-        cur = self.db.execute("INSERT INTO recordings (fp_duration, created) VALUES (?, ?)", (fp_duration, time.time()))
+        cur = self.db.execute(
+            "INSERT INTO recordings (fp_duration, created) VALUES (?, ?)",
+            (fp_duration, time.time()),
+        )
         rid = int(cur.lastrowid)
-        self.db.executemany("INSERT OR IGNORE INTO fp_index (key, recording_id) VALUES (?, ?)",
-                            [(int(k) - (1 << 31), rid) for k in keys])  # fmt: skip
+        self.db.executemany(
+            "INSERT OR IGNORE INTO fp_index (key, recording_id) VALUES (?, ?)",
+            [(int(k) - (1 << 31), rid) for k in keys],
+        )
         return rid
 
     def candidates(self, keys: Iterable[int], min_shared: int = 2, limit: int = 20) -> list[int]:
@@ -462,21 +533,33 @@ class Store:
         out: dict[int, int] = {}
         for i in range(0, len(ks), 500):
             chunk = ks[i : i + 500]
-            for rid, n in self.db.execute(f"SELECT recording_id, count(*) FROM fp_index WHERE key IN ({','.join('?' * len(chunk))}) "
-                                          "GROUP BY recording_id", chunk):  # fmt: skip
+            for rid, n in self.db.execute(
+                f"SELECT recording_id, count(*) FROM fp_index WHERE key IN ({','.join('?' * len(chunk))}) "
+                "GROUP BY recording_id",
+                chunk,
+            ):
                 out[rid] = out.get(rid, 0) + n
         ranked = sorted((r for r, n in out.items() if n >= min_shared), key=lambda r: -out[r])
         return ranked[:limit]
 
     def recording_fingerprints(self, rec_id: int) -> list[np.ndarray]:
         """Fingerprints of files already assigned to a recording (any status)."""
-        return [np.frombuffer(r[0], dtype="<u4") for r in
-                self.db.execute("SELECT fingerprint FROM tracks WHERE recording_id = ? AND fingerprint IS NOT NULL LIMIT 3", (rec_id,))]  # fmt: skip
+        return [
+            np.frombuffer(r[0], dtype="<u4")
+            for r in self.db.execute(
+                "SELECT fingerprint FROM tracks WHERE recording_id = ? AND fingerprint IS NOT NULL LIMIT 3",
+                (rec_id,),
+            )
+        ]
 
     def gc_recordings(self) -> int:
         """Drop recordings no file points to any more (their analyses and vectors go with them)."""
-        orphans = [r[0] for r in self.db.execute(
-            "SELECT id FROM recordings WHERE id NOT IN (SELECT recording_id FROM tracks WHERE recording_id IS NOT NULL)")]  # fmt: skip
+        orphans = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM recordings WHERE id NOT IN (SELECT recording_id FROM tracks WHERE recording_id IS NOT NULL)"
+            )
+        ]
         for rid in orphans:
             for name in self._spaces:
                 self.db.execute(f"DELETE FROM {name} WHERE recording_id = ?", (rid,))
@@ -488,15 +571,22 @@ class Store:
     def analyses(self, rec_id: int) -> dict[str, Analysis]:
         """model id → stored analysis for one recording."""
         out = {}
-        for r in self.db.execute("SELECT recording_id, model_id, prefix, provenance, profile, windows, n_patches, provider, scores "
-                                 "FROM analyses WHERE recording_id = ?", (rec_id,)):  # fmt: skip
-            out[r[1]] = Analysis(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], json.loads(r[8]))
+        for r in self.db.execute(
+            "SELECT recording_id, model_id, prefix, provenance, profile, windows, n_patches, provider, scores "
+            "FROM analyses WHERE recording_id = ?",
+            (rec_id,),
+        ):
+            out[r[1]] = Analysis(
+                r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], json.loads(r[8])
+            )
         return out
 
     def provenances(self) -> dict[int, dict[str, str]]:
         """recording id → {model id: provenance}: the whole library in one query for skip checks."""
         out: dict[int, dict[str, str]] = {}
-        for rid, mid, prov in self.db.execute("SELECT recording_id, model_id, provenance FROM analyses"):
+        for rid, mid, prov in self.db.execute(
+            "SELECT recording_id, model_id, provenance FROM analyses"
+        ):
             out.setdefault(rid, {})[mid] = prov
         return out
 
@@ -505,38 +595,61 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO analyses (recording_id, model_id, prefix, provenance, profile, windows, n_patches, "
             "provider, scores, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rec_id, a.model_id, a.prefix, a.provenance, a.profile, json.dumps(a.windows), a.n_patches, a.provider,
-             json.dumps(a.scores, separators=(",", ":")), time.time()),
-        )  # fmt: skip
+            (
+                rec_id,
+                a.model_id,
+                a.prefix,
+                a.provenance,
+                a.profile,
+                json.dumps(a.windows),
+                a.n_patches,
+                a.provider,
+                json.dumps(a.scores, separators=(",", ":")),
+                time.time(),
+            ),
+        )
         if embedding is not None:
             name = self.ensure_space(a.model_id, int(embedding.shape[0]))
             self.db.execute(f"DELETE FROM {name} WHERE recording_id = ?", (rec_id,))
-            self.db.execute(f"INSERT INTO {name} (recording_id, embedding) VALUES (?, ?)",
-                            (rec_id, np.asarray(embedding, dtype=np.float32).tobytes()))  # fmt: skip
+            self.db.execute(
+                f"INSERT INTO {name} (recording_id, embedding) VALUES (?, ?)",
+                (rec_id, np.asarray(embedding, dtype=np.float32).tobytes()),
+            )
 
     def ensure_space(self, model_id: str, dim: int) -> str:
         """Create the vec0 table for a model's embeddings on first use."""
         name = space_name(model_id)
         if name in self._spaces:
             if self._spaces[name] != dim:
-                raise StoreError(f"embedding space {name} has dimension {self._spaces[name]}, not {dim}")
+                raise StoreError(
+                    f"embedding space {name} has dimension {self._spaces[name]}, not {dim}"
+                )
             return name
-        self.db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
-                        f"recording_id INTEGER PRIMARY KEY, embedding float[{dim}] distance_metric=cosine)")  # fmt: skip
-        self.db.execute("INSERT OR REPLACE INTO spaces (name, model_id, dim) VALUES (?, ?, ?)", (name, model_id, dim))
+        self.db.execute(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING vec0("
+            f"recording_id INTEGER PRIMARY KEY, embedding float[{dim}] distance_metric=cosine)"
+        )
+        self.db.execute(
+            "INSERT OR REPLACE INTO spaces (name, model_id, dim) VALUES (?, ?, ?)",
+            (name, model_id, dim),
+        )
         self._spaces[name] = dim
         return name
 
     def spaces(self) -> dict[str, tuple[str, int]]:
         """vec table → (model id, dimension)."""
-        return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT name, model_id, dim FROM spaces")}
+        return {
+            r[0]: (r[1], r[2]) for r in self.db.execute("SELECT name, model_id, dim FROM spaces")
+        }
 
     def embedding(self, model_id: str, rec_id: int) -> np.ndarray | None:
         """A recording's stored vector in one space."""
         name = space_name(model_id)
         if not self._has_space(name):
             return None
-        row = self.db.execute(f"SELECT embedding FROM {name} WHERE recording_id = ?", (rec_id,)).fetchone()
+        row = self.db.execute(
+            f"SELECT embedding FROM {name} WHERE recording_id = ?", (rec_id,)
+        ).fetchone()
         return np.frombuffer(row[0], dtype=np.float32).copy() if row else None
 
     def knn(self, model_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -547,8 +660,10 @@ class Store:
         k = max(1, min(int(k), 4096))  # vec0's own ceiling on k
         if self.vector_index is not None:
             return self.vector_index.knn(model_id, vector, k)  # type: ignore[no-any-return]
-        rows = self.db.execute(f"SELECT recording_id, distance FROM {name} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
-                               (np.asarray(vector, dtype=np.float32).tobytes(), k))  # fmt: skip
+        rows = self.db.execute(
+            f"SELECT recording_id, distance FROM {name} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (np.asarray(vector, dtype=np.float32).tobytes(), k),
+        )
         return [(int(r[0]), float(r[1])) for r in rows]
 
     def label_scores(self, model_id: str) -> tuple[list[str], np.ndarray, list[int]]:
@@ -558,8 +673,11 @@ class Store:
         """
         if self.vector_index is not None:  # the agent's in-memory copy
             return self.vector_index.label_scores(model_id)  # type: ignore[no-any-return]
-        rows = self.db.execute("SELECT recording_id, scores FROM analyses WHERE model_id = ? AND recording_id IN "
-                               "(SELECT recording_id FROM tracks WHERE status = 'ok')", (model_id,)).fetchall()  # fmt: skip
+        rows = self.db.execute(
+            "SELECT recording_id, scores FROM analyses WHERE model_id = ? AND recording_id IN "
+            "(SELECT recording_id FROM tracks WHERE status = 'ok')",
+            (model_id,),
+        ).fetchall()
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32), []
         labels = list(json.loads(rows[0][1]))
@@ -571,14 +689,19 @@ class Store:
 
     def model_ids(self) -> list[str]:
         """Models with at least one stored analysis."""
-        return [r[0] for r in self.db.execute("SELECT DISTINCT model_id FROM analyses ORDER BY model_id")]
+        return [
+            r[0]
+            for r in self.db.execute("SELECT DISTINCT model_id FROM analyses ORDER BY model_id")
+        ]
 
     # -- tiers and writes -------------------------------------------------------------------------
 
     def tier_thresholds(self) -> dict[str, dict[str, tuple[float, float]]]:
         """model id → label → (high, medium) lower bounds from the last calibration."""
         out: dict[str, dict[str, tuple[float, float]]] = {}
-        for mid, label, hi, med in self.db.execute("SELECT model_id, label, high, medium FROM tiers"):
+        for mid, label, hi, med in self.db.execute(
+            "SELECT model_id, label, high, medium FROM tiers"
+        ):
             out.setdefault(mid, {})[label] = (hi, med)
         return out
 
@@ -586,12 +709,16 @@ class Store:
         """Replace one model's calibration."""
         self.db.execute("DELETE FROM tiers WHERE model_id = ?", (model_id,))
         now = time.time()
-        self.db.executemany("INSERT INTO tiers (model_id, label, high, medium, n, computed) VALUES (?, ?, ?, ?, ?, ?)",
-                            [(model_id, lab, hi, med, n, now) for lab, (hi, med) in thresholds.items()])  # fmt: skip
+        self.db.executemany(
+            "INSERT INTO tiers (model_id, label, high, medium, n, computed) VALUES (?, ?, ?, ?, ?, ?)",
+            [(model_id, lab, hi, med, n, now) for lab, (hi, med) in thresholds.items()],
+        )
 
     def last_write(self, track_id: int) -> tuple[str, str | None] | None:
         """(tags hash, MOOD value) nomarr last wrote into a file."""
-        row = self.db.execute("SELECT tags_hash, mood FROM writes WHERE track_id = ?", (track_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT tags_hash, mood FROM writes WHERE track_id = ?", (track_id,)
+        ).fetchone()
         return (row[0], row[1]) if row else None
 
     def write_hashes(self) -> dict[int, str]:
@@ -606,26 +733,37 @@ class Store:
         """
         rows = self.db.execute(
             "SELECT j.key, count(*) FROM writes w JOIN tracks t ON t.id = w.track_id, json_each(w.tags) j "
-            "WHERE t.status = 'ok' GROUP BY j.key ORDER BY j.key").fetchall()
+            "WHERE t.status = 'ok' GROUP BY j.key ORDER BY j.key"
+        ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def model_prefixes(self) -> dict[str, str]:
         """tag prefix → model id, over every analysis in the library."""
-        return {r[0]: r[1] for r in self.db.execute("SELECT DISTINCT prefix, model_id FROM analyses")}
+        return {
+            r[0]: r[1] for r in self.db.execute("SELECT DISTINCT prefix, model_id FROM analyses")
+        }
 
-    def record_write(self, track_id: int, tags: dict[str, str], tags_hash: str, mood: str | None, method: str) -> None:
+    def record_write(
+        self, track_id: int, tags: dict[str, str], tags_hash: str, mood: str | None, method: str
+    ) -> None:
         """Remember what was written into a file, so the next scan can tell whether it is current."""
-        self.db.execute("INSERT OR REPLACE INTO writes (track_id, tags, tags_hash, mood, method, written) VALUES (?, ?, ?, ?, ?, ?)",
-                        (track_id, json.dumps(tags, sort_keys=True), tags_hash, mood, method, time.time()))  # fmt: skip
+        self.db.execute(
+            "INSERT OR REPLACE INTO writes (track_id, tags, tags_hash, mood, method, written) VALUES (?, ?, ?, ?, ?, ?)",
+            (track_id, json.dumps(tags, sort_keys=True), tags_hash, mood, method, time.time()),
+        )
 
     # -- scans ----------------------------------------------------------------------------------
 
     def begin_scan(self, roots: list[str]) -> int:
         """Open a scan record (its summary is filled in when it finishes)."""
-        cur = self.db.execute("INSERT INTO scans (started, roots) VALUES (?, ?)", (time.time(), json.dumps(roots)))
+        cur = self.db.execute(
+            "INSERT INTO scans (started, roots) VALUES (?, ?)", (time.time(), json.dumps(roots))
+        )
         return int(cur.lastrowid)
 
     def end_scan(self, scan_id: int, summary: dict[str, Any]) -> None:
         """Close a scan record with its summary."""
-        self.db.execute("UPDATE scans SET finished = ?, summary = ? WHERE id = ?",
-                        (time.time(), json.dumps(summary), scan_id))  # fmt: skip
+        self.db.execute(
+            "UPDATE scans SET finished = ?, summary = ? WHERE id = ?",
+            (time.time(), json.dumps(summary), scan_id),
+        )

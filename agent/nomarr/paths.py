@@ -57,4 +57,4 @@ def shipped_manifests_dir() -> Path:
     """Manifests shipped with nomarr: inside the wheel, or ``models/manifests`` in a checkout."""
     here = Path(__file__).resolve().parent
     packaged = here / "manifests"
-    return packaged if packaged.is_dir() else here.parent / "models" / "manifests"
+    return packaged if packaged.is_dir() else here.parents[1] / "models" / "manifests"

@@ -34,15 +34,21 @@ def hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
 def mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
     """Inverse of :func:`hz_to_mel_slaney`."""
     mel = np.asarray(mel, dtype=np.float64)
-    return np.where(mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel)
+    return np.where(
+        mel >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)), _F_SP * mel
+    )
 
 
 @lru_cache(maxsize=8)
-def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sr: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """[n_mels, 1 + n_fft//2] triangular filters, each normalised to unit area (Slaney norm)."""
     fmax = sr / 2.0 if fmax is None else fmax
     fft_hz = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
-    edges_hz = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), n_mels + 2))
+    edges_hz = mel_to_hz_slaney(
+        np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), n_mels + 2)
+    )
     widths = np.diff(edges_hz)
     # distance of every FFT bin from every edge: rising slope from edge i, falling to edge i+2
     dist = edges_hz[:, None] - fft_hz[None, :]
@@ -123,9 +129,14 @@ class MelStream:
 
 
 def clap_log_mel(
-    signal: np.ndarray, sr: int = 48000, n_fft: int = 1024, hop: int = 480, n_mels: int = 64,
-    fmin: float = 50.0, fmax: float = 14000.0,
-) -> np.ndarray:  # fmt: skip
+    signal: np.ndarray,
+    sr: int = 48000,
+    n_fft: int = 1024,
+    hop: int = 480,
+    n_mels: int = 64,
+    fmin: float = 50.0,
+    fmax: float = 14000.0,
+) -> np.ndarray:
     """CLAP (HTSAT) input features for one clip: [frames, n_mels] power mel in dB.
 
     The published CLAP feature extractor uses centred frames with *reflect* padding, a Slaney mel
