@@ -23,7 +23,7 @@ from pathlib import Path
 import mutagen
 import pytest
 from nomarr import paths, tagio
-from nomarr.scan import desired_tags
+from nomarr.library import desired_tags
 from nomarr.store import Store
 
 from .conftest import encode

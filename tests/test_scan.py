@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import av
+import nomarr.library as libmod
 import nomarr.scan as scanmod
+import nomarr.walk as walkmod
 import numpy as np
 import pytest
 import taglib
@@ -32,9 +34,10 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from nomarr import tagio
 from nomarr.cli import main
-from nomarr.scan import desired_tags, walk
+from nomarr.library import desired_tags
 from nomarr.store import Analysis, Store
-from nomarr.tags import parse_key
+from nomarr.walk import walk
+from nomarr_client.tags import parse_key
 
 from .conftest import encode, music_like
 
@@ -446,7 +449,7 @@ def test_file_vanishing_mid_scan(lib: Path, tmp_path: Path, capsys, monkeypatch)
     victim = lib / "r4.flac"
     real_walk = scanmod.walk
 
-    def walk_then_delete(*a: Any, **kw: Any) -> scanmod.WalkResult:
+    def walk_then_delete(*a: Any, **kw: Any) -> walkmod.WalkResult:
         res = real_walk(*a, **kw)
         victim.unlink()
         return res
@@ -499,7 +502,7 @@ def test_symlink_loop_walked_once(lib: Path, tmp_path: Path, capsys) -> None:
     (lib / "sub").mkdir()
     os.rename(lib / "r1.flac", lib / "sub" / "r1.flac")
     os.symlink("..", lib / "sub" / "loop")
-    result: list[scanmod.WalkResult] = []
+    result: list[walkmod.WalkResult] = []
     t = threading.Thread(target=lambda: result.append(walk([str(lib)])), daemon=True)
     t.start()
     t.join(20)
@@ -652,7 +655,7 @@ def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     with Store(tmp_path / "cal.db") as store:
         _fill(store, tmp_path, 99, rng)
-        out = scanmod.calibrate(store)
+        out = libmod.calibrate(store)
         assert out["msd-musicnn-1"]["changed"] is False and store.tier_thresholds() == {}
         a = next(iter(store.analyses(1).values()))
         tags, _ = desired_tags([a], store.tier_thresholds(), False)
@@ -662,7 +665,7 @@ def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
             assert tags[k] == f"{s:.4f}" and tags[f"{k}_{tier}"] == f"{s:.4f}"
 
         _fill(store, tmp_path, 1, rng, start=99)
-        out = scanmod.calibrate(store)
+        out = libmod.calibrate(store)
         assert out["msd-musicnn-1"] == {"recordings": 100, "calibrated_at": 100, "changed": True}
         assert store.meta("tier_epoch") == "1"
 
@@ -694,10 +697,10 @@ def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
 
         # growth below 10 % keeps the calibration; reaching 10 % recalibrates
         _fill(store, tmp_path, 9, rng, start=100)
-        assert scanmod.calibrate(store)["msd-musicnn-1"]["changed"] is False
+        assert libmod.calibrate(store)["msd-musicnn-1"]["changed"] is False
         assert store.meta("tier_epoch") == "1"
         _fill(store, tmp_path, 1, rng, start=109)
-        assert scanmod.calibrate(store)["msd-musicnn-1"] == {
+        assert libmod.calibrate(store)["msd-musicnn-1"] == {
             "recordings": 110,
             "calibrated_at": 110,
             "changed": True,
@@ -711,7 +714,7 @@ def test_calibration_quantiles_floors_and_growth(tmp_path: Path) -> None:
 def test_recalibration_rewrites_only_changed_files(
     lib: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    monkeypatch.setattr(scanmod, "CALIBRATE_MIN_TRACKS", 4)
+    monkeypatch.setattr(libmod, "CALIBRATE_MIN_TRACKS", 4)
     db = tmp_path / "lib.db"
     held = tmp_path / "held"
     held.mkdir()
@@ -747,7 +750,7 @@ def test_recalibration_rewrites_only_changed_files(
     s = step("r4.flac")  # +25 %: recalibrated; exactly the files whose tier moved are rewritten
     assert s["calibration"]["msd-musicnn-1"]["changed"] is True
 
-    monkeypatch.setattr(scanmod, "CALIBRATE_GROWTH", 0.0)  # recalibrate on identical data
+    monkeypatch.setattr(libmod, "CALIBRATE_GROWTH", 0.0)  # recalibrate on identical data
     with Store(db, readonly=True) as store:
         epoch = store.meta("tier_epoch")
     s = step(None)
@@ -755,7 +758,7 @@ def test_recalibration_rewrites_only_changed_files(
     assert (s["written"], s["retiered"]) == (0, 0)  # no tier moved: no file opened for writing
     with Store(db, readonly=True) as store:
         assert int(store.meta("tier_epoch")) == int(epoch) + 1
-    monkeypatch.setattr(scanmod, "CALIBRATE_GROWTH", 0.10)
+    monkeypatch.setattr(libmod, "CALIBRATE_GROWTH", 0.10)
     s = scan(capsys, lib, db)
     assert (s["written"], s["skipped"], s["analysed"]) == (0, 6, 0)
 

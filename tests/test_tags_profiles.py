@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from nomarr.models.manifest import Namespace
 from nomarr.pipeline.profiles import PROFILES, Window, first_strong_onset, get_profile, plan_windows
-from nomarr.tags import (
+from nomarr_client.tags import (
+    Namespace,
     component,
     fmt_score,
     parse_key,

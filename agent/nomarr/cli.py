@@ -443,14 +443,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_tags(args: argparse.Namespace) -> int:
     """Show the nom: tags in a file, or migrate legacy essentia: keys."""
+    from nomarr_client.tags import parse_key
+
     from nomarr import tagio
-    from nomarr.tags import parse_key
 
     if args.file == "migrate":
         if not args.paths:
             raise UserError("tags migrate needs at least one PATH")
         from nomarr import paths
-        from nomarr.scan import walk
+        from nomarr.walk import walk
 
         w = walk(args.paths)
         report = []

@@ -26,7 +26,8 @@ import socket
 from collections.abc import Iterable, Sequence
 
 import ifaddr
-from nomarr_client.models import API_PREFIX, API_VERSION, SERVICE_TYPE
+from nomarr_client.models import SERVICE_TYPE
+from nomarr_client.txt import txt_properties
 from zeroconf import (
     DNSQuestionType,
     InterfaceChoice,
@@ -40,7 +41,6 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
 log = logging.getLogger("nomarr.discovery")
 
-TXT_VERSION = 1
 # A DNS label is at most 63 bytes; the instance name is one label.
 _MAX_LABEL = 63
 _NAME_PREFIX = "nomarr on "
@@ -81,18 +81,6 @@ def server_name(hostname: str) -> str:
     """
     label = re.sub(r"[^A-Za-z0-9-]+", "-", hostname.split(".", 1)[0]).strip("-")[:_MAX_LABEL]
     return f"{label or 'nomarr'}.local."
-
-
-def txt_properties(*, agent_id: str, version: str, auth: bool) -> dict[str, str]:
-    """The TXT record of DESIGN §6; the client's parser is the other half of this contract."""
-    return {
-        "txtvers": str(TXT_VERSION),
-        "id": agent_id,
-        "ver": version,
-        "api": str(API_VERSION),
-        "path": API_PREFIX,
-        "auth": "token" if auth else "none",
-    }
 
 
 def _ip_text(ip: str | tuple[str, int, int]) -> str:

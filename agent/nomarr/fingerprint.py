@@ -18,8 +18,12 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nomarr.store import Store
 
 FP_LENGTH_S = 120  # seconds fingerprinted from the start, as fpcalc and AcoustID do
 MATCH_MAX_BER = 0.15  # bit error rate at or below which two fingerprints are one recording (re-encodes: <= 0.06 measured; unrelated audio ~0.47; a track sharing a third of its opening with another ~0.17)
@@ -146,13 +150,37 @@ def bit_error_rate(a: np.ndarray, b: np.ndarray, max_shift: int = MAX_SHIFT) -> 
     return best
 
 
+def durations_agree(a: float | None, b: float | None) -> bool:
+    """Whether two durations can be one recording: within 2 s or 2 % (unknown ones agree). Two
+    tracks sharing an opening (a radio edit and the album version) differ here."""
+    return not (a and b and abs(a - b) > max(2.0, 0.02 * max(a, b)))
+
+
 def same_recording(
     a: Fingerprint | np.ndarray, b: Fingerprint | np.ndarray, max_ber: float = MATCH_MAX_BER
 ) -> bool:
-    """Whether two fingerprints are the same audio (re-encode, copy, re-tag)."""
+    """Whether two fingerprints are the same audio (re-encode, copy, re-tag): durations agree
+    when both are known, and the bit error rate over the best alignment is at most ``max_ber``.
+    This is the one match rule; :func:`match_recording` applies it against the store."""
+    if isinstance(a, Fingerprint) and isinstance(b, Fingerprint):
+        if not durations_agree(a.duration, b.duration):
+            return False
     va = a.values if isinstance(a, Fingerprint) else a
     vb = b.values if isinstance(b, Fingerprint) else b
     return bit_error_rate(va, vb) <= max_ber
+
+
+def match_recording(store: Store, fp: Fingerprint) -> int | None:
+    """The stored recording this fingerprint belongs to, if any: candidates from the store's
+    fingerprint index, then :func:`same_recording` against each candidate's fingerprints."""
+    for rid in store.candidates(fp.keys()):
+        dur = store.recording_fp_duration(rid)
+        if dur is None or not durations_agree(dur, fp.duration):
+            continue
+        for other in store.recording_fingerprints(rid):
+            if bit_error_rate(fp.values, other) <= MATCH_MAX_BER:
+                return rid
+    return None
 
 
 def decode_compressed(text: str) -> np.ndarray:

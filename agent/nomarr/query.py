@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from nomarr_client.tags import slug
 
 from nomarr.store import Store, Track
-from nomarr.tags import slug
 
 DEFAULT_SPACE_ORDER = (
     "clap-htsat-unfused-audio",

@@ -19,460 +19,27 @@ The shape, and why:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import os
-import stat as statmod
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nomarr_client import tags as grammar
 
 from nomarr import paths
-from nomarr.audio.decode import AUDIO_EXTENSIONS
-from nomarr.fingerprint import MATCH_MAX_BER as FP_MAX_BER
-from nomarr.fingerprint import Fingerprint, FingerprintError, bit_error_rate, fingerprint
+from nomarr.fingerprint import Fingerprint, match_recording, same_recording
+from nomarr.library import calibrate, desired_tags, is_current, tags_hash
 from nomarr.store import Analysis, Store, enc_path
-from nomarr.tags import fmt_score, slug, tier_of
+from nomarr.walk import walk
+from nomarr.workers import WorkerPool, WorkerStat, process_file, run_in_process
 
 log = logging.getLogger("nomarr.scan")
-
-TMP_MARKER = ".nomarr-tmp"
-# MSD/MTT musicnn labels (and CLAP zero-shot moods) that are moods rather than genres or
-# instruments: the ones the optional standard MOOD field is filled from (high tier only).
-MOOD_LABELS = frozenset(
-    {
-        "happy",
-        "sad",
-        "chill",
-        "chillout",
-        "mellow",
-        "beautiful",
-        "party",
-        "sexy",
-        "catchy",
-        "easy_listening",
-        "relaxing",
-        "relaxed",
-        "aggressive",
-        "calm",
-        "energetic",
-        "dark",
-        "romantic",
-        "melancholic",
-        "uplifting",
-        "angry",
-        "peaceful",
-        "dreamy",
-        "epic",
-    }
-)
-CALIBRATE_MIN_TRACKS = 100  # below this, fixed thresholds (docs/tiers.md)
-CALIBRATE_GROWTH = 0.10  # recalibrate when the analysed library grew by this share
-TIER_QUANTILES = (0.90, 0.70)  # high = top 10 % of the library for a label, medium = next 20 %
-TIER_FLOORS = (0.10, 0.05)  # …but never high below 0.10 / medium below 0.05 (a label nobody has)
-
-
-# -- walking ------------------------------------------------------------------------------------
-
-
-@dataclass
-class WalkResult:
-    """Audio files found under the roots, and what could not be walked."""
-
-    files: list[tuple[str, os.stat_result]] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    unreadable_dirs: list[str] = field(default_factory=list)
-    stray_temps: list[str] = field(default_factory=list)  # left by a tag write that was killed
-    entries: int = 0
-
-
-def walk(
-    roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, vanished_ok: bool = False
-) -> WalkResult:
-    """Every audio file under ``roots`` (symlinks followed, loops cut), sorted by path.
-
-    ``os.scandir`` gives the name and type without a ``stat`` per entry, so a tree of 100,000
-    mostly-non-audio files costs one ``stat`` per audio file only. Directories are identified by
-    (device, inode) of their target, so a symlink pointing back up the tree is visited once.
-    """
-    res = WalkResult()
-    seen_dirs: set[tuple[int, int]] = set()
-    stack: list[str] = []
-    for r in roots:
-        r = os.path.abspath(r)
-        try:
-            st = os.stat(r)
-        except FileNotFoundError as e:
-            # A path the watcher saw deleted: when its folder is still there it is gone (its files
-            # are marked missing), not unreadable. A whole library root that vanished is more
-            # likely an unmounted disk, so that stays an error and keeps its tracks.
-            if vanished_ok and os.path.isdir(os.path.dirname(r)):
-                continue
-            res.errors.append((r, _oserror(e)))
-            res.unreadable_dirs.append(r)
-            continue
-        except OSError as e:
-            res.errors.append((r, _oserror(e)))
-            res.unreadable_dirs.append(r)
-            continue
-        if statmod.S_ISDIR(st.st_mode):
-            stack.append(r)
-        elif os.path.splitext(r)[1].lower() in extensions:
-            res.files.append((r, st))
-    while stack:
-        d = stack.pop()
-        try:
-            dst = os.stat(d)
-        except OSError as e:
-            res.errors.append((d, _oserror(e)))
-            res.unreadable_dirs.append(d)
-            continue
-        key = (dst.st_dev, dst.st_ino)
-        if key in seen_dirs:
-            res.errors.append(
-                (d, "directory already visited (symlink loop or duplicate link), skipped")
-            )
-            continue
-        seen_dirs.add(key)
-        try:
-            with os.scandir(d) as it:
-                entries = list(it)
-        except OSError as e:
-            res.errors.append((d, _oserror(e)))
-            res.unreadable_dirs.append(d)
-            continue
-        for e in entries:
-            res.entries += 1
-            name = e.name
-            if name.startswith(".") and TMP_MARKER in name:
-                if name.endswith(TMP_MARKER):  # our own temp file from an interrupted write
-                    res.stray_temps.append(e.path)
-                continue
-            try:
-                if e.is_dir(follow_symlinks=True):
-                    stack.append(e.path)
-                    continue
-            except OSError:
-                continue
-            if os.path.splitext(name)[1].lower() not in extensions:
-                continue
-            try:
-                st = e.stat(follow_symlinks=True)
-            except OSError as err:  # dangling symlink, vanished, permission
-                res.errors.append((e.path, _oserror(err)))
-                continue
-            if statmod.S_ISREG(st.st_mode):
-                res.files.append((e.path, st))
-    res.files.sort(key=lambda x: os.fsencode(x[0]))
-    return res
-
-
-def _oserror(e: OSError) -> str:
-    return e.strerror.lower() if e.strerror else type(e).__name__
-
-
-# -- worker side ----------------------------------------------------------------------------------
-
-_W: dict[str, Any] = {}
-
-
-def _init_worker(
-    db_path: str,
-    model_ids: list[str],
-    profile: str,
-    want: dict[str, str],
-    threads: int,
-    batch: int,
-    provider: str | None,
-    log_level: int,
-    nice: int,
-    cpus: list[int] | None = None,
-) -> None:
-    """Load the models once per worker process (lowered priority and pinned cores first, so even
-    model loading respects the agent's CPU cap)."""
-    from nomarr.models.registry import Registry
-    from nomarr.pipeline.analyze import Analyzer, ModelSet
-    from nomarr.pipeline.profiles import get_profile
-
-    logging.basicConfig(level=log_level)
-    if nice:
-        try:
-            os.nice(nice)
-        except OSError:
-            pass
-    if cpus and hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(0, cpus)
-        except OSError:
-            pass
-    ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
-    _W.update(
-        analyzer=Analyzer(ms, get_profile(profile), batch_size=batch),
-        db=db_path,
-        want=want,
-        store=None,
-        model_ids=tuple(model_ids),
-        threads=threads,
-        provider=provider,
-        batch=batch,
-    )
-
-
-def analyze_job(
-    path: str,
-    profile: str | None = None,
-    model_ids: list[str] | None = None,
-    embedding: bool = False,
-) -> dict[str, Any]:
-    """Worker job for ``POST /analyze``: run the models on one file and return the JSON document of
-    ``nomarr analyze``, touching no database and no file. The worker's loaded models are reused
-    when the request asks for them (the usual case); other models or profiles are loaded once per
-    worker and kept beside them."""
-    from nomarr.models.registry import Registry
-    from nomarr.pipeline.analyze import Analyzer, ModelSet
-    from nomarr.pipeline.profiles import get_profile
-
-    base: Analyzer = _W["analyzer"]
-    ids = tuple(model_ids) if model_ids else _W["model_ids"]
-    prof = get_profile(profile) if profile else base.profile
-    if ids == _W["model_ids"]:
-        ms = base.models
-    else:
-        cache = _W.setdefault("extra_sets", {})
-        if ids not in cache:
-            cache[ids] = ModelSet(
-                Registry(), list(ids), threads=_W["threads"], provider=_W["provider"]
-            )
-        ms = cache[ids]
-    from nomarr.audio.decode import AudioError
-    from nomarr.models.registry import ModelError
-
-    t0 = time.perf_counter()
-    # Errors come back as data: an exception whose constructor takes other arguments than its
-    # message cannot be unpickled in the parent, which then declares the whole pool broken.
-    try:
-        fa = Analyzer(ms, prof, batch_size=_W["batch"]).analyze(path)
-    except AudioError as e:
-        return {"error": {"kind": "audio", "message": f"cannot decode audio: {e.reason}"}}
-    except ModelError as e:
-        return {"error": {"kind": "model", "message": str(e)}}
-    except OSError as e:
-        return {"error": {"kind": "io", "message": f"cannot read the file: {e.strerror or e}"}}
-    doc = fa.to_dict(with_embeddings=embedding)
-    doc["elapsed_s"] = round(time.perf_counter() - t0, 4)
-    return doc
-
-
-class WorkerPool:
-    """Analysis worker processes that can outlive one scan.
-
-    ``nomarr scan`` makes one for its run and shuts it down at the end. ``nomarr serve`` keeps one
-    across the many small scans the watcher triggers (spawning workers and loading models costs
-    seconds per batch otherwise) and unloads it after a while idle, so an idle agent holds no
-    models in memory.
-    """
-
-    def __init__(self, workers: int, initargs: tuple[Any, ...]) -> None:
-        self.workers = workers
-        self.initargs = initargs
-        self._executor: ProcessPoolExecutor | None = None
-        self.last_used = time.monotonic()
-        self.busy = (
-            0  # jobs submitted and not finished (the idle unloader must not shut a busy pool)
-        )
-
-    @property
-    def loaded(self) -> bool:
-        """Whether worker processes (and their models) exist now."""
-        return self._executor is not None
-
-    def get(self) -> ProcessPoolExecutor:
-        """The executor, started on first use."""
-        self.last_used = time.monotonic()
-        if self._executor is None:
-            import multiprocessing as mp
-
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=mp.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=self.initargs,
-            )
-        return self._executor
-
-    def submit(self, fn: Any, *args: Any) -> Future[Any]:
-        """Run ``fn(*args)`` in a worker; a pool broken by a dead worker is replaced once."""
-        try:
-            f = self.get().submit(fn, *args)
-        except BrokenProcessPool:
-            self.reset()
-            f = self.get().submit(fn, *args)
-        self.busy += 1
-
-        def done(_: Future[Any]) -> None:
-            self.busy -= 1
-            self.last_used = time.monotonic()
-
-        f.add_done_callback(done)
-        return f
-
-    def idle_for(self) -> float:
-        """Seconds since the pool was last used (0 while jobs run)."""
-        return 0.0 if self.busy > 0 else time.monotonic() - self.last_used
-
-    def reset(self) -> None:
-        """Drop a broken pool without waiting; the next job starts a fresh one."""
-        self.shutdown(wait=False)
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Stop the workers (and free their models)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=wait, cancel_futures=True)
-            self._executor = None
-
-
-def _worker_store() -> Store | None:
-    if _W.get("store") is None and Path(_W["db"]).exists():
-        _W["store"] = Store(_W["db"], readonly=True)
-    return _W.get("store")
-
-
-def match_recording(store: Store, fp: Fingerprint) -> int | None:
-    """The stored recording this fingerprint belongs to, if any (index keys, then bit error rate)."""
-    for rid in store.candidates(fp.keys()):
-        row = store.db.execute("SELECT fp_duration FROM recordings WHERE id = ?", (rid,)).fetchone()
-        if row is None:
-            continue
-        dur = row[0]
-        if dur and fp.duration and abs(dur - fp.duration) > max(2.0, 0.02 * dur):
-            continue  # same opening, different track (radio edit vs album version)
-        for other in store.recording_fingerprints(rid):
-            if bit_error_rate(fp.values, other) <= FP_MAX_BER:
-                return rid
-    return None
-
-
-def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str, Any]:
-    """Worker job: identify a file, or analyse it unless a current analysis can be reused.
-
-    ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
-    when the match carries current analyses, else ``identified``) or ``analyze`` (run the models,
-    unless the recording ``rec_hint`` has become current meanwhile). Identification never runs the
-    models itself: the main process decides which one file of a recording is analysed, so that
-    several files of one new recording in flight at once are not all analysed. Returns plain data.
-    """
-    from nomarr.audio.decode import AudioError, probe
-    from nomarr.models.registry import ModelError
-    from nomarr.tagio import TagError, read_tags
-
-    out: dict[str, Any] = {"path": path, "mode": mode}
-    t0 = time.perf_counter()
-    try:
-        st0 = os.stat(path)
-        info = probe(path)
-        out.update(
-            duration=info.duration,
-            container=info.container,
-            codec=info.codec,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-        )
-        try:
-            out["ids"] = read_tags(path).ids
-        except TagError:
-            out["ids"] = {}
-        rec = rec_hint
-        if mode == "identify":
-            try:
-                fp = fingerprint(path)
-                out["fp"] = fp.values
-                out["fp_duration"] = fp.duration
-            except FingerprintError as e:
-                fp = None
-                out["fp_error"] = str(e)
-            store = _worker_store()
-            if fp is not None and store is not None:
-                rec = match_recording(store, fp)
-        out["match"] = rec
-        t_id = time.perf_counter() - t0
-        if rec is not None and _worker_store() is not None:
-            have = {mid: a.provenance for mid, a in _worker_store().analyses(rec).items()}  # type: ignore[union-attr]
-            if all(have.get(m) == p for m, p in _W["want"].items()):
-                out.update(
-                    kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0}
-                )
-                out["stat"] = _stat_tuple(st0)
-                return out
-        if mode == "identify":
-            out.update(
-                kind="identified", timing={"identify": t_id, "total": time.perf_counter() - t0}
-            )
-            out["stat"] = _stat_tuple(st0)
-            return out
-        fa = _W["analyzer"].analyze(path)
-        out["kind"] = "analysed"
-        out["windows"] = [w.to_dict() for w in fa.windows]
-        out["results"] = [
-            {
-                "model_id": r.model_id,
-                "prefix": r.prefix,
-                "provenance": r.provenance,
-                "provider": r.provider,
-                "n_patches": r.n_patches,
-                "scores": r.scores,
-                "embedding": None
-                if r.embedding is None
-                else np.asarray(r.embedding, dtype=np.float32),
-            }
-            for r in fa.results.values()
-        ]
-        out["warnings"] = fa.warnings
-        out["timing"] = {**fa.timing, "identify": t_id, "total": time.perf_counter() - t0}
-        st1 = os.stat(path)
-        if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
-            out.update(kind="changed", error="file changed while it was being analysed")
-        out["stat"] = _stat_tuple(st0)
-        return out
-    except FileNotFoundError:
-        return {
-            **out,
-            "kind": "failed",
-            "error": "vanished (deleted or moved during the scan)",
-            "vanished": True,
-        }
-    except PermissionError as e:
-        return {**out, "kind": "failed", "error": f"permission denied ({e.strerror or e})"}
-    except AudioError as e:
-        vanished = not os.path.exists(path)
-        return {
-            **out,
-            "kind": "failed",
-            "error": "vanished during the scan" if vanished else e.reason,
-            "vanished": vanished,
-        }
-    except (ModelError, OSError, ValueError, RuntimeError) as e:
-        return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
-
-
-def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode)
-
-
-class _Stat:
-    """The fields of ``os.stat_result`` the store uses, rebuilt from a worker's tuple."""
-
-    def __init__(self, t: tuple[int, int, int, int, int]) -> None:
-        self.st_size, self.st_mtime_ns, self.st_dev, self.st_ino, self.st_mode = t
 
 
 # -- main side ------------------------------------------------------------------------------------
@@ -490,13 +57,6 @@ class _Job:
     key: tuple[str, Any] | None = None
     ident: dict[str, Any] | None = None
     alone: bool = False  # re-run by itself after a worker died with it in flight
-
-
-def _same_audio(a: Fingerprint, b: Fingerprint) -> bool:
-    """The test :func:`match_recording` applies, between two fingerprints not stored yet."""
-    if a.duration and b.duration and abs(a.duration - b.duration) > max(2.0, 0.02 * b.duration):
-        return False
-    return bit_error_rate(a.values, b.values) <= FP_MAX_BER
 
 
 def _merge_identity(res: dict[str, Any], ident: dict[str, Any]) -> dict[str, Any]:
@@ -575,67 +135,6 @@ class ScanSummary:
         d["audio_seconds"] = round(self.audio_seconds, 1)
         d["time"] = {k: round(v, 3) for k, v in self.time.items()}
         return d
-
-
-def tags_hash(tags: dict[str, str], mood: str | None) -> str:
-    """Hash of a file's desired nomarr tag state."""
-    return hashlib.sha256(json.dumps([sorted(tags.items()), mood]).encode()).hexdigest()[:16]
-
-
-def desired_tags(
-    analyses: Iterable[Analysis],
-    thresholds: dict[str, dict[str, tuple[float, float]]],
-    mood_field: bool,
-) -> tuple[dict[str, str], str | None]:
-    """The complete ``nom:`` key set (and optional MOOD value) a file of this recording should carry."""
-    out: dict[str, str] = {}
-    moods: list[tuple[float, str]] = []
-    for a in analyses:
-        th = thresholds.get(a.model_id, {})
-        for label, s in a.scores.items():
-            lab = slug(label)
-            tier = tier_of(s, th[label]) if label in th else tier_of(s)
-            out[a.prefix + lab] = fmt_score(s)
-            out[f"{a.prefix}{lab}_{tier}"] = fmt_score(s)
-            if tier == "high" and lab in MOOD_LABELS:
-                moods.append((s, lab.replace("_", " ")))
-        out[a.prefix + "provenance"] = a.provenance
-    mood = None
-    if mood_field and moods:
-        mood = "; ".join(dict.fromkeys(lab for _, lab in sorted(moods, reverse=True)))
-    return out, mood
-
-
-def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
-    """Per-library tier thresholds (docs/tiers.md); returns what changed.
-
-    Each label's ``high`` bound is the library's 90th percentile of that label's track scores and
-    ``medium`` the 70th, floored at 0.10 / 0.05, computed once ≥ 100 recordings are analysed and
-    again whenever the analysed library has grown by 10 % since.
-    """
-    out: dict[str, Any] = {}
-    for mid in store.model_ids():
-        labels, mat, _ = store.label_scores(mid)
-        n = mat.shape[0]
-        last = int(store.meta(f"calibrated_n:{mid}", "0") or 0)
-        # growth counted in whole recordings: 100 * 1.1 is 110.00000000000001 in floating point,
-        # which would make exactly 10 % growth not count
-        grown_enough = n >= last + math.ceil(round(last * CALIBRATE_GROWTH, 6))
-        if n < CALIBRATE_MIN_TRACKS or (not force and last and not grown_enough):
-            out[mid] = {"recordings": n, "calibrated_at": last or None, "changed": False}
-            continue
-        q_hi = np.nanquantile(mat, TIER_QUANTILES[0], axis=0)
-        q_med = np.nanquantile(mat, TIER_QUANTILES[1], axis=0)
-        th = {}
-        for lab, hi, med in zip(labels, q_hi, q_med, strict=True):
-            h = max(float(hi), TIER_FLOORS[0])
-            th[lab] = (round(h, 4), round(min(max(float(med), TIER_FLOORS[1]), h), 4))
-        with store.tx():
-            store.set_tiers(mid, th, n)
-            store.set_meta(f"calibrated_n:{mid}", str(n))
-            store.set_meta("tier_epoch", str(int(store.meta("tier_epoch", "0") or 0) + 1))
-        out[mid] = {"recordings": n, "calibrated_at": n, "changed": True}
-    return out
 
 
 class Progress:
@@ -736,8 +235,7 @@ class Scanner:
     def _current(self, rec: int | None, provs: dict[int, dict[str, str]]) -> bool:
         if rec is None:
             return False
-        have = provs.get(rec, {})
-        return all(have.get(m) == p for m, p in self.want.items())
+        return grammar.is_current(provs.get(rec, {}), self.want)
 
     def _workers(self) -> int:
         if self.opts.workers is not None:
@@ -747,12 +245,8 @@ class Scanner:
         return max(1, available_cores())
 
     def _submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
-        n = self._workers()
-        if n == 0:
-            # The in-process "worker" outlives one scan (models stay loaded), but it must follow the
-            # scan's database, models and profile: a later scan of another library in the same
-            # process would otherwise match files against the first library's recordings.
-            cfg = (
+        if self._workers() == 0:
+            key = (
                 self.db_path,
                 tuple(self.opts.models),
                 self.opts.profile,
@@ -761,25 +255,18 @@ class Scanner:
                 self.opts.batch,
                 self.opts.provider,
             )
-            if _W.get("cfg") != cfg:
-                if _W.get("store") is not None:
-                    _W["store"].close()
-                _W.clear()
-                _init_worker(
-                    self.db_path,
-                    self.opts.models,
-                    self.opts.profile,
-                    self.want,
-                    self.opts.threads or 0,
-                    max(self.opts.batch, 4),
-                    self.opts.provider,
-                    log.getEffectiveLevel(),
-                    0,
-                )
-                _W["cfg"] = cfg
-            f: Future[dict[str, Any]] = Future()
-            f.set_result(process_file(path, mode, rec))
-            return f
+            initargs = (
+                self.db_path,
+                self.opts.models,
+                self.opts.profile,
+                self.want,
+                self.opts.threads or 0,
+                max(self.opts.batch, 4),
+                self.opts.provider,
+                log.getEffectiveLevel(),
+                0,
+            )
+            return run_in_process(key, initargs, process_file, path, mode, rec)
         return self.pool.get().submit(process_file, path, mode, rec)
 
     # -- the scan ---------------------------------------------------------------------------------
@@ -1033,7 +520,7 @@ class Scanner:
                                     res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32)
                                 )
                                 key = next(
-                                    (k for k, o in new_fps.items() if _same_audio(mine, o)), None
+                                    (k for k, o in new_fps.items() if same_recording(mine, o)), None
                                 )
                                 if key is None:
                                     key = ("new", job.path)
@@ -1102,8 +589,7 @@ class Scanner:
         )
 
     def _is_current(self, rec: int) -> bool:
-        have = {mid: a.provenance for mid, a in self.store.analyses(rec).items()}
-        return all(have.get(m) == p for m, p in self.want.items())
+        return is_current(self.store.analyses(rec), self.want)
 
     def _handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
         """Store one worker result (and write the file's tags); returns its recording id, or
@@ -1127,7 +613,7 @@ class Scanner:
             with store.tx():
                 store.set_failed(path, st, res["error"])
             return None
-        st = _Stat(res["stat"])
+        st = WorkerStat(res["stat"])
         fp = res.get("fp")
         ids = res.get("ids") or {}
         with store.tx():

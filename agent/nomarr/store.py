@@ -552,6 +552,14 @@ class Store:
             )
         ]
 
+    def recording_fp_duration(self, rec_id: int) -> float | None:
+        """The duration a recording's fingerprint covers (0.0 when unknown); None when there is
+        no such recording (it was collected since the caller's lookup)."""
+        row = self.db.execute(
+            "SELECT fp_duration FROM recordings WHERE id = ?", (rec_id,)
+        ).fetchone()
+        return None if row is None else float(row[0] or 0.0)
+
     def gc_recordings(self) -> int:
         """Drop recordings no file points to any more (their analyses and vectors go with them)."""
         orphans = [

@@ -1,6 +1,6 @@
 """Reading and writing nomarr's ``nom:`` keys in audio files, without ever damaging a file.
 
-The contract is DESIGN §2 (key grammar in :mod:`nomarr.tags`); the reasoning behind the write path,
+The contract is DESIGN §2 (key grammar in :mod:`nomarr_client.tags`); the reasoning behind the write path,
 its crash states and the per-format details are in docs/tags.md. In short:
 
 - A write is *copy → tag the copy → verify the copy → atomically replace the original*. The copy is
@@ -42,8 +42,7 @@ from mutagen.oggflac import OggFLAC
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
-
-from nomarr.tags import LEGACY_PREFIX, PREFIX, fmt_score, parse_key
+from nomarr_client.tags import LEGACY_PREFIX, PREFIX, fmt_score, parse_key
 
 log = logging.getLogger(__name__)
 

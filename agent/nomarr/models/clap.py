@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from nomarr_client.vocab import CLAP_MOODS
 
 from nomarr.audio.decode import load_mono
 from nomarr.audio.mel import clap_log_mel
@@ -21,23 +22,7 @@ from nomarr.models.manifest import Manifest
 from nomarr.models.registry import ModelError, Registry
 from nomarr.models.runtime import OrtBackend, ProviderSelector
 
-DEFAULT_MOODS = (
-    "happy",
-    "sad",
-    "aggressive",
-    "relaxed",
-    "energetic",
-    "calm",
-    "romantic",
-    "dark",
-    "uplifting",
-    "melancholic",
-    "party",
-    "dreamy",
-    "epic",
-    "peaceful",
-    "tense",
-)
+DEFAULT_MOODS = CLAP_MOODS  # the shared vocabulary's zero-shot moods (nomarr_client.vocab)
 PROMPT = "This is a {} song."
 LOGIT_SCALE = 100.0  # CLAP's learned temperature saturates near this value
 MAX_CLIPS = 6  # at most this many 10 s clips per window: enough to describe a track, bounded cost

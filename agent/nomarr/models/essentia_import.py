@@ -28,7 +28,7 @@ import math
 import re
 from typing import Any
 
-from nomarr.tags import component as slug
+from nomarr_client.tags import component as slug
 
 ESSENTIA_LICENCE = "CC-BY-NC-SA-4.0"
 ESSENTIA_LICENCE_URL = "https://essentia.upf.edu/models/LICENSE"

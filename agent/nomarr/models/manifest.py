@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nomarr_client.tags import COMPONENT_RE, Namespace
+
 KINDS = ("embedder", "head", "clap-audio", "clap-text")
 ROLES = ("model", "tokenizer", "vocab", "config", "licence")
-COMPONENT_RE = re.compile(r"^[a-z0-9-]+$")
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -38,23 +39,6 @@ class ModelFile:
     def builtin(self) -> bool:
         """True when the file ships inside the agent package."""
         return self.url == "builtin"
-
-
-@dataclass(frozen=True)
-class Namespace:
-    """The five fixed components of a ``nom:`` key (DESIGN §2)."""
-
-    framework: str
-    embedder: str
-    embedder_id: str
-    model: str
-    model_id: str
-
-    def prefix(self) -> str:
-        """``nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_``."""
-        return (
-            f"nom:{self.framework}_{self.embedder}_{self.embedder_id}_{self.model}_{self.model_id}_"
-        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nomarr_client.tags import (
+    TAG_SCHEMA_VERSION,
+    fmt_score,
+    provenance_key,
+    score_key,
+    tier_key,
+    tier_of,
+)
 
 from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
@@ -38,14 +46,6 @@ from nomarr.models.runtime import (
     TfliteBackend,
 )
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
-from nomarr.tags import (
-    TAG_SCHEMA_VERSION,
-    fmt_score,
-    provenance_key,
-    score_key,
-    tier_key,
-    tier_of,
-)
 
 log = logging.getLogger(__name__)
 

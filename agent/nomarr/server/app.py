@@ -26,11 +26,11 @@ import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from nomarr_client import models as api
+from nomarr_client import tags as tagkeys
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from nomarr import query
-from nomarr import tags as tagkeys
+from nomarr import library, query
 from nomarr.server.service import Agent, PathDenied, PathInvalid
 
 log = logging.getLogger("nomarr.api")
@@ -148,7 +148,7 @@ def _filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
         and f.min_duration > f.max_duration
     ):
         raise ApiError(400, "bad-request", "filters.min_duration is above filters.max_duration")
-    from nomarr.tags import slug
+    from nomarr_client.tags import slug
 
     mins = {slug(k): v for k, v in f.min_scores.items()} if f.min_scores else None
     return query.Filters(
@@ -243,48 +243,9 @@ async def get_track(request: web.Request) -> api.TrackDetail:
         raise ApiError(404, "not-found", f"no track {tid}")
 
     def work() -> api.TrackDetail:
-        from nomarr.tags import slug, tier_of
-
-        st = agent.store()
-        t = st.track(tid)
-        if t is None:
+        d = library.track_detail(agent.store(), tid, agent.cfg.mood_field)
+        if d is None:
             raise ApiError(404, "not-found", f"no track {tid}")
-        d = api.TrackDetail(**t.to_dict())
-        if t.recording_id is not None:
-            th = st.tier_thresholds()
-            for mid, a in sorted(st.analyses(t.recording_id).items()):
-                tiers = {
-                    slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v))
-                    for k, v in a.scores.items()
-                }
-                d.analyses.append(
-                    api.ModelScores(
-                        model=mid,
-                        tag_prefix=a.prefix,
-                        provenance=a.provenance,
-                        profile=a.profile,
-                        patches=a.n_patches,
-                        scores={slug(k): round(v, 6) for k, v in a.scores.items()},
-                        tiers=tiers,
-                    )
-                )
-            d.embeddings = [
-                mid
-                for mid, _ in st.spaces().values()
-                if st.embedding(mid, t.recording_id) is not None
-            ]
-            d.same_recording = [
-                o.id
-                for o in st.tracks_of_recordings([t.recording_id]).get(t.recording_id, [])
-                if o.id != t.id
-            ]
-            from nomarr.scan import desired_tags, tags_hash
-
-            analyses = st.analyses(t.recording_id)
-            tags, mood = desired_tags(analyses.values(), th, agent.cfg.mood_field)
-            d.tags = tags
-            lw = st.last_write(t.id)
-            d.tags_written = lw is not None and lw[0].split(":")[0] == tags_hash(tags, mood)
         return d
 
     return await _run(work)
@@ -311,8 +272,7 @@ async def lookup(request: web.Request) -> api.TrackList:
             return api.TrackList(items=[_track(t) for t in st.lookup(mbid=val.lower())])
         if key == "isrc":
             return api.TrackList(items=[_track(t) for t in st.lookup(isrc=val.upper())])
-        from nomarr.fingerprint import Fingerprint, decode_compressed
-        from nomarr.scan import match_recording
+        from nomarr.fingerprint import Fingerprint, decode_compressed, match_recording
 
         try:
             values = decode_compressed(val)
@@ -517,7 +477,8 @@ async def analyze(request: web.Request) -> api.AnalyzeResponse:
     if stored is not None:
         return stored
     doc = await _analyze_file(agent, path, req.profile, req.models, req.embedding)
-    return _analysis_response(doc, path=path, filename=os.path.basename(path))
+    th = await _run(lambda: agent.store().tier_thresholds())
+    return library.fresh_answer(doc, th, path=path, filename=os.path.basename(path))
 
 
 def _check_models(agent: Agent, profile: str | None, model_ids: list[str] | None) -> None:
@@ -550,59 +511,13 @@ def _stored_analysis(
     """The library's own current result for a scanned, unchanged file (no model run needed)."""
     if req.models or (req.profile and req.profile != agent.cfg.profile):
         return None
-    from nomarr.scan import desired_tags
-    from nomarr.tags import slug, tier_of
-
-    st = agent.store()
-    t = st.track_by_path(path)
-    if t is None or t.status != "ok" or t.recording_id is None:
-        return None
-    try:
-        s = os.stat(path)
-    except OSError:
-        return None
-    if (s.st_size, s.st_mtime_ns) != (t.size, t.mtime_ns):
-        return None
-    analyses = st.analyses(t.recording_id)
-    if any(analyses.get(m) is None or analyses[m].provenance != p for m, p in agent.want.items()):
-        return None
-    th = st.tier_thresholds()
-    tags, _ = desired_tags(analyses.values(), th, False)
-    out: dict[str, api.ModelResult] = {}
-    for mid, a in analyses.items():
-        emb = st.embedding(mid, t.recording_id)
-        tiers = {
-            slug(k): (tier_of(v, th[mid][k]) if k in th.get(mid, {}) else tier_of(v))
-            for k, v in a.scores.items()
-        }
-        out[mid] = api.ModelResult(
-            tag_prefix=a.prefix,
-            provider=a.provider,
-            patches=a.n_patches,
-            provenance=a.provenance,
-            scores={k: round(v, 6) for k, v in a.scores.items()},
-            tiers=tiers,
-            top5=[k for k, _ in sorted(a.scores.items(), key=lambda kv: -kv[1])[:5]],
-            embedding_dim=None if emb is None else int(emb.shape[0]),
-            embedding=[round(float(x), 6) for x in emb]
-            if (req.embedding and emb is not None)
-            else None,
-        )
-    return api.AnalyzeResponse(
-        path=path,
-        filename=os.path.basename(path),
-        source="library",
-        duration=t.duration,
-        profile=next(iter(analyses.values())).profile if analyses else None,
-        models=out,
-        tags=tags,
-    )
+    return library.stored_answer(agent.store(), path, agent.want, req.embedding)
 
 
 async def _analyze_file(
     agent: Agent, path: str, profile: str | None, model_ids: list[str] | None, embedding: bool
 ) -> dict[str, Any]:
-    from nomarr.scan import analyze_job
+    from nomarr.workers import analyze_job
 
     assert agent.analyses is not None
     if agent.analyses.locked():
@@ -626,23 +541,6 @@ async def _analyze_file(
         )
         raise ApiError(status, code, str(err.get("message")))
     return doc
-
-
-def _analysis_response(
-    doc: dict[str, Any], *, path: str | None, filename: str | None
-) -> api.AnalyzeResponse:
-    models = {mid: api.ModelResult(**m) for mid, m in doc.get("models", {}).items()}
-    return api.AnalyzeResponse(
-        path=path,
-        filename=filename,
-        source="analysis",
-        duration=doc.get("duration"),
-        profile=doc.get("profile"),
-        models=models,
-        tags=doc.get("tags", {}),
-        warnings=list(doc.get("warnings", [])),
-        elapsed_s=doc.get("elapsed_s"),
-    )
 
 
 async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
@@ -710,7 +608,8 @@ async def _analyze_upload(request: web.Request) -> api.AnalyzeResponse:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-    return _analysis_response(doc, path=None, filename=filename)
+    th = await _run(lambda: agent.store().tier_thresholds())
+    return library.fresh_answer(doc, th, path=None, filename=filename)
 
 
 async def list_models(request: web.Request) -> api.ModelList:

@@ -89,7 +89,8 @@ class Agent:
         from nomarr.models.registry import Registry
         from nomarr.pipeline.analyze import planned_provenance
         from nomarr.pipeline.profiles import get_profile
-        from nomarr.scan import Scanner, ScanOptions, WorkerPool
+        from nomarr.scan import Scanner, ScanOptions
+        from nomarr.workers import WorkerPool
 
         self.cfg = cfg
         self.version = __version__

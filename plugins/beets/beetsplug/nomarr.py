@@ -49,6 +49,8 @@ from nomarr_client import (
     Unauthorized,
 )
 from nomarr_client import models as api
+from nomarr_client import tags as grammar
+from nomarr_client.tags import FIELD_PREFIX, field_of, key_of
 
 if TYPE_CHECKING:
     import optparse
@@ -56,9 +58,6 @@ if TYPE_CHECKING:
     from beets.importer import ImportSession, ImportTask
     from beets.library import Item, Library
 
-TAG_PREFIX = "nom:"
-FIELD_PREFIX = "nom_"
-TIERS = ("high", "medium", "low")
 STATE_FILE = "nomarr.json"
 UPLOAD_MODES = ("auto", "yes", "no")
 # scores print with the 4 decimals the files carry (beets' default float shows one), and an absent
@@ -66,49 +65,16 @@ UPLOAD_MODES = ("auto", "yes", "no")
 SCORE = types.NullFloat(4)
 
 
-def field_of(key: str) -> str:
-    """``nom:onnx_…`` → ``nom_onnx_…`` (DESIGN §2's beets spelling)."""
-    k = key.strip().lower()
-    if not k.startswith(TAG_PREFIX):
-        raise ValueError(f"{key!r} is not a nom: key")
-    return FIELD_PREFIX + k[len(TAG_PREFIX) :]
-
-
-def key_of(name: str) -> str:
-    """``nom_onnx_…`` → ``nom:onnx_…``."""
-    if not name.startswith(FIELD_PREFIX):
-        raise ValueError(f"{name!r} is not a nomarr field")
-    return TAG_PREFIX + name[len(FIELD_PREFIX) :]
-
-
 def group_of(key_or_field: str) -> str | None:
-    """The five namespace components (one model build), or None when it is not a well-formed key."""
-    body = key_or_field.lower()
-    for p in (TAG_PREFIX, FIELD_PREFIX):
-        if body.startswith(p):
-            body = body[len(p) :]
-            break
-    else:
-        return None
-    parts = body.split("_", 5)
-    return "_".join(parts[:5]) if len(parts) == 6 else None
+    """The model build a key or field belongs to, or None when it is not a well-formed key."""
+    parsed = grammar.try_parse_key(key_or_field)
+    return parsed.group if parsed else None
 
 
 def is_numeric(key_or_field: str) -> bool:
-    """Scores and tier keys hold numbers; the provenance key holds a hash."""
-    return not key_or_field.endswith("_provenance")
-
-
-def tier_variants(key: str) -> list[str]:
-    """The keys one label can be written under: its score and its three tier keys."""
-    if not is_numeric(key):
-        return [key]
-    base = key
-    for t in TIERS:
-        if key.endswith("_" + t):
-            base = key[: -len(t) - 1]
-            break
-    return [base] + [f"{base}_{t}" for t in TIERS]
+    """Scores and tier keys hold numbers; the provenance key (or anything foreign) holds text."""
+    parsed = grammar.try_parse_key(key_or_field)
+    return parsed is not None and parsed.numeric
 
 
 class NomMediaField(MediaField):
@@ -227,7 +193,7 @@ class NomarrPlugin(BeetsPlugin):
         for name in names:
             if not name.startswith(FIELD_PREFIX) or group_of(name) is None:
                 continue
-            for variant in tier_variants(key_of(name)):
+            for variant in grammar.label_keys(key_of(name)):
                 f = field_of(variant)
                 if f in self._fields:
                     continue
@@ -432,10 +398,11 @@ class NomarrPlugin(BeetsPlugin):
 
     def is_current(self, item: Item) -> bool:
         """The item carries the provenance the agent would record now for every model we ask for."""
-        groups = self.groups()
-        return bool(groups) and all(
-            item.get(field_of(p + "provenance")) == prov for p, prov in groups.items()
-        )
+        want = self.groups()
+        have = {
+            p: item.get(field_of(grammar.provenance_key(grammar.parse_prefix(p)))) for p in want
+        }
+        return grammar.is_current(have, want)
 
     def run(
         self, items: Sequence[Item], *, write: bool, force: bool, progress: bool = True

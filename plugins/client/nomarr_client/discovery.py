@@ -24,10 +24,10 @@ from zeroconf import DNSQuestionType, InterfaceChoice, ServiceStateChange, Zeroc
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from .models import API_PREFIX, API_VERSION, SERVICE_TYPE
+from .txt import MalformedRecord, parse_txt
 
 log = logging.getLogger("nomarr.discovery")
 
-TXT_VERSION = 1
 # After the browse window closes, answers still being resolved get this much longer: a record seen
 # at the last moment is usually resolved from the cache within milliseconds.
 _RESOLVE_GRACE_S = 1.0
@@ -42,10 +42,6 @@ class DiscoveryError(Exception):
     def __init__(self, message: str, agents: Sequence[DiscoveredAgent] = ()) -> None:
         super().__init__(message)
         self.agents = list(agents)
-
-
-class MalformedRecord(ValueError):
-    """A service record this client cannot use; the message is the reason, for the log."""
 
 
 @dataclass(frozen=True)
@@ -103,53 +99,6 @@ def order_addresses(addresses: Sequence[str]) -> list[str]:
     """Best address first, duplicates dropped; equal ranks keep their given order."""
     unique = list(dict.fromkeys(addresses))
     return sorted(unique, key=_address_rank)
-
-
-def _text(value: bytes | str | None, key: str) -> str:
-    if value is None:
-        raise MalformedRecord(f"TXT key {key!r} has no value")
-    if isinstance(value, str):
-        return value
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedRecord(f"TXT key {key!r} is not UTF-8") from None
-
-
-def parse_txt(properties: Mapping[bytes | str, bytes | str | None]) -> dict[str, str]:
-    """The TXT record as lowercase keys to strings (RFC 6763 keys are case-insensitive).
-
-    Raises MalformedRecord when the contract's keys are missing or unusable, naming the key, so
-    the log says which agent is misbehaving and how.
-    """
-    txt: dict[str, str] = {}
-    raw: dict[str, bytes | str | None] = {}
-    for k, v in properties.items():
-        key = (k.decode("utf-8", errors="replace") if isinstance(k, bytes) else k).lower()
-        raw.setdefault(key, v)  # a repeated key: the first one counts (RFC 6763 §6.4)
-    txtvers = raw.get("txtvers")
-    if txtvers is None:
-        raise MalformedRecord("TXT has no txtvers")
-    txt["txtvers"] = _text(txtvers, "txtvers")
-    if txt["txtvers"] != str(TXT_VERSION):
-        raise MalformedRecord(f"unsupported txtvers={txt['txtvers']!r} (this client reads 1)")
-    for key in ("id", "ver", "api", "path", "auth"):
-        if key not in raw:
-            raise MalformedRecord(f"TXT has no {key!r}")
-        txt[key] = _text(raw[key], key).strip()
-    if not txt["id"]:
-        raise MalformedRecord("TXT id is empty")
-    try:
-        api = int(txt["api"])
-    except ValueError:
-        raise MalformedRecord(f"TXT api={txt['api']!r} is not a number") from None
-    if api != API_VERSION:
-        raise MalformedRecord(f"unsupported api={api} (this client speaks {API_VERSION})")
-    if not txt["path"].startswith("/") or any(c in txt["path"] for c in "?# "):
-        raise MalformedRecord(f"TXT path={txt['path']!r} is not an absolute URL path")
-    if txt["auth"] not in ("token", "none"):
-        raise MalformedRecord(f"TXT auth={txt['auth']!r} is not token|none")
-    return txt
 
 
 def agent_from_record(

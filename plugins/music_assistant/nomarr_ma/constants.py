@@ -6,8 +6,11 @@ silently drops a user's setting.
 
 from __future__ import annotations
 
+from nomarr_client import models
+from nomarr_client.vocab import MOODS
+
 DOMAIN = "nomarr"
-SERVICE_TYPE = "_nomarr._tcp.local."
+SERVICE_TYPE = models.SERVICE_TYPE
 
 # -- config keys ----------------------------------------------------------------------------------
 CONF_URL = "agent_url"
@@ -49,35 +52,8 @@ SEED_CACHE_SIZE = 4096
 MISS_TTL_S = 300  # a track the agent does not know is not asked about again for this long
 RESOLVE_CONCURRENCY = 8
 
-# Labels that describe a mood rather than a genre, an era or the singer. The built-in musicnn
-# model's MSD vocabulary plus the Essentia mood heads' labels (`nomarr models pull`).
-MOOD_LABELS = frozenset(
-    {
-        "happy",
-        "sad",
-        "chill",
-        "chillout",
-        "mellow",
-        "beautiful",
-        "party",
-        "sexy",
-        "catchy",
-        "easy_listening",
-        "relaxed",
-        "relaxing",
-        "aggressive",
-        "acoustic",
-        "danceable",
-        "dark",
-        "energetic",
-        "calm",
-        "romantic",
-        "melancholic",
-        "uplifting",
-        "epic",
-        "dreamy",
-    }
-)
+# Which labels are moods: the vocabulary every host shares (nomarr_client.vocab).
+MOOD_LABELS = MOODS
 TIER_WEIGHT = {"high": 2, "medium": 1}
 MOOD_ICONS = {
     "happy": "mdi-emoticon-happy-outline",

@@ -1,10 +1,13 @@
-"""Which labels are moods, which are genres, and which lean energetic or calm.
+"""The label vocabulary shared by the agent and every host: which labels are moods, which are
+genres, and which lean energetic or calm.
 
-The agent calls every label a "mood" (``GET /moods``), but a playlist catalogue reads better when
-"rock" is a genre and "happy" a mood. These sets cover the built-in musicnn MSD/MTT labels and the
-Essentia heads' positive classes; a label in none of them is still declared as a tag
-(``nom_tag_<label>``), it just gets no catalogue playlist of its own. Names derive from these sets,
-so moving a label between them renames its tag: they only ever grow.
+The agent calls every label a "mood" (``GET /moods``), but hosts read better when "rock" is a genre
+and "happy" a mood: the standard MOOD tag is filled from moods only, Music Assistant shows one row
+per strong mood, the Navidrome catalogue names its tags ``nom_mood_…``/``nom_genre_…``, and CLAP's
+zero-shot moods ask for moods. One vocabulary, here, so they all agree. The sets cover the built-in
+musicnn MSD/MTT labels, the Essentia heads' positive classes and CLAP's zero-shot moods; a label in
+none of them is a plain tag (decades, instruments, voices). Host names derive from these sets, so
+moving a label between them renames a tag: they only ever grow.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ MOODS = frozenset(
         "loud",
         "fast",
         "slow",
+        "angry",
+        "tense",
     }
 )
 
@@ -163,6 +168,32 @@ PARTY = (
     "electro",
     "funk",
 )
+
+
+# What CLAP's text tower is asked by default for zero-shot moods ("This is a <mood> song."): the
+# moods that read naturally in that prompt.
+CLAP_MOODS = (
+    "happy",
+    "sad",
+    "aggressive",
+    "relaxed",
+    "energetic",
+    "calm",
+    "romantic",
+    "dark",
+    "uplifting",
+    "melancholic",
+    "party",
+    "dreamy",
+    "epic",
+    "peaceful",
+    "tense",
+)
+
+
+def is_mood(label: str) -> bool:
+    """Whether a label (slug or plain words) names a mood rather than a genre or a tag."""
+    return label.strip().lower().replace(" ", "_") in MOODS
 
 
 def category(label: str) -> str:
