@@ -131,6 +131,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Report platform, providers, models and which provider each model uses and why."""
+    from nomarr.models.backends import choose_provider
     from nomarr.models.registry import ModelError, Registry
     from nomarr.models.runtime import ProviderSelector, platform_info
 
@@ -159,8 +160,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             try:
                 path = reg.require(m)
                 entry["verified"] = True
-                if m.backend == "onnx" and m.kind != "clap-text":
-                    choice = sel.choose(str(path), reg.verify(m)[0].actual_sha256 or "")
+                if m.kind != "clap-text":  # the 500 MB text tower is checked when it is used
+                    sha = reg.verify(m)[0].actual_sha256 or ""
+                    choice = choose_provider(m, path, sha, selector=sel)
                     entry.update(
                         provider=choice.provider, reason=choice.reason, checks=choice.tried
                     )

@@ -17,9 +17,10 @@ import numpy as np
 
 from nomarr.audio.decode import load_mono
 from nomarr.audio.mel import clap_log_mel
+from nomarr.models.backends import make_backend
 from nomarr.models.manifest import Manifest
 from nomarr.models.registry import ModelError, Registry
-from nomarr.models.runtime import OrtBackend, ProviderSelector
+from nomarr.models.runtime import Backend, ProviderSelector
 
 DEFAULT_MOODS = (
     "happy",
@@ -86,8 +87,9 @@ class ClapText:
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("<pad>") or 1)
         self.tokenizer.enable_truncation(max_length=77)
         sha = registry.verify(m)[0].actual_sha256 or ""
-        prov = provider or (selector or ProviderSelector()).choose(str(path), sha).provider
-        self.backend = OrtBackend(str(path), prov, threads=threads, name=m.id)
+        self.backend, self.choice = make_backend(
+            m, path, sha, threads=threads, selector=selector, provider=provider
+        )
         self.sha256 = sha
         self._cache: dict[str, np.ndarray] = {}
 
@@ -110,7 +112,7 @@ class ClapText:
 class ClapAudio:
     """Audio tower: 10 s clips at the model's rate → HTSAT log-mel → unit vector per clip."""
 
-    def __init__(self, backend: OrtBackend, m: Manifest) -> None:
+    def __init__(self, backend: Backend, m: Manifest) -> None:
         self.backend = backend
         self.manifest = m
         inp = m.input

@@ -20,6 +20,7 @@ import numpy as np
 
 from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
+from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
     DEFAULT_MOODS,
     ClapAudio,
@@ -30,13 +31,7 @@ from nomarr.models.clap import (
 )
 from nomarr.models.manifest import Manifest
 from nomarr.models.registry import ModelError, Registry
-from nomarr.models.runtime import (
-    Backend,
-    OrtBackend,
-    ProviderChoice,
-    ProviderSelector,
-    TfliteBackend,
-)
+from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
 from nomarr.tags import (
     TAG_SCHEMA_VERSION,
@@ -116,29 +111,9 @@ class ModelSet:
             )
         path = self.registry.require(m)
         sha = self.registry.verify(m)[0].actual_sha256 or ""
-        if m.backend == "tflite":
-            be: Backend = TfliteBackend(str(path), threads=self.threads, name=m.id)
-            return LoadedModel(m, be, sha, ProviderChoice("TFLite", "manifest backend is tflite"))
-        if provider:
-            choice = ProviderChoice(provider, "chosen by the user")
-        else:
-            choice = self.selector.choose(str(path), sha)
-        try:
-            be = OrtBackend(str(path), choice.provider, threads=self.threads, name=m.id)
-        except Exception as e:  # noqa: BLE001 - an unusable model must name itself
-            if choice.provider != "CPUExecutionProvider":
-                log.warning(
-                    "provider failed to load model, using CPU",
-                    extra={"model": m.id, "error": str(e)},
-                )
-                choice = ProviderChoice(
-                    "CPUExecutionProvider", f"{choice.provider} failed to load: {e}"
-                )
-                be = OrtBackend(str(path), "CPUExecutionProvider", threads=self.threads, name=m.id)
-            else:
-                raise ModelError(
-                    f"model {m.id}: {path} could not be loaded by onnxruntime ({e})"
-                ) from e
+        be, choice = make_backend(
+            m, path, sha, threads=self.threads, selector=self.selector, provider=provider
+        )
         return LoadedModel(m, be, sha, choice)
 
     def embedders(self) -> list[LoadedModel]:
@@ -462,7 +437,7 @@ class Analyzer:
 
     def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
         """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
-        enc = ClapAudio(lm.backend, lm.manifest)  # type: ignore[arg-type]
+        enc = ClapAudio(lm.backend, lm.manifest)
         vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
         mean = vecs.mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
