@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class ClapText:
             feeds = {"input_ids": ids}
             if "attention_mask" in self.backend.input_names:
                 feeds["attention_mask"] = mask
-            out = self.backend.run(feeds, [self.manifest.outputs.get("embedding", "text_embeds")])
+            out = self.backend.run(feeds, [self.manifest.outputs.embedding or "text_embeds"])
             for t, v in zip(todo, _normalise(next(iter(out.values()))), strict=True):
                 self._cache[t] = v
         return np.stack([self._cache[t] for t in texts])
@@ -116,10 +117,11 @@ class ClapAudio:
         self.backend = backend
         self.manifest = m
         inp = m.input
-        self.sr = int(inp.get("sample_rate", 48000))
+        self.sr = int(inp.sample_rate or 48000)
         self.clip = int(round(10.0 * self.sr))
-        self.mel_args = {k: inp[k] for k in ("n_fft", "n_mels", "fmin", "fmax") if k in inp}
-        self.mel_args["hop"] = inp.get("hop_length", 480)
+        given = {"n_fft": inp.n_fft, "n_mels": inp.n_mels, "fmin": inp.fmin, "fmax": inp.fmax}
+        self.mel_args: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.mel_args["hop"] = inp.hop_length or 480
 
     def clips(self, signal: np.ndarray) -> Iterator[np.ndarray]:
         """Evenly spaced non-overlapping 10 s clips; a short signal is repeat-padded to 10 s."""
@@ -141,8 +143,8 @@ class ClapAudio:
         if not feats:
             raise ModelError(f"model {self.manifest.id}: no audio to embed")
         x = np.stack(feats)[:, None, :, :]
-        name = self.manifest.input.get("input_name", "input_features")
-        out = self.backend.run({name: x}, [self.manifest.outputs.get("embedding", "audio_embeds")])
+        name = self.manifest.input.input_name or "input_features"
+        out = self.backend.run({name: x}, [self.manifest.outputs.embedding or "audio_embeds"])
         return _normalise(next(iter(out.values())))
 
     def embed_file(
