@@ -22,7 +22,7 @@ from nomarr.tagio.errors import TagError
 from nomarr.tagio.fsio import TMP_SUFFIX, _copy_fd, _fsync_path, _unlink
 from nomarr.tagio.verify import _matches
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nomarr.tagio")  # one logger name for all of tag I/O
 
 # In-place path. States, in order (docs/tags.md has the full argument):
 #   A. temp being built/verified in journal_dir, no record   → original untouched; recover()

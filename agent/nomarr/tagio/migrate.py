@@ -14,7 +14,7 @@ from nomarr.tagio.files import read_tags
 from nomarr.tagio.writer import WriteResult, _write
 from nomarr.tags import LEGACY_PREFIX, PREFIX, fmt_score, parse_key
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nomarr.tagio")  # one logger name for all of tag I/O
 
 
 def _legacy_target(key: str, mapping: dict[str, str]) -> str | None:

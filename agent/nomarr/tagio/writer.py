@@ -28,7 +28,7 @@ from nomarr.tagio.replace import _NeedInplace, _write_replace
 from nomarr.tagio.verify import _audio_md5
 from nomarr.tags import parse_key
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("nomarr.tagio")  # one logger name for all of tag I/O
 
 
 @dataclass
