@@ -13,7 +13,7 @@ import mutagen
 from mutagen.wave import WAVE
 
 from nomarr.tagio.codecs import codec_for
-from nomarr.tagio.codecs.base import _is_owned_name, _Item
+from nomarr.tagio.codecs.base import Item, _is_owned_name
 from nomarr.tagio.codecs.iff import _mirror_info
 from nomarr.tagio.errors import TagError
 from nomarr.tagio.files import _load_copy, _save
@@ -41,8 +41,8 @@ class _Plan:
 def _plan(obj: mutagen.FileType, req: _Request) -> _Plan | None:
     """The edits that make this file carry exactly ``req``; None when it already does."""
     c = codec_for(obj)
-    by_key: dict[str, list[_Item]] = {}
-    legacy: dict[str, list[_Item]] = {}
+    by_key: dict[str, list[Item]] = {}
+    legacy: dict[str, list[Item]] = {}
     for it in c.items(obj.tags):
         low = it.name.lower()
         if low.startswith(PREFIX):

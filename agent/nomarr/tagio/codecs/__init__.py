@@ -18,12 +18,12 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 
 from nomarr.tagio.codecs.asf import ASFCodec
-from nomarr.tagio.codecs.base import Codec
+from nomarr.tagio.codecs.base import Codec, Item
 from nomarr.tagio.codecs.id3 import ID3Codec
 from nomarr.tagio.codecs.mp4 import MP4Codec
 from nomarr.tagio.codecs.vorbis import VorbisCodec
 
-__all__ = ["Codec", "codec_for"]
+__all__ = ["Codec", "Item", "codec_for"]
 
 _ID3, _VORBIS, _MP4, _ASF = ID3Codec(), VorbisCodec(), MP4Codec(), ASFCodec()
 _CODECS: dict[type, Codec] = {

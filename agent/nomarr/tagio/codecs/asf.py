@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.asf import ASFUnicodeAttribute
 
-from nomarr.tagio.codecs.base import _digest, _first, _is_owned_name, _Item
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
 
 
 class ASFCodec:
@@ -25,11 +25,11 @@ class ASFCodec:
         "tracknumber": "wm/tracknumber",
     }
 
-    def items(self, tags: mutagen.Tags | None) -> list[_Item]:
+    def items(self, tags: mutagen.Tags | None) -> list[Item]:
         grouped: dict[str, list[str]] = {}
         for k, v in tags or []:
             grouped.setdefault(k, []).append(str(v))
-        return [_Item(k, k, vs) for k, vs in grouped.items()]
+        return [Item(k, k, vs) for k, vs in grouped.items()]
 
     def delete(self, tags: mutagen.Tags, sid: str) -> None:
         del tags[sid]

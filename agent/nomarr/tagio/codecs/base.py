@@ -18,7 +18,7 @@ from nomarr.tags import LEGACY_PREFIX, PREFIX
 
 
 @dataclass
-class _Item:
+class Item:
     """One custom text key as stored: ``sid`` deletes it, ``name`` is the key as written."""
 
     sid: str
@@ -51,12 +51,12 @@ class Codec(Protocol):
 
     fmt: str  # id3 | vorbis | mp4 | asf: FileTags.format
 
-    def items(self, tags: mutagen.Tags | None) -> list[_Item]:
+    def items(self, tags: mutagen.Tags | None) -> list[Item]:
         """Every custom text key as stored, one item per stored key (case variants apart)."""
         ...
 
     def delete(self, tags: mutagen.Tags, sid: str) -> None:
-        """Remove the stored key ``sid`` (an :attr:`_Item.sid`)."""
+        """Remove the stored key ``sid`` (an :attr:`Item.sid`)."""
         ...
 
     def set(self, tags: mutagen.Tags, key: str, value: str) -> None:

@@ -6,7 +6,7 @@ import mutagen
 from mutagen.id3 import TXXX, Encoding
 from mutagen.id3 import Frames as ID3Frames
 
-from nomarr.tagio.codecs.base import _digest, _first, _is_owned_name, _Item
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
 
 
 class ID3Codec:
@@ -27,10 +27,10 @@ class ID3Codec:
         "tracknumber": "TRCK",
     }
 
-    def items(self, tags: mutagen.Tags | None) -> list[_Item]:
+    def items(self, tags: mutagen.Tags | None) -> list[Item]:
         if tags is None:
             return []
-        return [_Item(f.HashKey, f.desc, [str(t) for t in f.text]) for f in tags.getall("TXXX")]
+        return [Item(f.HashKey, f.desc, [str(t) for t in f.text]) for f in tags.getall("TXXX")]
 
     def delete(self, tags: mutagen.Tags, sid: str) -> None:
         del tags[sid]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.mp4 import AtomDataType, MP4FreeForm
 
-from nomarr.tagio.codecs.base import _digest, _first, _is_owned_name, _Item
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
 
 _ITUNES = "com.apple.itunes"
 
@@ -30,12 +30,12 @@ class MP4Codec:
     }
     _TEXT = {"title": "©nam", "artist": "©ART", "album": "©alb", "albumartist": "aART"}
 
-    def items(self, tags: mutagen.Tags | None) -> list[_Item]:
+    def items(self, tags: mutagen.Tags | None) -> list[Item]:
         out = []
         for k in list(tags or []):
             parts = k.split(":", 2)
             if parts[0] == "----" and len(parts) == 3 and parts[1].lower() == _ITUNES:
-                out.append(_Item(k, parts[2], [_ff_text(v) for v in tags[k]]))
+                out.append(Item(k, parts[2], [_ff_text(v) for v in tags[k]]))
         return out
 
     def delete(self, tags: mutagen.Tags, sid: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.flac import Padding, VCFLACDict
 
-from nomarr.tagio.codecs.base import _digest, _first, _is_owned_name, _Item
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
 
 
 class VorbisCodec:
@@ -25,11 +25,11 @@ class VorbisCodec:
         "tracknumber": ("tracknumber",),
     }
 
-    def items(self, tags: mutagen.Tags | None) -> list[_Item]:
+    def items(self, tags: mutagen.Tags | None) -> list[Item]:
         grouped: dict[str, list[str]] = {}
         for k, v in tags or []:
             grouped.setdefault(k, []).append(v)
-        return [_Item(k, k, vs) for k, vs in grouped.items()]
+        return [Item(k, k, vs) for k, vs in grouped.items()]
 
     def _remove(self, tags: mutagen.Tags, names: set[str]) -> None:
         kept = [kv for kv in tags if kv[0] not in names]
