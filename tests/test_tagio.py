@@ -332,7 +332,7 @@ def test_read_only_simulated_access_and_filesystem(make_audio, monkeypatch):
         write_tags(p, SET_A)
     assert e.value.reason == "read-only"
     monkeypatch.setattr(os, "access", real_access)
-    monkeypatch.setattr(tagio, "_fs_readonly", lambda d: True)
+    monkeypatch.setattr(tagio.writer, "_fs_readonly", lambda d: True)
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A)
     assert e.value.reason == "read-only"
@@ -376,7 +376,7 @@ def test_read_only_directory_uses_journal(make_audio, tmp_path):
 def test_unwritable_directory_simulated(make_audio, tmp_path, monkeypatch):
     p = _make(make_audio, "m4a")
     ino = p.stat().st_ino
-    monkeypatch.setattr(tagio, "_dir_writable", lambda d: False)
+    monkeypatch.setattr(tagio.writer, "_dir_writable", lambda d: False)
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A)
     assert e.value.reason == "io"
@@ -427,13 +427,13 @@ def test_file_vanishing_mid_write(make_audio, tmp_path, monkeypatch, inplace):
     jdir = tmp_path / "j"
     if inplace:
         os.link(p, tmp_path / "other-name.opus")
-    real = tagio._tag_copy
+    real = tagio.edit._tag_copy
 
     def deleting(*a, **kw):
         p.unlink()
         return real(*a, **kw)
 
-    monkeypatch.setattr(tagio, "_tag_copy", deleting)
+    monkeypatch.setattr(tagio.edit, "_tag_copy", deleting)
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A, journal_dir=jdir)
     assert e.value.reason == "vanished"
@@ -443,7 +443,7 @@ def test_file_vanishing_mid_write(make_audio, tmp_path, monkeypatch, inplace):
 
 def test_file_changed_mid_write_is_not_clobbered(make_audio, monkeypatch):
     p = _make(make_audio, "flac")
-    real = tagio._tag_copy
+    real = tagio.edit._tag_copy
 
     def other_tagger(*a, **kw):
         f = mutagen.File(p)
@@ -451,7 +451,7 @@ def test_file_changed_mid_write_is_not_clobbered(make_audio, monkeypatch):
         f.save()
         return real(*a, **kw)
 
-    monkeypatch.setattr(tagio, "_tag_copy", other_tagger)
+    monkeypatch.setattr(tagio.edit, "_tag_copy", other_tagger)
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A)
     assert e.value.reason == "io"
@@ -463,7 +463,7 @@ def test_file_changed_mid_write_is_not_clobbered(make_audio, monkeypatch):
 def test_verify_failure_leaves_original(make_audio, monkeypatch, fault):
     p = _make(make_audio, "flac")
     before = _snapshot(p)
-    real_save = tagio._save
+    real_save = tagio.edit._save
 
     def faulty(obj, path):
         if fault == "tags-not-saved":
@@ -478,7 +478,7 @@ def test_verify_failure_leaves_original(make_audio, monkeypatch, fault):
                 fh.seek(-100, os.SEEK_END)
                 fh.write(bytes([b[0] ^ 0xFF]))
 
-    monkeypatch.setattr(tagio, "_save", faulty)
+    monkeypatch.setattr(tagio.edit, "_save", faulty)
     with pytest.raises(TagError) as e:
         write_tags(p, SET_A)
     assert e.value.reason == "verify-failed"
@@ -543,7 +543,7 @@ def test_foreign_owner_uses_inplace(make_audio, tmp_path, monkeypatch, why):
     # the bytes go back into the original inode instead.
     p = _make(make_audio, "ogg")
     if why == "cannot-chown-upfront":
-        monkeypatch.setattr(tagio, "_can_chown", lambda st: False)
+        monkeypatch.setattr(tagio.writer, "_can_chown", lambda st: False)
     else:
         try:
             os.chown(p, 4321, 4322)
@@ -680,7 +680,7 @@ def _crash_copy_back(monkeypatch, how: str) -> None:
             os.truncate(real, len(old) // 2)
         raise _Crash
 
-    monkeypatch.setattr(tagio, "_copy_back", dying)
+    monkeypatch.setattr(tagio.inplace, "_copy_back", dying)
 
 
 @pytest.mark.parametrize("how", ["not-started", "prefix-of-new", "truncated-original"])
@@ -690,7 +690,7 @@ def test_recover_finishes_interrupted_copy_back(make_audio, tmp_path, monkeypatc
     audio = nom_audio_md5(p)
     original = p.read_bytes()
     jdir = tmp_path / "journal"
-    real_copy_back = tagio._copy_back
+    real_copy_back = tagio.inplace._copy_back
     _crash_copy_back(monkeypatch, how)
     with pytest.raises(_Crash):
         write_tags(p, SET_A, mood="happy", journal_dir=jdir)
@@ -698,7 +698,7 @@ def test_recover_finishes_interrupted_copy_back(make_audio, tmp_path, monkeypatc
         assert p.read_bytes() == original  # crash before copy-back: original intact
     recs = list(jdir.glob("*.json"))
     assert len(recs) == 1 and json.loads(recs[0].read_text())["path"] == str(p)
-    monkeypatch.setattr(tagio, "_copy_back", real_copy_back)
+    monkeypatch.setattr(tagio.inplace, "_copy_back", real_copy_back)
     assert recover(jdir) == [str(p)]
     assert read_tags(p).nom == SET_A and read_tags(p).mood == "happy"
     assert nom_audio_md5(p) == audio and p.stat().st_nlink == 2
@@ -746,7 +746,7 @@ def test_recover_after_finished_copy_back(make_audio, tmp_path, monkeypatch):
     def dying_cleanup(rec, tmp):
         raise _Crash
 
-    monkeypatch.setattr(tagio, "_cleanup_journal", dying_cleanup)
+    monkeypatch.setattr(tagio.inplace, "_cleanup_journal", dying_cleanup)
     with pytest.raises(_Crash):
         write_tags(p, SET_A, journal_dir=jdir)
     monkeypatch.undo()
@@ -781,18 +781,18 @@ def test_real_process_crash_mid_copy_back(make_audio, tmp_path):
         f"""
         import os
         from nomarr import tagio
-        real_copy = tagio._copy_fd
+        real_copy = tagio.journal._copy_fd
         def crashing(src, fd, hash_src=False):
             if os.path.dirname(src) == {str(jdir)!r}:
                 data = open(src, "rb").read()
                 os.write(fd, data[: len(data) // 2])
                 os._exit(9)
             return real_copy(src, fd, hash_src)
-        tagio._copy_fd = crashing
+        tagio.journal._copy_fd = crashing
         tagio.write_tags({str(p)!r}, {SET_A!r}, journal_dir={str(jdir)!r})
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "agent")}
     original = p.read_bytes()
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, timeout=60)
     assert proc.returncode == 9

@@ -12,15 +12,17 @@ import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from nomarr_client.vocab import CLAP_MOODS
 
 from nomarr.audio.decode import load_mono
 from nomarr.audio.mel import clap_log_mel
+from nomarr.models.backends import make_backend
 from nomarr.models.manifest import Manifest
 from nomarr.models.registry import ModelError, Registry
-from nomarr.models.runtime import OrtBackend, ProviderSelector
+from nomarr.models.runtime import Backend, ProviderSelector
 
 DEFAULT_MOODS = CLAP_MOODS  # the shared vocabulary's zero-shot moods (nomarr_client.vocab)
 PROMPT = "This is a {} song."
@@ -71,8 +73,9 @@ class ClapText:
         self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id("<pad>") or 1)
         self.tokenizer.enable_truncation(max_length=77)
         sha = registry.verify(m)[0].actual_sha256 or ""
-        prov = provider or (selector or ProviderSelector()).choose(str(path), sha).provider
-        self.backend = OrtBackend(str(path), prov, threads=threads, name=m.id)
+        self.backend, self.choice = make_backend(
+            m, path, sha, threads=threads, selector=selector, provider=provider
+        )
         self.sha256 = sha
         self._cache: dict[str, np.ndarray] = {}
 
@@ -86,7 +89,7 @@ class ClapText:
             feeds = {"input_ids": ids}
             if "attention_mask" in self.backend.input_names:
                 feeds["attention_mask"] = mask
-            out = self.backend.run(feeds, [self.manifest.outputs.get("embedding", "text_embeds")])
+            out = self.backend.run(feeds, [self.manifest.outputs.embedding or "text_embeds"])
             for t, v in zip(todo, _normalise(next(iter(out.values()))), strict=True):
                 self._cache[t] = v
         return np.stack([self._cache[t] for t in texts])
@@ -95,14 +98,15 @@ class ClapText:
 class ClapAudio:
     """Audio tower: 10 s clips at the model's rate → HTSAT log-mel → unit vector per clip."""
 
-    def __init__(self, backend: OrtBackend, m: Manifest) -> None:
+    def __init__(self, backend: Backend, m: Manifest) -> None:
         self.backend = backend
         self.manifest = m
         inp = m.input
-        self.sr = int(inp.get("sample_rate", 48000))
+        self.sr = int(inp.sample_rate or 48000)
         self.clip = int(round(10.0 * self.sr))
-        self.mel_args = {k: inp[k] for k in ("n_fft", "n_mels", "fmin", "fmax") if k in inp}
-        self.mel_args["hop"] = inp.get("hop_length", 480)
+        given = {"n_fft": inp.n_fft, "n_mels": inp.n_mels, "fmin": inp.fmin, "fmax": inp.fmax}
+        self.mel_args: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        self.mel_args["hop"] = inp.hop_length or 480
 
     def clips(self, signal: np.ndarray) -> Iterator[np.ndarray]:
         """Evenly spaced non-overlapping 10 s clips; a short signal is repeat-padded to 10 s."""
@@ -124,8 +128,8 @@ class ClapAudio:
         if not feats:
             raise ModelError(f"model {self.manifest.id}: no audio to embed")
         x = np.stack(feats)[:, None, :, :]
-        name = self.manifest.input.get("input_name", "input_features")
-        out = self.backend.run({name: x}, [self.manifest.outputs.get("embedding", "audio_embeds")])
+        name = self.manifest.input.input_name or "input_features"
+        out = self.backend.run({name: x}, [self.manifest.outputs.embedding or "audio_embeds"])
         return _normalise(next(iter(out.values())))
 
     def embed_file(

@@ -28,6 +28,7 @@ from nomarr_client.tags import (
 
 from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
+from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
     DEFAULT_MOODS,
     ClapAudio,
@@ -36,15 +37,9 @@ from nomarr.models.clap import (
     prompt_fingerprint,
     zero_shot,
 )
-from nomarr.models.manifest import Manifest
+from nomarr.models.manifest import HeadSpec, Manifest
 from nomarr.models.registry import ModelError, Registry
-from nomarr.models.runtime import (
-    Backend,
-    OrtBackend,
-    ProviderChoice,
-    ProviderSelector,
-    TfliteBackend,
-)
+from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
 
 log = logging.getLogger(__name__)
@@ -66,6 +61,17 @@ class LoadedModel:
     def id(self) -> str:
         """Manifest id."""
         return self.manifest.id
+
+
+def _head_spec(m: Manifest) -> HeadSpec:
+    """A head's [head] table (the manifest parser guarantees heads have one)."""
+    assert m.head is not None, m.id
+    return m.head
+
+
+def _head_feed(m: Manifest) -> str | None:
+    """Which embedder output feeds this head; None: the embedder's [outputs].embedding."""
+    return _head_spec(m).embedder_output
 
 
 def _activate(x: np.ndarray, activation: str) -> np.ndarray:
@@ -110,35 +116,13 @@ class ModelSet:
             raise ModelError(
                 f"model {m.id}: kind {m.kind} is not run on audio (select its clap-audio partner)"
             )
-        if m.kind == "embedder" and m.input.get("frontend") not in MEL_FRONTENDS:
-            raise ModelError(
-                f"model {m.id}: front end {m.input.get('frontend')!r} is not supported"
-            )
+        if m.kind == "embedder" and m.input.frontend not in MEL_FRONTENDS:
+            raise ModelError(f"model {m.id}: front end {m.input.frontend!r} is not supported")
         path = self.registry.require(m)
         sha = self.registry.verify(m)[0].actual_sha256 or ""
-        if m.backend == "tflite":
-            be: Backend = TfliteBackend(str(path), threads=self.threads, name=m.id)
-            return LoadedModel(m, be, sha, ProviderChoice("TFLite", "manifest backend is tflite"))
-        if provider:
-            choice = ProviderChoice(provider, "chosen by the user")
-        else:
-            choice = self.selector.choose(str(path), sha)
-        try:
-            be = OrtBackend(str(path), choice.provider, threads=self.threads, name=m.id)
-        except Exception as e:  # noqa: BLE001 - an unusable model must name itself
-            if choice.provider != "CPUExecutionProvider":
-                log.warning(
-                    "provider failed to load model, using CPU",
-                    extra={"model": m.id, "error": str(e)},
-                )
-                choice = ProviderChoice(
-                    "CPUExecutionProvider", f"{choice.provider} failed to load: {e}"
-                )
-                be = OrtBackend(str(path), "CPUExecutionProvider", threads=self.threads, name=m.id)
-            else:
-                raise ModelError(
-                    f"model {m.id}: {path} could not be loaded by onnxruntime ({e})"
-                ) from e
+        be, choice = make_backend(
+            m, path, sha, threads=self.threads, selector=self.selector, provider=provider
+        )
         return LoadedModel(m, be, sha, choice)
 
     def embedders(self) -> list[LoadedModel]:
@@ -182,8 +166,8 @@ def provenance_hash(
             {
                 "id": m.id,
                 "sha256": sha,
-                "input": m.input,
-                "activation": m.outputs.get("activation", "none"),
+                "input": m.input.to_dict(),
+                "activation": m.outputs.activation,
             }
             for m, sha in chain
         ],
@@ -343,13 +327,13 @@ class Analyzer:
         groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
         for lm in self.models.embedders():
             inp = lm.manifest.input
-            key = (
-                inp.get("sample_rate", 16000),
-                inp.get("n_fft", 512),
-                inp.get("hop_length", 256),
-                inp.get("n_mels", 96),
-                inp.get("patch_frames", 187),
-                inp.get("patch_hop", 187),
+            key = (  # musicnn's front end where the manifest is silent
+                inp.sample_rate or 16000,
+                inp.n_fft or 512,
+                inp.hop_length or 256,
+                inp.n_mels or 96,
+                inp.patch_frames or 187,
+                inp.patch_hop or 187,
             )
             groups.setdefault(key, []).append(lm)
         for (sr, n_fft, hop, n_mels, patch, patch_hop), members in groups.items():
@@ -438,31 +422,21 @@ class Analyzer:
     ) -> None:
         out = lm.manifest.outputs
         heads = self.models.heads_of(lm.id)
-        feeds = {
-            h.id: h.manifest.head.get("embedder_output") or out.get("embedding") for h in heads
-        }
-        names = list(
-            dict.fromkeys(
-                n for n in (out.get("scores"), out.get("embedding"), *feeds.values()) if n
-            )
-        )
-        res = lm.backend.run({lm.manifest.input.get("input_name", "melspectrogram"): batch}, names)
-        if out.get("scores"):
-            acc["s"].append(_activate(res[out["scores"]], out.get("activation", "none")))
-        if out.get("embedding"):
-            acc["e"].append(res[out["embedding"]])
+        feeds = {h.id: _head_feed(h.manifest) or out.embedding for h in heads}
+        names = list(dict.fromkeys(n for n in (out.scores, out.embedding, *feeds.values()) if n))
+        res = lm.backend.run({lm.manifest.input.input_name or "melspectrogram": batch}, names)
+        if out.scores:
+            acc["s"].append(_activate(res[out.scores], out.activation))
+        if out.embedding:
+            acc["e"].append(res[out.embedding])
         for head in heads:
-            ho = head.manifest.outputs
-            hres = head.backend.run(
-                {head.manifest.head["input_name"]: res[feeds[head.id]]}, [ho["scores"]]
-            )
-            acc.setdefault(f"head:{head.id}", []).append(
-                _activate(hres[ho["scores"]], ho.get("activation", "none"))
-            )
+            ho, hs = head.manifest.outputs, _head_spec(head.manifest)
+            hres = head.backend.run({hs.input_name: res[feeds[head.id]]}, [ho.scores])
+            acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho.scores], ho.activation))
 
     def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
         """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
-        enc = ClapAudio(lm.backend, lm.manifest)  # type: ignore[arg-type]
+        enc = ClapAudio(lm.backend, lm.manifest)
         vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
         mean = vecs.mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)

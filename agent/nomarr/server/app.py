@@ -623,7 +623,7 @@ async def list_models(request: web.Request) -> api.ModelList:
         profile = get_profile(agent.cfg.profile)
         items = []
         for m in sorted(reg.manifests().values(), key=lambda m: (m.kind, m.id)):
-            dim = m.outputs.get("embedding_dim") if isinstance(m.outputs, dict) else None
+            dim = m.outputs.embedding_dim
             installed = reg.installed(m)
             writes_tags = m.kind in (
                 "embedder",

@@ -1,0 +1,139 @@
+"""What to change in a file's tags for a request, and tagging a copy with proof it worked.
+
+:func:`_plan` compares the file with the request and yields the edits (None: nothing to do, so an
+unchanged file is never opened for writing); :func:`_tag_copy` applies them to a temp copy and
+verifies the copy before any write path lets it near the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mutagen
+from mutagen.wave import WAVE
+from nomarr_client.tags import LEGACY_PREFIX, PREFIX
+
+from nomarr.tagio.codecs import codec_for
+from nomarr.tagio.codecs.base import Item, _is_owned_name
+from nomarr.tagio.codecs.iff import _mirror_info
+from nomarr.tagio.errors import TagError
+from nomarr.tagio.files import _load_copy, _save
+from nomarr.tagio.fsio import _fsync_path
+from nomarr.tagio.verify import _audio_md5
+
+
+@dataclass
+class _Request:
+    nom: dict[str, str]
+    mood: str | None
+    mood_owned: str | None
+    legacy: set[str] | None  # legacy keys to remove; None = all of them
+
+
+@dataclass
+class _Plan:
+    delete: list[str]  # sids
+    write: dict[str, str]
+    removed: list[str]
+    mood: tuple[str | None] | None  # (new value or None to remove,) or None = leave MOOD
+
+
+def _plan(obj: mutagen.FileType, req: _Request) -> _Plan | None:
+    """The edits that make this file carry exactly ``req``; None when it already does."""
+    c = codec_for(obj)
+    by_key: dict[str, list[Item]] = {}
+    legacy: dict[str, list[Item]] = {}
+    for it in c.items(obj.tags):
+        low = it.name.lower()
+        if low.startswith(PREFIX):
+            by_key.setdefault(low, []).append(it)
+        elif low.startswith(LEGACY_PREFIX):
+            legacy.setdefault(low, []).append(it)
+    delete: list[str] = []
+    write: dict[str, str] = {}
+    removed: list[str] = []
+    for key, value in req.nom.items():
+        have = by_key.pop(key, [])
+        if len(have) == 1 and have[0].name == key and have[0].values == [value]:
+            continue
+        delete += [it.sid for it in have]
+        write[key] = value
+    for key, have in sorted(by_key.items()):  # stale keys from older model builds
+        delete += [it.sid for it in have]
+        removed.append(key)
+    for key, have in sorted(legacy.items()):
+        if req.legacy is None or key in req.legacy:
+            delete += [it.sid for it in have]
+            removed.append(key)
+    cur = c.get_mood(obj.tags)
+    mood: tuple[str | None] | None = None
+    if req.mood is not None:
+        if cur != req.mood and (cur is None or (req.mood_owned and cur == req.mood_owned)):
+            mood = (req.mood,)
+    elif req.mood_owned and cur == req.mood_owned:
+        mood = (None,)
+    if not delete and not write and mood is None:
+        return None
+    return _Plan(delete, write, removed, mood)
+
+
+def _apply(obj: mutagen.FileType, plan: _Plan, path: str) -> list[tuple[str, str]]:
+    """Edit the in-memory tags; returns snapshot entries of frames mirrored from WAV INFO."""
+    c = codec_for(obj)
+    mirrored: list[tuple[str, str]] = []
+    if obj.tags is None:
+        obj.add_tags()
+        if isinstance(obj, WAVE):
+            mirrored = _mirror_info(path, obj.tags)
+    for sid in plan.delete:
+        c.delete(obj.tags, sid)
+    for key, value in sorted(plan.write.items()):
+        c.set(obj.tags, key, value)
+    if plan.mood is not None:
+        c.set_mood(obj.tags, plan.mood[0])
+    return mirrored
+
+
+def _state(obj: mutagen.FileType) -> tuple:
+    c = codec_for(obj)
+    items = sorted(
+        (it.name, tuple(it.values)) for it in c.items(obj.tags) if _is_owned_name(it.name)
+    )
+    return items, c.get_mood(obj.tags), c.others(obj)
+
+
+def _tag_copy(
+    tmp: str, cls: type, req: _Request, src: str, audio: tuple[str, str] | None
+) -> _Plan | None:
+    """Tag the copy at ``tmp`` and verify it; returns the plan applied (None: nothing to do).
+
+    Verification, all on the copy: (1) mutagen reads back exactly the tag state it was asked to
+    write; (2) every tag nomarr does not own is unchanged; (3) a second plan against the copy is
+    empty; (4) with ``audio`` (md5, demuxer), the audio packets hash as the original's did.
+    """
+    obj = _load_copy(tmp, cls, src)
+    plan = _plan(obj, req)
+    if plan is None:
+        return None
+    before = codec_for(obj).others(obj)
+    mirrored = _apply(obj, plan, tmp)
+    after = codec_for(obj).others(obj)
+    if after != sorted(before + mirrored):
+        raise TagError(src, "verify-failed", "edit would change tags nomarr does not own")
+    expected = _state(obj)
+    try:
+        _save(obj, tmp)
+    except Exception as e:
+        raise TagError(src, "io", f"mutagen could not write the copy: {e}") from e
+    _fsync_path(tmp)
+    back = _load_copy(tmp, cls, src)
+    if _state(back) != expected or _plan(back, req) is not None:
+        raise TagError(src, "verify-failed", "tags read back differ from the tags written")
+    if audio is not None:
+        try:
+            got, _ = _audio_md5(tmp, audio[1], src)
+        except TagError as e:
+            raise TagError(src, "verify-failed", f"audio of the copy unreadable: {e.detail}") from e
+        if got != audio[0]:
+            raise TagError(src, "verify-failed", "audio stream changed in the copy")
+    return plan
