@@ -48,7 +48,6 @@ class ModelFile:
         return self.url == "builtin"
 
 
-@dataclass(frozen=True)
 @dataclass(frozen=True, kw_only=True)
 class _Section:
     """A typed manifest table. ``given`` lists the keys the TOML had, in its order.
