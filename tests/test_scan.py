@@ -20,7 +20,7 @@ from typing import Any
 
 import av
 import nomarr.library as libmod
-import nomarr.scan as scanmod
+import nomarr.scan.scanner as scannermod
 import nomarr.walk as walkmod
 import numpy as np
 import pytest
@@ -447,14 +447,14 @@ def test_bad_files_fail_alone_and_are_not_retried(lib: Path, tmp_path: Path, cap
 
 def test_file_vanishing_mid_scan(lib: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     victim = lib / "r4.flac"
-    real_walk = scanmod.walk
+    real_walk = walkmod.walk
 
     def walk_then_delete(*a: Any, **kw: Any) -> walkmod.WalkResult:
         res = real_walk(*a, **kw)
         victim.unlink()
         return res
 
-    monkeypatch.setattr(scanmod, "walk", walk_then_delete)
+    monkeypatch.setattr(scannermod, "walk", walk_then_delete)
     db = tmp_path / "lib.db"
     s = scan(capsys, lib, db)
     assert s["files"] == 6 and s["failed"] == 1 and s["analysed"] == 4 and s["written"] == 5

@@ -552,6 +552,36 @@ class Store:
             )
         ]
 
+    def statuses(self) -> dict[int, tuple[str, str | None]]:
+        """track id → (status, error) for the whole library: one query for a scan's plan."""
+        return {
+            tid: (st, err)
+            for tid, st, err in self.db.execute("SELECT id, status, error FROM tracks")
+        }
+
+    def inodes_of(
+        self, tracks: dict[bytes, tuple[int, int, int, int | None]]
+    ) -> dict[tuple[int, int, int, int], tuple[bytes, int, int | None]]:
+        """(dev, inode, size, mtime) → (path, track id, recording) for the given snapshot rows
+        (path → (track id, size, mtime, recording)): how a scan recognises a move."""
+        out = {}
+        for raw, (tid, size, mtime, rec) in tracks.items():
+            row = self.db.execute("SELECT dev, inode FROM tracks WHERE id = ?", (tid,)).fetchone()
+            if row and row[0] is not None:
+                out[(row[0], row[1], size, mtime)] = (raw, tid, rec)
+        return out
+
+    def recording_exists(self, rec_id: int) -> bool:
+        """Whether a recording is still stored (another file's scan may have collected it)."""
+        return (
+            self.db.execute("SELECT 1 FROM recordings WHERE id = ?", (rec_id,)).fetchone()
+            is not None
+        )
+
+    def set_write_epoch(self, track_id: int, tags_hash: str) -> None:
+        """Mark a file's recorded write as current for a new tier epoch without rewriting it."""
+        self.db.execute("UPDATE writes SET tags_hash = ? WHERE track_id = ?", (tags_hash, track_id))
+
     def recording_fp_duration(self, rec_id: int) -> float | None:
         """The duration a recording's fingerprint covers (0.0 when unknown); None when there is
         no such recording (it was collected since the caller's lookup)."""

@@ -198,75 +198,31 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
     models itself: the main process decides which one file of a recording is analysed, so that
     several files of one new recording in flight at once are not all analysed. Returns plain data.
     """
-    from nomarr.audio.decode import AudioError, probe
+    from nomarr.audio.decode import AudioError
     from nomarr.models.registry import ModelError
-    from nomarr.tagio import TagError, read_tags
 
     out: dict[str, Any] = {"path": path, "mode": mode}
     t0 = time.perf_counter()
     try:
         st0 = os.stat(path)
-        info = probe(path)
-        out.update(
-            duration=info.duration,
-            container=info.container,
-            codec=info.codec,
-            sample_rate=info.sample_rate,
-            channels=info.channels,
-        )
-        try:
-            out["ids"] = read_tags(path).ids
-        except TagError:
-            out["ids"] = {}
-        rec = rec_hint
-        if mode == "identify":
-            try:
-                fp = fingerprint(path)
-                out["fp"] = fp.values
-                out["fp_duration"] = fp.duration
-            except FingerprintError as e:
-                fp = None
-                out["fp_error"] = str(e)
-            store = _worker_store()
-            if fp is not None and store is not None:
-                rec = match_recording(store, fp)
+        _describe(path, out)
+        rec = _identify(path, out) if mode == "identify" else rec_hint
         out["match"] = rec
         t_id = time.perf_counter() - t0
-        if rec is not None and _worker_store() is not None:
-            if is_current(_worker_store().analyses(rec), _W["want"]):  # type: ignore[union-attr]
-                out.update(
-                    kind="reuse", timing={"identify": t_id, "total": time.perf_counter() - t0}
-                )
-                out["stat"] = _stat_tuple(st0)
-                return out
-        if mode == "identify":
-            out.update(
-                kind="identified", timing={"identify": t_id, "total": time.perf_counter() - t0}
-            )
+        store = _worker_store() if rec is not None else None
+        if store is not None and rec is not None and is_current(store.analyses(rec), _W["want"]):
+            kind = "reuse"
+        elif mode == "identify":
+            kind = "identified"
+        else:
+            _analyse(path, out)
+            out["timing"].update(identify=t_id, total=time.perf_counter() - t0)
+            st1 = os.stat(path)
+            if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
+                out.update(kind="changed", error="file changed while it was being analysed")
             out["stat"] = _stat_tuple(st0)
             return out
-        fa = _W["analyzer"].analyze(path)
-        out["kind"] = "analysed"
-        out["windows"] = [w.to_dict() for w in fa.windows]
-        out["results"] = [
-            {
-                "model_id": r.model_id,
-                "prefix": r.prefix,
-                "provenance": r.provenance,
-                "provider": r.provider,
-                "n_patches": r.n_patches,
-                "scores": r.scores,
-                "embedding": None
-                if r.embedding is None
-                else np.asarray(r.embedding, dtype=np.float32),
-            }
-            for r in fa.results.values()
-        ]
-        out["warnings"] = fa.warnings
-        out["timing"] = {**fa.timing, "identify": t_id, "total": time.perf_counter() - t0}
-        st1 = os.stat(path)
-        if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
-            out.update(kind="changed", error="file changed while it was being analysed")
+        out.update(kind=kind, timing={"identify": t_id, "total": time.perf_counter() - t0})
         out["stat"] = _stat_tuple(st0)
         return out
     except FileNotFoundError:
@@ -288,6 +244,59 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         }
     except (ModelError, OSError, ValueError, RuntimeError) as e:
         return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+def _describe(path: str, out: dict[str, Any]) -> None:
+    """Stream facts and the identifiers in the file's tags (MBIDs, ISRC, title)."""
+    from nomarr.audio.decode import probe
+    from nomarr.tagio import TagError, read_tags
+
+    info = probe(path)
+    out.update(
+        duration=info.duration,
+        container=info.container,
+        codec=info.codec,
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+    )
+    try:
+        out["ids"] = read_tags(path).ids
+    except TagError:
+        out["ids"] = {}
+
+
+def _identify(path: str, out: dict[str, Any]) -> int | None:
+    """Fingerprint the file and match it against the library (None: a new recording)."""
+    try:
+        fp = fingerprint(path)
+    except FingerprintError as e:
+        out["fp_error"] = str(e)
+        return None
+    out["fp"] = fp.values
+    out["fp_duration"] = fp.duration
+    store = _worker_store()
+    return match_recording(store, fp) if store is not None else None
+
+
+def _analyse(path: str, out: dict[str, Any]) -> None:
+    """Run the worker's models on the file (kind ``analysed``, results as plain data)."""
+    fa = _W["analyzer"].analyze(path)
+    out["kind"] = "analysed"
+    out["windows"] = [w.to_dict() for w in fa.windows]
+    out["results"] = [
+        {
+            "model_id": r.model_id,
+            "prefix": r.prefix,
+            "provenance": r.provenance,
+            "provider": r.provider,
+            "n_patches": r.n_patches,
+            "scores": r.scores,
+            "embedding": None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32),
+        }
+        for r in fa.results.values()
+    ]
+    out["warnings"] = fa.warnings
+    out["timing"] = dict(fa.timing)
 
 
 def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:

@@ -164,6 +164,9 @@ def _to_mono(arr: np.ndarray, fmt_name: str) -> np.ndarray:
 BLOCK_SAMPLES = 1 << 16
 
 
+# stream_mono is one long generator on purpose: its decode loop carries the stream position, the
+# samples still wanted and the pending block across every frame; split into functions, each frame
+# would pass that state back and forth in the hottest loop of a scan.
 def stream_mono(
     path: str | os.PathLike[str],
     sr: int = 16000,

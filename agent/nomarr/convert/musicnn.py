@@ -202,6 +202,8 @@ def _bn_affine(v: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarra
     return s, b
 
 
+# build_onnx is long on purpose: it spells out the network layer by layer in upstream's order, so
+# it reads side by side with musicnn's model definition; it runs once, offline, never at run time.
 def build_onnx(v: dict[str, np.ndarray], labels: list[str], doc: str) -> object:
     """Write the musicnn inference graph (NCHW) from checkpoint variables.
 

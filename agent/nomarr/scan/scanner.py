@@ -1,0 +1,185 @@
+"""One scan of one or more library roots into one database: walk → plan → dispatch → apply →
+calibrate, in that order (see the package docstring for why)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+from nomarr import paths
+from nomarr.library import calibrate
+from nomarr.scan.apply import Applier
+from nomarr.scan.dispatch import Dispatcher
+from nomarr.scan.options import Progress, ScanOptions, ScanSummary
+from nomarr.scan.plan import make_plan
+from nomarr.store import Store
+from nomarr.walk import WalkResult, walk
+from nomarr.workers import WorkerPool, process_file, run_in_process
+
+log = logging.getLogger("nomarr.scan")
+
+
+class Scanner(Applier):
+    """One scan of one or more library roots into one database."""
+
+    def __init__(
+        self,
+        opts: ScanOptions,
+        progress: bool | None = None,
+        pool: WorkerPool | None = None,
+        cancel: Any = None,
+    ) -> None:
+        """``pool``: worker processes to use and leave running (the agent's); ``cancel``: an object
+        with ``is_set()`` (a ``threading.Event``) that stops the scan between files."""
+        from nomarr.models.registry import Registry
+        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.profiles import get_profile
+
+        self.opts = opts
+        self.db_path = str(opts.db or paths.default_db())
+        self.store = Store(self.db_path)
+        self.profile = get_profile(opts.profile)
+        self.registry = Registry()
+        self.want = planned_provenance(self.registry, opts.models, self.profile)
+        self.progress_enabled = progress
+        self._thresholds = None
+        self.summary = ScanSummary()
+        self.cancel = cancel
+        self.journal_dir = paths.data_dir() / "journal"
+        self._own_pool = pool is None
+        self.pool = pool or WorkerPool(
+            self.worker_count(), self.worker_initargs(opts, self.db_path, self.want)
+        )
+
+    @staticmethod
+    def worker_initargs(opts: ScanOptions, db_path: str, want: dict[str, str]) -> tuple[Any, ...]:
+        """What each worker process is started with (the agent builds its long-lived pool from this)."""
+        return (
+            db_path,
+            opts.models,
+            opts.profile,
+            want,
+            opts.threads,
+            opts.batch,
+            opts.provider,
+            log.getEffectiveLevel(),
+            opts.nice,
+            opts.cpus,
+        )
+
+    @property
+    def executor(self) -> ProcessPoolExecutor | None:
+        """The pool's current executor (a job's result is trusted only from the one it went to)."""
+        return self.pool._executor
+
+    def worker_count(self) -> int:
+        """Worker processes: the option, else one per usable core; 0 runs jobs in this process."""
+        if self.opts.workers is not None:
+            return max(0, self.opts.workers)
+        from nomarr.models.runtime import available_cores
+
+        return max(1, available_cores())
+
+    def cancelled(self) -> bool:
+        """Whether the agent asked the scan to stop (between files)."""
+        return self.cancel is not None and bool(self.cancel.is_set())
+
+    def submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
+        """One :func:`~nomarr.workers.process_file` job, in a worker or (``--workers 0``) here."""
+        if self.worker_count() == 0:
+            o = self.opts
+            key = (self.db_path, tuple(o.models), o.profile, tuple(sorted(self.want.items())))
+            key += (o.threads, o.batch, o.provider)
+            initargs = (self.db_path, o.models, o.profile, self.want, o.threads or 0)
+            initargs += (max(o.batch, 4), o.provider, log.getEffectiveLevel(), 0)
+            return run_in_process(key, initargs, process_file, path, mode, rec)
+        return self.pool.get().submit(process_file, path, mode, rec)
+
+    # -- the scan -------------------------------------------------------------------------------
+
+    def run(self) -> ScanSummary:
+        """Walk, decide, analyse, store, write, calibrate; returns the summary."""
+        from nomarr import tagio
+
+        t0 = time.perf_counter()
+        s = self.summary
+        roots = [os.path.abspath(r) for r in self.opts.roots]
+        if self.opts.write:
+            for p in tagio.recover(self.journal_dir):
+                log.warning("finished an interrupted tag write", extra={"path": p})
+        scan_id = self.store.begin_scan(roots)
+        w = self._walk(roots)
+        td = time.perf_counter()
+        plan = make_plan(self.store, w, roots, self.opts, self.want, s)
+        s.time["decide"] = time.perf_counter() - td
+
+        prog = Progress(len(plan.jobs) + len(plan.write_only), self.progress_enabled)
+        done = 0
+
+        def one_done(path: str) -> None:
+            nonlocal done
+            done += 1
+            prog.update(done, os.path.basename(path))
+
+        tp = time.perf_counter()
+        try:
+            for tid, path in plan.write_only:
+                if self.cancelled():
+                    break
+                self._write(tid, path, trust_db=True)
+                one_done(path)
+            Dispatcher(self, plan.jobs, one_done).run()
+        finally:
+            prog.close()
+            if self._own_pool:
+                self.pool.shutdown(wait=True)
+        s.time["process"] = time.perf_counter() - tp
+
+        with self.store.tx():
+            s.missing = self.store.mark_missing(tid for tid, *_ in plan.gone.values())
+            self.store.gc_recordings()
+        self._calibrate(roots)
+        s.elapsed_s = time.perf_counter() - t0
+        self.store.end_scan(scan_id, s.to_dict())
+        return s
+
+    def _walk(self, roots: list[str]) -> WalkResult:
+        s = self.summary
+        tw = time.perf_counter()
+        w = walk(roots, vanished_ok=self.opts.vanished_ok)
+        s.files = len(w.files)
+        s.walk_entries = w.entries
+        s.walk_errors = [{"path": p, "reason": r} for p, r in w.errors]
+        s.time["walk"] = time.perf_counter() - tw
+        if self.opts.write:
+            _remove_stray_temps(w.stray_temps)
+        return w
+
+    def _calibrate(self, roots: list[str]) -> None:
+        """Recalibrate tiers when the library grew enough; rewrite only files whose tier moved."""
+        s = self.summary
+        tc = time.perf_counter()
+        s.calibration = calibrate(self.store)
+        self._thresholds = None
+        changed = any(v.get("changed") for v in s.calibration.values())
+        if self.opts.write and not self.cancelled() and changed:
+            s.retiered = self._retier(roots)
+        s.time["calibrate"] = time.perf_counter() - tc
+
+
+def _remove_stray_temps(temps: list[str]) -> None:
+    """A tag write killed between creating its temp copy and the atomic rename leaves
+    ``.NAME.nomarr-tmp`` beside the file; the original is intact. tagio removes such a stray
+    before its next write of NAME, but a file whose tags are current is never written again, so
+    the scan removes them."""
+    for tmp in temps:
+        try:
+            os.unlink(tmp)
+            log.info("removed a stray temp file from an interrupted tag write", extra={"path": tmp})
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove stray temp file", extra={"path": tmp, "error": str(e)})
