@@ -40,62 +40,7 @@ def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
     paths: dict[str, Any] = {}
     for r in routes:
-        op: dict[str, Any] = {
-            "operationId": r.handler.__name__,
-            "summary": r.summary,
-            "tags": [r.tag],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": _REF.format(model=r.response.__name__)}
-                        }
-                    },
-                }
-            },
-        }
-        errs = dict(_ERRORS)
-        if not r.auth:
-            op["security"] = []
-            errs = {}
-        for code, desc in errs.items():
-            op["responses"][code] = {
-                "description": desc,
-                "content": {
-                    "application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}
-                },
-            }
-        params = list(r.query)
-        if "{id}" in r.path:
-            params.insert(
-                0,
-                {
-                    "name": "id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer" if r.path.startswith("/tracks") else "string"},
-                },
-            )
-        if params:
-            op["parameters"] = params
-        if r.request is not None:
-            content: dict[str, Any] = {
-                "application/json": {"schema": {"$ref": _REF.format(model=r.request.__name__)}}
-            }
-            if r.upload:
-                content["application/octet-stream"] = {
-                    "schema": {"type": "string", "format": "binary"}
-                }
-                content["multipart/form-data"] = {
-                    "schema": {
-                        "type": "object",
-                        "required": ["file"],
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                }
-            op["requestBody"] = {"required": True, "content": content}
-        paths.setdefault(api.API_PREFIX + r.path, {})[r.method.lower()] = op
+        paths.setdefault(api.API_PREFIX + r.path, {})[r.method.lower()] = _operation(r)
     paths[api.API_PREFIX + "/openapi.json"] = {
         "get": {
             "operationId": "openapi",
@@ -125,6 +70,41 @@ def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
         },
         "paths": paths,
     }
+
+
+def _json_ref(model: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}
+
+
+def _operation(r: Any) -> dict[str, Any]:
+    """One route's operation: its answer, its error answers, parameters and request body."""
+    op: dict[str, Any] = {
+        "operationId": r.handler.__name__,
+        "summary": r.summary,
+        "tags": [r.tag],
+        "responses": {"200": {"description": "OK", "content": _json_ref(r.response.__name__)}},
+    }
+    if not r.auth:
+        op["security"] = []
+    else:
+        for code, desc in _ERRORS.items():
+            op["responses"][code] = {"description": desc, "content": _json_ref("ErrorResponse")}
+    params = list(r.query)
+    if "{id}" in r.path:
+        kind = "integer" if r.path.startswith("/tracks") else "string"
+        params.insert(0, {"name": "id", "in": "path", "required": True, "schema": {"type": kind}})
+    if params:
+        op["parameters"] = params
+    if r.request is not None:
+        content = _json_ref(r.request.__name__)
+        if r.upload:
+            binary = {"type": "string", "format": "binary"}
+            content["application/octet-stream"] = {"schema": binary}
+            content["multipart/form-data"] = {
+                "schema": {"type": "object", "required": ["file"], "properties": {"file": binary}}
+            }
+        op["requestBody"] = {"required": True, "content": content}
+    return op
 
 
 def _is_request(m: type[BaseModel], routes: tuple[Any, ...]) -> bool:
