@@ -184,6 +184,83 @@ def _licence(meta: dict[str, Any]) -> tuple[str, str]:
     return ESSENTIA_LICENCE, ESSENTIA_LICENCE_URL
 
 
+def _components(
+    meta: dict[str, Any], stem: str, is_head: bool, has_predictions: bool
+) -> tuple[str, str, str, str]:
+    """(embedder, embedder_id, model, model_id) of the key namespace, from Essentia's names."""
+    tokens, version = _split_name(stem)
+    if is_head:
+        task, family = tokens[0], tokens[1:]
+        emb_tokens, emb_version = _split_name(
+            str(meta["inference"]["embedding_model"]["model_name"])
+        )
+        embedder, embedder_id = _embedder_components(emb_tokens or family, emb_version)
+        model = slug(task)
+    else:
+        embedder, embedder_id = _embedder_components(tokens, version)
+        dataset = tokens[0] if tokens and tokens[0].lower() not in _ARCHITECTURES else embedder
+        model = slug(f"{dataset}{len(meta['classes'])}") if has_predictions else "embedding"
+    model_id = slug(version if version is not None else str(meta.get("version", "1")))
+    return embedder, embedder_id, model, model_id
+
+
+def _audio_input(
+    stem: str, inference: dict[str, Any], schema_in: dict[str, Any], input_name: str
+) -> dict[str, Any]:
+    """The ``[input]`` table of an audio embedder: its front end and patch geometry."""
+    algorithm = str(inference.get("algorithm", ""))
+    if algorithm not in _FRONTENDS:
+        raise ValueError(
+            f"{stem}: no audio front end for Essentia algorithm {algorithm!r} "
+            f"(known: {', '.join(sorted(_FRONTENDS))})"
+        )
+    shape = schema_in.get("shape") if isinstance(schema_in.get("shape"), list) else []
+    if len(shape) < 2 or not all(isinstance(d, int) for d in shape[-2:]):
+        raise ValueError(f"{stem}: input shape {shape!r} does not give frames x mel bands")
+    spec = _FRONTENDS[algorithm]
+    return {
+        "sample_rate": int(inference["sample_rate"]),
+        "frontend": spec["frontend"],
+        "input_name": input_name,
+        "patch_frames": shape[-2],
+        "patch_hop": spec["patch_hop"],
+        "n_fft": _MEL_DEFAULTS["n_fft"],
+        "hop_length": _MEL_DEFAULTS["hop_length"],
+        "n_mels": shape[-1],
+        "log": _MEL_DEFAULTS["log"],
+    }
+
+
+def _download_url(meta: dict[str, Any], stem: str, file_name: str) -> str:
+    """Where Essentia publishes the ONNX export: beside the ``link``'s ``.pb`` file."""
+    link = meta.get("link")
+    if not isinstance(link, str) or "/" not in link:
+        raise ValueError(f"cannot derive a download URL for {stem!r}: no 'link'; pass url=")
+    return f"{link.rsplit('/', 1)[0]}/{file_name}"
+
+
+def _outputs(
+    meta: dict[str, Any],
+    predictions: dict[str, Any] | None,
+    embeddings: dict[str, Any] | None,
+    scores_name: str,
+    embedding_name: str,
+) -> dict[str, Any]:
+    """The ``[outputs]`` table: score tensor and activation, embedding tensor and size, labels."""
+    outputs: dict[str, Any] = {}
+    if predictions is not None:
+        outputs["scores"] = scores_name
+        outputs["activation"] = _activation(meta, predictions)
+    if embeddings is not None:
+        outputs["embedding"] = embedding_name
+        dim = _last_dim(embeddings)
+        if dim is not None:
+            outputs["embedding_dim"] = dim
+    if predictions is not None:
+        outputs["labels"] = list(meta["classes"])
+    return outputs
+
+
 def manifest_from_essentia_json(
     meta: dict, *, onnx_file: str | None = None, url: str | None = None
 ) -> dict:
@@ -206,11 +283,7 @@ def manifest_from_essentia_json(
     if not is_head and onnx_file is None and url is None:
         stem = _ONNX_EMBEDDER.get(stem, stem)
     file_name = onnx_file or (url.rstrip("/").rsplit("/", 1)[-1] if url else f"{stem}.onnx")
-    if url is None:
-        link = meta.get("link")
-        if not isinstance(link, str) or "/" not in link:
-            raise ValueError(f"cannot derive a download URL for {stem!r}: no 'link'; pass url=")
-        url = f"{link.rsplit('/', 1)[0]}/{file_name}"
+    url = url or _download_url(meta, stem, file_name)
 
     predictions = _output(meta, "predictions")
     embeddings = _output(meta, "embeddings")
@@ -226,17 +299,9 @@ def manifest_from_essentia_json(
             f"{stem}: a predictions output needs a non-empty 'classes' list of strings"
         )
 
-    tokens, version = _split_name(stem)
-    if is_head:
-        task, family = tokens[0], tokens[1:]
-        emb_tokens, emb_version = _split_name(str(embedding_model["model_name"]))
-        embedder, embedder_id = _embedder_components(emb_tokens or family, emb_version)
-        model = slug(task)
-    else:
-        embedder, embedder_id = _embedder_components(tokens, version)
-        dataset = tokens[0] if tokens and tokens[0].lower() not in _ARCHITECTURES else embedder
-        model = slug(f"{dataset}{len(classes)}") if predictions is not None else "embedding"
-    model_id = slug(version if version is not None else str(meta.get("version", "1")))
+    embedder, embedder_id, model, model_id = _components(
+        meta, stem, is_head, predictions is not None
+    )
 
     schema_in = meta["schema"]["inputs"][0]
     if from_tensorflow:
@@ -274,42 +339,13 @@ def manifest_from_essentia_json(
         "files": files,
     }
 
-    if is_head:
-        manifest["input"] = {"frontend": "embedding", "input_name": input_name}
-    else:
-        algorithm = str(inference.get("algorithm", ""))
-        if algorithm not in _FRONTENDS:
-            raise ValueError(
-                f"{stem}: no audio front end for Essentia algorithm {algorithm!r} "
-                f"(known: {', '.join(sorted(_FRONTENDS))})"
-            )
-        shape = schema_in.get("shape") if isinstance(schema_in.get("shape"), list) else []
-        if len(shape) < 2 or not all(isinstance(d, int) for d in shape[-2:]):
-            raise ValueError(f"{stem}: input shape {shape!r} does not give frames x mel bands")
-        spec = _FRONTENDS[algorithm]
-        manifest["input"] = {
-            "sample_rate": int(inference["sample_rate"]),
-            "frontend": spec["frontend"],
-            "input_name": input_name,
-            "patch_frames": shape[-2],
-            "patch_hop": spec["patch_hop"],
-            "n_fft": _MEL_DEFAULTS["n_fft"],
-            "hop_length": _MEL_DEFAULTS["hop_length"],
-            "n_mels": shape[-1],
-            "log": _MEL_DEFAULTS["log"],
-        }
+    manifest["input"] = (
+        {"frontend": "embedding", "input_name": input_name}
+        if is_head
+        else _audio_input(stem, inference, schema_in, input_name)
+    )
 
-    outputs: dict[str, Any] = {}
-    if predictions is not None:
-        outputs["scores"] = scores_name
-        outputs["activation"] = _activation(meta, predictions)
-    if embeddings is not None:
-        outputs["embedding"] = embedding_name
-        dim = _last_dim(embeddings)
-        if dim is not None:
-            outputs["embedding_dim"] = dim
-    if predictions is not None:
-        outputs["labels"] = list(classes)
+    outputs = _outputs(meta, predictions, embeddings, scores_name, embedding_name)
     manifest["outputs"] = outputs
 
     if is_head:
