@@ -302,6 +302,38 @@ def test_analyze_library_file_and_upload(served: Any, tmp_path: Path) -> None:
     assert st == 200 and body["filename"] == "up.mp3", body
 
 
+def test_analyze_answers_use_the_library_calibration(served: Any, env: Path) -> None:
+    """A file analysed now (another profile, an upload) is tiered by the library's calibrated
+    thresholds exactly like a scanned file, not by the fixed defaults."""
+    from nomarr.store import Store
+    from nomarr_client.tags import slug, tier_of
+
+    ra, lib, _ = served
+    t3 = str(lib / "b" / "t3.flac")
+    st, body = ra.request("POST", "/analyze", {"path": t3})
+    labels = list(body["models"]["msd-musicnn-1"]["scores"])
+    th = {lab: (0.0001, 0.00005) for lab in labels}  # far below the defaults: nearly all "high"
+    with Store(env / "db.sqlite") as store, store.tx():
+        store.set_tiers("msd-musicnn-1", th, 100)
+    try:
+        answers = {"library": ra.request("POST", "/analyze", {"path": t3})[1]}
+        answers["analysis"] = ra.request("POST", "/analyze", {"path": t3, "profile": "fast"})[1]
+        assert [a["source"] for a in answers.values()] == ["library", "analysis"]
+        for a in answers.values():
+            m = a["models"]["msd-musicnn-1"]
+            want = {k: tier_of(v, th[k]) for k, v in m["scores"].items()}
+            assert m["tiers"] == want
+            moved = [k for k, v in m["scores"].items() if tier_of(v) != want[k]]
+            assert len(moved) >= 10, moved  # the calibration really changed tiers
+            prefix = m["tag_prefix"]
+            tier_keys = {k for k in a["tags"] if k.endswith(("_high", "_medium", "_low"))}
+            assert len(tier_keys) == len(labels)
+            assert tier_keys == {f"{prefix}{slug(k)}_{t}" for k, t in want.items()}
+    finally:
+        with Store(env / "db.sqlite") as store, store.tx():
+            store.db.execute("DELETE FROM tiers WHERE model_id = ?", ("msd-musicnn-1",))
+
+
 def test_bad_uploads(served: Any) -> None:
     ra, _, _ = served
     ct = {"Content-Type": "application/octet-stream"}
