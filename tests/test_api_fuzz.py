@@ -157,10 +157,10 @@ def late_links(lib: FuzzLibrary) -> Iterator[None]:
 def analysis_spy() -> Iterator[list[str]]:
     """Record every path the agent hands to its analysis workers (in-process agents only).
 
-    ``POST /analyze`` runs the models through ``agent.server.app._analyze_file``; wrapping it
+    ``POST /analyze`` runs the models through ``nomarr.server.api_analysis._analyze_file``; wrapping it
     shows what was analysed, whatever the HTTP answer said.
     """
-    from nomarr.server import app
+    from nomarr.server import api_analysis as app
 
     seen: list[str] = []
     real = app._analyze_file

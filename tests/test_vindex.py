@@ -47,15 +47,10 @@ def test_same_answers_as_vec0_and_follows_commits(tmp_path: Path) -> None:
     labels, mat, recs = vi.label_scores("m1")
     ref_labels, ref_mat, ref_recs = reader.label_scores("m1")
     assert labels == ref_labels and recs == ref_recs  # no tracks point at them: both empty
-    # another connection commits: the copy is rebuilt in the background and catches up
+    # another connection commits: a cheap copy is rebuilt before the very next answer
     q = rng.standard_normal(24).astype(np.float32)
-    with writer.tx():
-        rid = writer.new_recording(30.0, [])
-        writer.put_analysis(rid, Analysis(rid, "m1", "nom:x_", "p", "full", [], 1, None, {}), q)
-    deadline = time.monotonic() + 10
-    while vi.knn("m1", q, 1)[0][0] != rid:
-        assert time.monotonic() < deadline, "the index never saw the new vector"
-        time.sleep(0.05)
+    rid = _add(writer, q)
+    assert vi.knn("m1", q, 1)[0][0] == rid
     assert vi.knn("m1", q, 1)[0][1] < 1e-5
     # a reader with the index attached answers from it
     reader.vector_index = vi
@@ -66,6 +61,40 @@ def test_same_answers_as_vec0_and_follows_commits(tmp_path: Path) -> None:
     assert reader.knn("m1", q, 1)[0][0] == rid  # rebuilt on demand
     vi.close()
     reader.close()
+    writer.close()
+
+
+def _add(st: Store, vec: np.ndarray) -> int:
+    with st.tx():
+        rid = st.new_recording(30.0, [])
+        st.put_analysis(rid, Analysis(rid, "m1", "nom:x_", "p", "full", [], 1, None, {}), vec)
+    return rid
+
+
+def test_expensive_copies_are_stale_by_at_most_max_stale_s(tmp_path: Path) -> None:
+    """A copy too slow to rebuild per query answers from the previous state while a rebuild runs
+    in the background, but never from a state older than ``max_stale_s``."""
+    rng = np.random.default_rng(3)
+    db = tmp_path / "v.db"
+    writer = Store(db)
+    _fill(writer, range(50), rng)
+    # every build counts as expensive; background rebuilds held back for a long time
+    vi = VectorIndex(str(db), sync_build_s=-1.0, min_interval_s=3600.0, max_stale_s=3600.0)
+    vi.knn("m1", rng.standard_normal(24).astype(np.float32), 1)
+    q = rng.standard_normal(24).astype(np.float32)
+    rid = _add(writer, q)
+    assert vi.knn("m1", q, 1)[0][0] != rid  # the previous copy: no rebuild allowed yet
+    vi.max_stale_s = 0.0  # now the copy is older than the bound: the query waits for a rebuild
+    assert vi.knn("m1", q, 1)[0][0] == rid
+    # within the bound, a background rebuild catches up without any query waiting for it
+    vi.max_stale_s, vi.min_interval_s = 3600.0, 0.0
+    q2 = rng.standard_normal(24).astype(np.float32)
+    rid2 = _add(writer, q2)
+    deadline = time.monotonic() + 10
+    while vi.knn("m1", q2, 1)[0][0] != rid2:
+        assert time.monotonic() < deadline, "the background rebuild never landed"
+        time.sleep(0.02)
+    vi.close()
     writer.close()
 
 

@@ -3,13 +3,24 @@
 sqlite-vec's ``vec0`` scans every vector on each query; at 100k 200-d vectors that is ~25 ms (cosine)
 on a small CPU, too slow for an API whose p99 goal is 25 ms with 50 clients. One normalised float32
 matrix per space answers the same question with one BLAS matrix-vector product (~3 ms) and costs
-``n × dim × 4`` bytes (80 MB at 100k × 200). The database stays the source of truth: the copy is
-rebuilt in the background when another connection has committed (``PRAGMA data_version``), at most
-every ``min_interval_s`` and never more than 20 % of the time, so a running scan does not turn the
-agent into a copy loop; queries in the meantime use the previous copy (answers are filtered against
-the live ``tracks`` table anyway, so a deleted file never comes back). An index idle for
-``idle_unload_s`` is dropped, so an idle agent does not hold the matrix. The per-model label score
-matrices that mood playlists rank by are cached the same way.
+``n × dim × 4`` bytes (80 MB at 100k × 200). The database stays the source of truth, and an answer
+is never stale by more than a bound **in time**, whatever the rate of queries:
+
+- every query compares the copy's ``PRAGMA data_version`` with the database's (one cheap pragma on
+  a long-lived connection); equal means the copy is current;
+- when another connection has committed since and the copy is cheap to rebuild (its last build
+  took at most ``sync_build_s``, 50 ms by default: about 20k × 200-d vectors on a Pi-class CPU),
+  the query rebuilds it first and answers from the fresh copy: the very next query after an
+  analysis commits lists the new track;
+- when it is expensive, the query answers from the previous copy and starts a rebuild in the
+  background, unless the copy is older than ``max_stale_s`` (2 s by default): then the query waits
+  for the rebuild. So an answer never misses a commit made more than ``max_stale_s`` before the
+  query (plus the build's own time), and a running scan that commits every second costs at most
+  one rebuild per ``max(max_stale_s, 5 × build time)`` in the background.
+
+Answers are filtered against the live ``tracks`` table anyway, so a deleted file never comes back.
+An index idle for ``idle_unload_s`` is dropped, so an idle agent does not hold the matrix. The
+per-model label score matrices that mood playlists rank by are cached the same way.
 """
 
 from __future__ import annotations
@@ -48,11 +59,22 @@ class VectorIndex:
     would cost seconds at 100k tracks)."""
 
     def __init__(
-        self, db_path: str, *, min_interval_s: float = 1.0, idle_unload_s: float = 600.0
+        self,
+        db_path: str,
+        *,
+        min_interval_s: float = 1.0,
+        idle_unload_s: float = 600.0,
+        sync_build_s: float = 0.05,
+        max_stale_s: float = 2.0,
     ) -> None:
+        """``min_interval_s``: least time between two background rebuilds of one copy;
+        ``sync_build_s``: a copy whose build took at most this long is rebuilt before answering;
+        ``max_stale_s``: an expensive copy older than this is rebuilt before answering too."""
         self.db_path = db_path
         self.min_interval_s = min_interval_s
         self.idle_unload_s = idle_unload_s
+        self.sync_build_s = sync_build_s
+        self.max_stale_s = max_stale_s
         self._entries: dict[Key, _Entry] = {}
         self._lock = threading.Lock()
         self._building: set[Key] = set()
@@ -135,29 +157,41 @@ class VectorIndex:
 
         threading.Thread(target=run, name=f"vindex-{key[0]}-{key[1]}", daemon=True).start()
 
+    def _build_now(self, key: Key, stale: _Entry | None) -> _Entry | None:
+        """Build ``key`` in this thread; concurrent callers wait for one build instead of each
+        making one. ``stale``: the copy the caller found out of date (None: there was none)."""
+        with self._lock:
+            gate = self._first.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                e = self._entries.get(key)
+            if e is not None and e is not stale and (stale is None or e.version != stale.version):
+                return e  # another caller built it while we waited
+            e = self._build(key)
+            with self._lock:
+                if e is None:
+                    self._entries.pop(key, None)
+                else:
+                    if stale is not None:
+                        e.used = stale.used
+                    self._entries[key] = e
+            return e
+
     def _get(self, key: Key) -> Any:
         with self._lock:
             e = self._entries.get(key)
         if e is None:
-            with self._lock:
-                first = self._first.setdefault(key, threading.Lock())
-            with first:  # concurrent first requests wait for one build instead of each making one
-                with self._lock:
-                    e = self._entries.get(key)
-                if e is None:
-                    e = self._build(key)
-                    if e is None:
-                        return None
-                    with self._lock:
-                        self._entries[key] = e
-            return e.payload
+            e = self._build_now(key, None)
+            return None if e is None else e.payload
         now = time.monotonic()
         e.used = now
-        # another connection committed since the copy was made: refresh it, throttled
-        if (
-            now - e.built_at >= max(self.min_interval_s, 5.0 * e.build_s)
-            and self._version() != e.version
-        ):
+        if self._version() == e.version:
+            return e.payload
+        # another connection committed since the copy was made
+        if e.build_s <= self.sync_build_s or now - e.built_at >= self.max_stale_s:
+            fresh = self._build_now(key, e)
+            return None if fresh is None else fresh.payload
+        if now - e.built_at >= max(self.min_interval_s, 5.0 * e.build_s):
             self._rebuild_async(key)
         return e.payload
 

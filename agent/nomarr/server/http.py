@@ -1,0 +1,254 @@
+"""The HTTP layer's machinery, shared by every group of routes (DESIGN §5).
+
+A route is declared once (:class:`Route`, collected in ``nomarr.server.app.ROUTES``); the router,
+the validation and the OpenAPI document all come from that one declaration, so the document cannot
+drift from what the server does. Here live the pieces every handler needs: the error type and its
+JSON body, body parsing with the size limit, query-parameter parsing, running blocking work off the
+event loop, and the two middlewares (errors first, then the bearer token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from nomarr_client import models as api
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from nomarr import query
+from nomarr.server.service import Agent, PathDenied, PathInvalid
+
+log = logging.getLogger("nomarr.api")
+
+Handler = Callable[[web.Request], Awaitable[BaseModel]]
+AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
+
+
+class ApiError(Exception):
+    """An error answer: status, stable code, message for people."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+@dataclass
+class Route:
+    method: str
+    path: str  # below /api/v1
+    handler: Handler
+    summary: str
+    response: type[BaseModel]
+    request: type[BaseModel] | None = None
+    query: list[dict[str, Any]] = field(default_factory=list)
+    auth: bool = True
+    upload: bool = False
+    tag: str = "library"
+
+
+def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": desc,
+        "schema": {"type": typ, **schema},
+    }
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def agent_of(request: web.Request) -> Agent:
+    """The agent this application serves."""
+    return request.app[AGENT_KEY]
+
+
+async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    agent = agent_of(request)
+    limit = agent.cfg.max_json_kb * 1024
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
+    try:
+        data = json.loads(raw or b"{}")
+        # "\ud800" is valid JSON but not text: refuse lone surrogates here, not with a 500 from os or
+        # sqlite later; \udc80-\udcff stay legal (os.fsdecode's spelling of non-UTF-8 name bytes)
+        json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "bad-request", f"body is not valid JSON: {e}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ApiError(400, "bad-request", validation_message(e), error_details(e)) from None
+
+
+def error_details(e: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in e.errors()
+    ][:20]
+
+
+def validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "body"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad-request", f"{name} must be an integer") from None
+    if not lo <= v <= hi:
+        raise ApiError(400, "bad-request", f"{name} must be in {lo}..{hi}")
+    return v
+
+
+async def off_loop(fn: Callable[[], Any]) -> Any:
+    """Database and numpy work off the event loop."""
+    return await asyncio.to_thread(fn)
+
+
+_STATUS_CODES = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "unprocessable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = api.ErrorResponse(error=api.ErrorBody(code=code, message=message, details=details))
+    return web.Response(
+        status=status,
+        text=json_text(body, exclude_none=True),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def json_text(model: BaseModel, **kw: Any) -> str:
+    """The answer as JSON. A file name that is not UTF-8 (os.fsdecode's surrogate escapes, also
+    echoed in error messages) makes pydantic's encoder fail; json.dumps writes it as \\udcXX
+    escapes instead, as the CLI's --json does, and os.fsencode(json.loads(...)) restores the bytes."""
+    try:
+        return model.model_dump_json(**kw)
+    except PydanticSerializationError:
+        return json.dumps(model.model_dump(mode="json", **kw))
+
+
+def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        res = await route.handler(request)
+        if isinstance(res, web.StreamResponse):
+            return res
+        return web.Response(text=json_text(res), content_type="application/json")
+
+    return handle
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    t0 = time.perf_counter()
+    try:
+        resp = await handler(request)
+    except ApiError as e:
+        resp = error_response(
+            e.status,
+            e.code,
+            e.message,
+            e.details,
+            {"WWW-Authenticate": "Bearer"} if e.status == 401 else None,
+        )
+    except PathInvalid as e:
+        resp = error_response(400, "bad-request", str(e))
+    except PathDenied as e:
+        resp = error_response(403, "forbidden", str(e))
+    except FileNotFoundError as e:
+        resp = error_response(404, "not-found", f"{e.filename or e}: no such file")
+    except query.UnknownTrack as e:
+        resp = error_response(404, "not-found", str(e))
+    except query.ModelRequired as e:
+        resp = error_response(409, "model-missing", str(e))
+    except query.QueryError as e:
+        resp = error_response(422, "unprocessable", str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _STATUS_CODES.get(e.status, "bad-request" if e.status < 500 else "internal")
+        msg = e.reason if e.status != 413 else "request body too large"
+        resp = error_response(e.status, code, msg)
+    except ValidationError as e:  # a model we built from stored data (a bug) or a query param
+        resp = error_response(400, "bad-request", validation_message(e), error_details(e))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request failed", extra={"method": request.method, "path": request.path})
+        resp = error_response(500, "internal", "internal error (logged by the agent)")
+    log.debug(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": resp.status,
+            "ms": round((time.perf_counter() - t0) * 1e3, 2),
+        },
+    )
+    return resp
+
+
+def auth_middleware(token: str | None) -> Any:
+    expected = token.encode() if token else None
+
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if expected is None or request.path == api.API_PREFIX + "/health":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), expected
+        )
+        if not ok:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong token: send Authorization: Bearer <token> "
+                '(the token is in the agent\'s config dir, file "token")',
+            )
+        return await handler(request)
+
+    return auth
