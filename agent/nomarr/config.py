@@ -14,6 +14,9 @@ pydantic-settings merge them inside ``__init__``) so that a bad value is reporte
 it came from: ``/etc/nomarr.toml: port: must be at most 65535, got 70000``,
 ``NOMARR_MAX_JSON_KB: expected an integer, got 'x'``, ``--cpu-share: …``. Every default is safe on a
 Raspberry Pi: half the cores, low priority, models unloaded when idle.
+
+Kept as one module (just over 500 lines) because the model, its two sources and the wording of its
+errors change together; the token and agent-id files at the end are what the model points at.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -258,23 +269,17 @@ class ServeConfig(BaseSettings):
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "libraries", mode="before")
     @classmethod
-    def _comma_list(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            if v.lstrip().startswith("["):
-                return _json(v)
-            return [s.strip() for s in v.split(",") if s.strip()]
-        return v
-
-    @field_validator("libraries", mode="before")
-    @classmethod
-    def _library_list(cls, v: Any) -> Any:
-        if isinstance(v, str):  # from the environment: JSON, or roots separated like $PATH
-            if v.lstrip().startswith("["):
-                return _json(v)
-            return [p for p in v.split(os.pathsep) if p]
-        return v
+    def _list_from_text(cls, v: Any, info: ValidationInfo) -> Any:
+        """From the environment: a JSON list, or items separated by commas (models) or like
+        $PATH (library roots, watched with events)."""
+        if not isinstance(v, str):
+            return v
+        if v.lstrip().startswith("["):
+            return _json(v)
+        sep = "," if info.field_name == "models" else os.pathsep
+        return [s.strip() for s in v.split(sep) if s.strip()]
 
     @property
     def source(self) -> str | None:
