@@ -7,8 +7,8 @@ third-party wheels come from the wheelhouse that ``tests/wheelhouse.py`` fills a
 (``.ci/run`` and the README's test command run it), because tests never use the network; without
 it this module skips and says how to make it (under CI it fails instead: there it must exist).
 
-Every pip here runs with ``PIP_CONFIG_FILE=/dev/null``, so no index or find-links configured on
-the machine can make the install pass by accident.
+Every pip here runs with ``PIP_CONFIG_FILE=/dev/null`` and ``PIP_NO_INDEX=1``, so neither the
+network nor an index or find-links configured on the machine can make the install pass by accident.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON", "VIRTUAL"))}
     env.update(
         PIP_CONFIG_FILE=os.devnull,
+        # every pip, also the ones pipx runs on its own (its shared pip), is offline
+        PIP_NO_INDEX="1",
+        PIP_FIND_LINKS=str(WHEELHOUSE),
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         XDG_DATA_HOME=str(base / "data"),
         XDG_CONFIG_HOME=str(base / "config"),
