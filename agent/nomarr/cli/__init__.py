@@ -17,7 +17,7 @@ import sys
 
 from nomarr import __version__, logs
 from nomarr.cli import analyze, models, query, serve, tags
-from nomarr.cli.common import UserError
+from nomarr.cli.common import DeferredParser, UserError
 
 __all__ = ["UserError", "build_parser", "main"]
 
@@ -32,11 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nomarr {__version__}")
     p.add_argument(
         "--log-level",
-        default="warning",
         choices=["debug", "info", "warning", "error"],
-        help="stderr log verbosity (default: warning)",
+        help="stderr log verbosity (default: warning; for serve, its log_level setting: info)",
     )
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(
+        dest="cmd", metavar="COMMAND", required=True, parser_class=DeferredParser
+    )
 
     # The order here is the order of --help.
     analyze.add_analyze(sub)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):
         pass
-    logs.setup(args.log_level)
+    logs.setup(args.log_level or "warning")
     try:
         return int(args.func(args) or 0)
     except UserError as e:
