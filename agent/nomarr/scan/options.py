@@ -39,6 +39,7 @@ class ScanSummary:
     files: int = 0
     analysed: int = 0
     reused: int = 0
+    adopted: int = 0  # of the reused: analyses imported from another agent (shared pool)
     moved: int = 0
     skipped: int = 0
     written: int = 0
