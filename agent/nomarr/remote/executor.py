@@ -196,12 +196,12 @@ class RemoteExecutor:
         info = ans.get("info") if isinstance(ans, dict) else None
         if not isinstance(info, dict):
             return "no hello; is it a 'nomarr worker'?"
+        if info.get("error"):
+            return str(info["error"])
         if self.secret is not None:
             payload = json.dumps(info, sort_keys=True).encode()
             if not mac_ok(self.secret, nonce, payload, ans.get("mac")):
                 return "its hello is not signed with this cluster's shared secret"
-        if info.get("error"):
-            return f"its models did not load: {info['error']}"
         prov = info.get("provenance") or {}
         for mid, p in self.want.items():
             if mid not in prov:
@@ -417,6 +417,15 @@ class RemoteExecutor:
                 t.proxy.set_result(res)
 
         lf.add_done_callback(done)
+
+    def note_local(self, f: Future[dict[str, Any]]) -> None:
+        """A job the scan ran here directly (no remote worker free): count it as local's."""
+        if f.cancelled() or f.exception() is not None:
+            return
+        res = f.result()
+        if res.get("kind") == "analysed":
+            with self._lock:
+                self.files[res["path"]] = "local"
 
     # -- watching -----------------------------------------------------------------------------
 

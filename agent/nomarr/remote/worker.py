@@ -103,7 +103,7 @@ def load(
     try:
         _analyzer(tuple(models), profile)
     except Exception as e:  # noqa: BLE001 - said in the hello; the agent refuses this worker
-        _S["error"] = f"{type(e).__name__}: {e}"
+        _S["error"] = f"its models did not load: {type(e).__name__}: {e}"
         log.error("models failed to load", extra={"error": _S["error"]})
     ms = _S["sets"].get(tuple(models))
     lm = list(ms.models.values()) if ms else []
@@ -153,7 +153,7 @@ def hello(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "nomarr": __version__,
-        "error": _S.get("error") if "name" in _S else "not started by 'nomarr worker'",
+        "error": _S.get("error") if "name" in _S else "not a 'nomarr worker' (no models loaded)",
         "provenance": {},
         "models": {},
         "roots": {},
@@ -189,6 +189,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if _S.get("error") or "sets" not in _S:
         return {"path": agent_path, "kind": "refused", "error": _S.get("error") or "no models"}
     local = sees(agent_path, spec.get("probe"))
+    log.info(
+        "task started",
+        extra={"path": agent_path, "mode": spec["mode"], "via": "path" if local else "bytes"},
+    )
     tmp: str | None = None
     if local is None and spec.get("data") is None:
         return {"path": agent_path, "kind": "unseen", "worker": _S["name"]}

@@ -131,7 +131,10 @@ class Scanner(Applier):
         if self.remote is not None and self.remote.usable():
             if self._local_busy >= self.worker_count():
                 return self.remote.submit(path, mode, rec)
-        return self._submit_local(path, mode, rec)
+        f = self._submit_local(path, mode, rec)
+        if self.remote is not None:  # the summary says who analysed what, here included
+            f.add_done_callback(self.remote.note_local)
+        return f
 
     def _submit_local(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
         """A job on this machine: the scan's workers, in this process (``--workers 0``), or, for
