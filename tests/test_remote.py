@@ -288,16 +288,21 @@ def test_a_worker_with_a_swapped_model_is_refused(hosts, cluster_dir, tmp_path) 
 # -- loopback -----------------------------------------------------------------------------------
 
 
-def test_scheduler_gone_midway_the_scan_goes_on_locally(cluster_dir, tmp_path) -> None:
-    lib = library(tmp_path / "lib", 6)
+def loopback_scheduler(tmp_path: Path, sec: Path) -> tuple[Proc, str]:
+    """A scheduler on 127.0.0.1 with a port the kernel picks (tests run side by side)."""
     sched = Proc(
         tmp_path,
         "scheduler",
-        ["scheduler", "--listen", "tls://127.0.0.1:0", "--secrets", str(cluster_dir)],
+        ["scheduler", "--listen", "tls://127.0.0.1:0", "--secrets", str(sec)],
         None,
         env_for(tmp_path, "sched"),
     )
-    addr = sched.wait_for(r"listening at (tls://\S+)").group(1)
+    return sched, sched.wait_for(r"listening at (tls://\S+)").group(1)
+
+
+def test_scheduler_gone_midway_the_scan_goes_on_locally(cluster_dir, tmp_path) -> None:
+    lib = library(tmp_path / "lib", 6)
+    sched, addr = loopback_scheduler(tmp_path, cluster_dir)
     w = Proc(
         tmp_path,
         "w1",
@@ -339,14 +344,7 @@ def test_unreachable_scheduler_and_plain_dask_workers(cluster_dir, tmp_path) -> 
         env_for(tmp_path, "agent"),
     )  # fmt: skip
     assert doc["analysed"] == 2 and "cannot connect" in doc["remote"]["down"]
-    sched = Proc(
-        tmp_path,
-        "scheduler",
-        ["scheduler", "--listen", "tls://127.0.0.1:0", "--secrets", str(cluster_dir)],
-        None,
-        env_for(tmp_path, "sched"),
-    )
-    addr = sched.wait_for(r"listening at (tls://\S+)").group(1)
+    sched, addr = loopback_scheduler(tmp_path, cluster_dir)
     code = (
         "import asyncio, sys\n"
         "from distributed import Worker\n"
@@ -422,14 +420,7 @@ def test_files_reach_workers_by_path_when_the_mount_is_shared(cluster_dir, tmp_p
     lib = library(tmp_path / "lib", 3, seconds=8.0)
     mirror = tmp_path / "mirror"
     mirror.symlink_to(lib)  # the worker's own path to the same files (a mount, in real life)
-    sched = Proc(
-        tmp_path,
-        "scheduler",
-        ["scheduler", "--listen", "tls://127.0.0.1:0", "--secrets", str(cluster_dir)],
-        None,
-        env_for(tmp_path, "sched"),
-    )
-    addr = sched.wait_for(r"listening at (tls://\S+)").group(1)
+    sched, addr = loopback_scheduler(tmp_path, cluster_dir)
     w = Proc(
         tmp_path,
         "w1",

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.store.db import Database
+from nomarr.store.recordings import rank_candidates
 
 
 @dataclass
@@ -103,18 +104,7 @@ class SharedMixin(Database):
         self, keys: Iterable[int], min_shared: int = 2, limit: int = 20
     ) -> list[int]:
         """Imported records sharing at least ``min_shared`` index keys, most shared first."""
-        ks = [_key(k) for k in keys]
-        out: dict[int, int] = {}
-        for i in range(0, len(ks), 500):
-            chunk = ks[i : i + 500]
-            for rid, n in self.db.execute(
-                f"SELECT record_id, count(*) FROM shared_fp_index WHERE key IN "
-                f"({','.join('?' * len(chunk))}) GROUP BY record_id",
-                chunk,
-            ):
-                out[rid] = out.get(rid, 0) + n
-        ranked = sorted((r for r, n in out.items() if n >= min_shared), key=lambda r: -out[r])
-        return ranked[:limit]
+        return rank_candidates(self.db, "shared_fp_index", "record_id", keys, min_shared, limit)
 
     def shared_record(self, record_id: int) -> SharedRecord | None:
         """One imported record by id."""
