@@ -150,7 +150,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = config.load(args.config, flags=setting_flags(args))
         logs.setup(cfg.log_level)
-        if args.watch and not args.library:
+        if args.watch and not args.libraries:
             for lib in cfg.libraries:
                 lib.watch = args.watch
         for lib in cfg.libraries:
