@@ -102,6 +102,10 @@ class Agent:
         self.started = time.time()
         self.registry = Registry()
         self.uploads = uploads_dir()
+        from nomarr.server.guard import remove_stale_uploads
+
+        # left by an agent killed mid-request; a minute's grace for one starting beside this one
+        remove_stale_uploads(self.uploads, 60.0)
         profile = get_profile(
             cfg.profile
         )  # an unknown profile is a config error now, not at the first scan
@@ -340,6 +344,9 @@ class Agent:
 
                 if unload_idle_text(self.cfg.idle_unload_s):
                     log.info("idle: CLAP text model unloaded")
+                from nomarr.server.guard import UPLOAD_TIMEOUT_S, remove_stale_uploads
+
+                remove_stale_uploads(self.uploads, UPLOAD_TIMEOUT_S + 3600.0)
                 if self.scanning is None and time.monotonic() - self._trimmed > 30.0:
                     self._trimmed = time.monotonic()
                     await asyncio.to_thread(_trim_heap)
