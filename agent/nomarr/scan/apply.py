@@ -63,6 +63,12 @@ class Applier:
     journal_dir: Path
     _thresholds: dict[str, dict[str, tuple[float, float]]] | None
 
+    def confine_roots(self, roots: list[str] | None = None) -> list[str]:
+        """The library roots: no symlink is followed, and no tag written, outside them."""
+        if self.opts.confine is not None:
+            return [os.path.abspath(r) for r in self.opts.confine]
+        return [os.path.abspath(r) for r in (roots if roots is not None else self.opts.roots)]
+
     def _fail(self, path: str, reason: str) -> None:
         self.summary.failed += 1
         self.summary.failures.append({"path": path, "reason": reason})
@@ -205,6 +211,7 @@ class Applier:
                 mood_owned=last[1] if last else None,
                 journal_dir=self.journal_dir,
                 verify=self.opts.verify_writes,
+                within=self.confine_roots(),
             )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw

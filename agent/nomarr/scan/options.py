@@ -30,6 +30,9 @@ class ScanOptions:
     vanished_ok: bool = (
         False  # roots are changed paths inside a library (the watcher): a missing one is gone
     )
+    # the library roots when ``roots`` are paths inside them (the agent's partial rescans): no
+    # symlink is followed, and no tag written, outside these; None: the roots themselves
+    confine: list[str] | None = None
 
 
 @dataclass

@@ -29,9 +29,7 @@ def hit_models(hits: list[query.Hit]) -> list[api.Hit]:
 def parse_filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
     if f is None:
         return None
-    under = (
-        [agent.confine(u, must_exist=False, known_ok=False) for u in f.under] if f.under else None
-    )
+    under = [agent.confine(u, must_exist=False) for u in f.under] if f.under else None
     if (
         f.min_duration is not None
         and f.max_duration is not None
@@ -77,7 +75,7 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
     under = request.query.getall("under", [])
     if len(under) > 64:
         raise ApiError(400, "bad-request", "at most 64 under folders")
-    dirs = [agent.confine(u, must_exist=False, known_ok=False) for u in under]
+    dirs = [agent.confine(u, must_exist=False) for u in under]
 
     def work() -> api.TrackPage:
         st = agent.store()

@@ -26,6 +26,7 @@ from nomarr import __version__, paths
 from nomarr.config import ServeConfig, agent_id, ensure_token
 from nomarr.store import Store
 from nomarr.vindex import VectorIndex
+from nomarr.walk import inside
 
 log = logging.getLogger("nomarr.serve")
 
@@ -121,6 +122,7 @@ class Agent:
             threads=1,
             mood_field=cfg.mood_field,
             nice=cfg.nice,
+            confine=list(self.roots),
             cpus=cfg.worker_cpus(),
         )
         self.pool = WorkerPool(
@@ -163,13 +165,13 @@ class Agent:
 
     # -- path confinement ------------------------------------------------------------------------
 
-    def confine(self, path: str, *, must_exist: bool = True, known_ok: bool = True) -> str:
+    def confine(self, path: str, *, must_exist: bool = True) -> str:
         """The absolute form of a path argument, if it lies inside a library root.
 
         Both the path as given (normalised, ``..`` resolved) and its real path (symlinks
         resolved) must be inside a root, so neither ``../`` nor a symlink can reach other files.
-        A file the library itself holds (the scanner follows symlinks) is accepted by its
-        library path.
+        This is the scanner's own rule (:func:`nomarr.walk.walk` never follows a link out of the
+        roots), so the API answers for exactly the files the library holds.
         """
         if not path or "\x00" in path:
             raise PathInvalid("empty path or NUL byte in path")
@@ -180,8 +182,7 @@ class Agent:
             raise PathDenied(f"{path}: not inside a library root")
         real = os.path.realpath(norm)
         if not any(_inside(real, r) for r in self.real_roots):
-            if not (known_ok and self.store().track_by_path(norm) is not None):
-                raise PathDenied(f"{path}: resolves outside the library roots")
+            raise PathDenied(f"{path}: resolves outside the library roots")
         if must_exist and not os.path.exists(real):
             raise FileNotFoundError(path)
         return norm
@@ -472,9 +473,7 @@ def _trim_heap() -> None:
         pass
 
 
-def _inside(path: str, root: str) -> bool:
-    root = root.rstrip(os.sep) or os.sep
-    return path == root or path.startswith(root + os.sep) or root == os.sep
+_inside = inside
 
 
 def uploads_dir() -> Path:
