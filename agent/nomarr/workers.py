@@ -46,6 +46,7 @@ def init_worker(
     from nomarr.pipeline.analyze import Analyzer, ModelSet
     from nomarr.pipeline.profiles import get_profile
 
+    die_with_parent()
     logging.basicConfig(level=log_level)
     if nice:
         try:
@@ -68,6 +69,34 @@ def init_worker(
         provider=provider,
         batch=batch,
     )
+
+
+def die_with_parent() -> None:
+    """End this worker the moment its parent process is gone (``kill -9`` of ``nomarr scan`` or
+    ``nomarr serve``, the OOM killer), instead of living on as an orphan holding its models.
+
+    A spawned worker holds both ends of its job queue's pipe, so it never sees end-of-file when the
+    parent dies, and the multiprocessing resource tracker lives as long as any worker does. The
+    parent's *sentinel* is a pipe whose other end only the parent holds: it becomes readable when
+    the parent exits, however it exits. A daemon thread waits on it and exits the process (no
+    cleanup is owed: workers write nothing; the parent's database and tag writes are atomic). Not
+    ``PR_SET_PDEATHSIG``: that fires when the *thread* that started the worker exits, and a pool's
+    workers are started by whichever thread submits to it (the agent's scanner or event loop).
+    """
+    import multiprocessing as mp
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = mp.parent_process()
+    if parent is None or _W.get("parent_watch"):  # not a spawned worker (--workers 0)
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(70)
+
+    threading.Thread(target=watch, name="nomarr-parent-watch", daemon=True).start()
+    _W["parent_watch"] = True
 
 
 def analyze_job(

@@ -1,0 +1,215 @@
+"""Hostile libraries (docs/reliability.md): symlinks out of the roots, damaged and partial copies
+of one recording, silence, truncation, a huge embedded picture, and the scan's worker processes
+when their parent is killed. Every case runs a real scan on real encoded files."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nomarr import tagio
+from nomarr.cli import main
+from nomarr.store import Store
+
+from .conftest import encode, music_like
+
+PREFIX = "nom:onnx_musicnn_msd-1_msd50_1_"
+
+
+def scan(capsys: pytest.CaptureFixture[str], *roots: Path, db: Path, workers: int = 0) -> Any:
+    capsys.readouterr()
+    rc = main(["scan", *map(str, roots), "--db", str(db), "--json", "--workers", str(workers)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out)
+
+
+def fingerprint_of(p: Path) -> tuple[str, int]:
+    """Content hash and mtime: proof a file was neither written nor replaced."""
+    return hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns
+
+
+# -- symlinks -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> dict[str, Path]:
+    """A library with one real file, and outside it a file and a folder of files."""
+    lib, out = tmp_path / "lib", tmp_path / "outside"
+    (lib / "a" / "b").mkdir(parents=True)
+    (out / "dir" / "deeper").mkdir(parents=True)
+    encode(lib / "a" / "real.flac", music_like(12.0, seed=1), 44100)
+    encode(out / "secret.flac", music_like(12.0, seed=2), 44100)
+    encode(out / "dir" / "one.flac", music_like(12.0, seed=3), 44100)
+    encode(out / "dir" / "deeper" / "two.mp3", music_like(12.0, seed=4), 44100)
+    return {"lib": lib, "out": out}
+
+
+def test_symlinks_out_of_the_roots_are_never_read_or_written(
+    linked: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib, out = linked["lib"], linked["out"]
+    (lib / "file-link.flac").symlink_to(out / "secret.flac")  # a file link
+    (lib / "a" / "dir-link").symlink_to(out / "dir", target_is_directory=True)  # a folder link
+    (lib / "a" / "b" / "rel").symlink_to(Path("../../..") / "outside" / "dir" / "deeper")
+    (lib / "inside-link.flac").symlink_to(lib / "a" / "real.flac")  # stays inside: followed
+    before = {p: fingerprint_of(p) for p in out.rglob("*") if p.is_file()}
+    db = tmp_path / "db.sqlite"
+    s = scan(capsys, lib, db=db)
+    assert {p: fingerprint_of(p) for p in before} == before, "a file outside the roots changed"
+    assert s["files"] == 2 and s["failed"] == 0, s  # real.flac and the link to it
+    skipped = {e["path"] for e in s["walk_errors"] if "outside the library roots" in e["reason"]}
+    assert skipped == {
+        str(lib / "file-link.flac"),
+        str(lib / "a" / "dir-link"),
+        str(lib / "a" / "b" / "rel"),
+    }
+    with Store(db, readonly=True) as st:
+        paths = {t.path for t in st.tracks()}
+    assert paths == {str(lib / "a" / "real.flac"), str(lib / "inside-link.flac")}
+    assert PREFIX + "provenance" in tagio.read_tags(lib / "a" / "real.flac").nom
+    assert (lib / "inside-link.flac").is_symlink()  # written through, not replaced by a copy
+
+
+def test_a_root_that_is_a_symlink_and_a_link_scanned_as_its_own_root(
+    linked: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rule is about the roots one asked for: a root reached through a link is scanned (its
+    real location is the library); an explicit root is trusted whatever links lead to it."""
+    lib = linked["lib"]
+    alias = tmp_path / "alias"
+    alias.symlink_to(lib, target_is_directory=True)
+    s = scan(capsys, alias, db=tmp_path / "db.sqlite")
+    assert (s["files"], s["failed"]) == (1, 0), s
+    s = scan(capsys, linked["out"] / "dir", db=tmp_path / "db2.sqlite")
+    assert (s["files"], s["failed"]) == (2, 0), s
+
+
+def test_writer_refuses_a_link_retargeted_out_of_the_roots(
+    linked: dict[str, Path], tmp_path: Path
+) -> None:
+    """Between the walk and the write a link may be pointed elsewhere: the writer checks again."""
+    lib, out = linked["lib"], linked["out"]
+    link = lib / "late.flac"
+    link.symlink_to(out / "secret.flac")
+    before = fingerprint_of(out / "secret.flac")
+    nom = {PREFIX + "provenance": "abcdef012345"}
+    with pytest.raises(tagio.TagError) as e:
+        tagio.write_tags(link, nom, within=[str(lib)])
+    assert e.value.reason == "outside-roots"
+    assert fingerprint_of(out / "secret.flac") == before
+    tagio.write_tags(lib / "a" / "real.flac", nom, within=[str(lib)])  # inside: written
+    assert tagio.read_tags(lib / "a" / "real.flac").nom == nom
+
+
+# -- workers die with their parent ----------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    """Every process descended from ``pid`` (by /proc's parent links)."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("command", ["scan", "serve"])
+def test_workers_and_resource_tracker_die_with_a_killed_parent(
+    tmp_path: Path, command: str
+) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(6):
+        encode(lib / f"t{i}.flac", music_like(20.0, seed=40 + i), 44100)
+    env = {
+        **os.environ,
+        **{
+            v: str(tmp_path / v.lower())
+            for v in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME")
+        },
+    }
+    args = {
+        "scan": ["scan", str(lib), "--db", str(tmp_path / "db"), "--workers", "2"],
+        "serve": [
+            "serve",
+            "--library",
+            str(lib),
+            "--db",
+            str(tmp_path / "db"),
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--no-zeroconf",
+        ],
+    }[command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nomarr.cli", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    kids: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = _children(proc.pid)
+            workers = [k for k in kids if b"spawn_main" in _cmdline(k)]
+            if len(workers) >= 2 and any(b"resource_tracker" in _cmdline(k) for k in kids):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"{command} never had its two workers running ({kids})")
+        time.sleep(1.0)  # mid-analysis
+        kids = _children(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.1)
+        left = {k: _cmdline(k)[:80] for k in kids if _alive(k)}
+        assert not left, f"orphans after kill -9 of nomarr {command}: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for k in kids | _children(proc.pid):  # never leave an orphan behind, even on failure
+            if _alive(k) and b"multiprocessing" in _cmdline(k):
+                with contextlib.suppress(OSError):
+                    os.kill(k, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
