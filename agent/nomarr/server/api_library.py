@@ -14,7 +14,7 @@ from nomarr_client import models as api
 from nomarr_client import tags as tagkeys
 
 from nomarr import library, query
-from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop
+from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop, path_params
 from nomarr.server.service import Agent
 
 
@@ -72,7 +72,7 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
     status_ = request.query.get("status", "ok")
     if status_ not in ("ok", "failed", "missing", "all"):
         raise ApiError(400, "bad-request", "status must be ok, failed, missing or all")
-    under = request.query.getall("under", [])
+    under = path_params(request, "under")
     if len(under) > 64:
         raise ApiError(400, "bad-request", "at most 64 under folders")
     dirs = [agent.confine(u, must_exist=False) for u in under]
@@ -123,7 +123,7 @@ async def lookup(request: web.Request) -> api.TrackList:
     if len(given) != 1:
         raise ApiError(400, "bad-request", "give exactly one of path, fingerprint, mbid, isrc")
     key = given[0]
-    val = q[key]
+    val = path_params(request, "path")[0] if key == "path" else q[key]
     if len(val) > 65536:
         raise ApiError(413, "too-large", f"{key} is too long")
 

@@ -125,6 +125,21 @@ def validation_message(e: ValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def path_params(request: web.Request, name: str) -> list[str]:
+    """The values of a path-bearing query parameter, decoded byte for byte: ``%E9`` (a byte of
+    a file name that is not UTF-8) becomes ``\udce9`` as ``os.fsdecode`` spells it, so the name
+    can be asked for, where aiohttp's own decoding would turn it into U+FFFD and miss the file."""
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(
+        request.rel_url.raw_query_string,
+        keep_blank_values=True,
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
+    return [v for k, v in pairs if k == name]
+
+
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
