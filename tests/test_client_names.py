@@ -81,7 +81,7 @@ def test_raw_http_spellings_of_the_name(served: Any) -> None:
     st, body = ra.request(
         "POST",
         "/similar",
-        raw=('{"path": "%s", "limit": 1}' % odd.encode("unicode_escape").decode()).encode(),
+        raw=b'{"path": "' + odd.encode("unicode_escape") + b'", "limit": 1}',
         headers={"Content-Type": "application/json"},
     )
     assert st == 200, body
