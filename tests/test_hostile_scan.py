@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,3 +214,141 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+# -- damaged, partial and silent files ----------------------------------------------------------
+
+
+def _splice_garbage(src: Path, dst: Path, n: int = 200_000) -> Path:
+    """A copy with ``n`` random bytes spliced into the middle: decodes only up to them."""
+    import numpy as np
+
+    raw = src.read_bytes()
+    mid = len(raw) // 2
+    junk = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
+    dst.write_bytes(raw[:mid] + junk + raw[mid:])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("damaged-src")
+    intact = encode(d / "intact.ogg", music_like(45.0, seed=21), 44100)
+    mp3 = encode(d / "whole.mp3", music_like(45.0, seed=22), 44100)
+    trunc = d / "trunc.mp3"
+    trunc.write_bytes(mp3.read_bytes()[: mp3.stat().st_size // 2])
+    silent = encode(d / "silent.flac", music_like(20.0, seed=23) * 0.0, 44100)
+    return {
+        "intact": intact,
+        "damaged": _splice_garbage(intact, d / "damaged.ogg"),
+        "trunc": trunc,
+        "silent": silent,
+    }
+
+
+def _alone(
+    src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[dict[str, str], Any]:
+    """The tags a file gets in a library of its own, and its stored analysis."""
+    d = tmp_path / f"alone-{src.stem}"
+    d.mkdir()
+    shutil.copy(src, d / src.name)
+    scan(capsys, d, db=tmp_path / f"alone-{src.stem}.db")
+    with Store(tmp_path / f"alone-{src.stem}.db", readonly=True) as st:
+        t = st.track_by_path(d / src.name)
+        assert t is not None and t.recording_id is not None
+        a = st.analyses(t.recording_id)["msd-musicnn-1"]
+    return tagio.read_tags(d / src.name).nom, a
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("names", "workers", "split"),
+    [
+        (("a.ogg", "b.ogg"), 0, False),  # damaged met first
+        (("b.ogg", "a.ogg"), 0, False),  # intact met first
+        (("a.ogg", "b.ogg"), 2, False),  # both in flight at once
+        (("a.ogg", "b.ogg"), 0, True),  # the damaged one alone first, the intact one a scan later
+    ],
+)
+def test_a_damaged_copy_never_stands_for_the_intact_recording(
+    recordings: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    names: tuple[str, str],
+    workers: int,
+    split: bool,
+) -> None:
+    """The issue's case: an Ogg with 200 KB of garbage in the middle decodes to half its length;
+    whichever copy the scan meets first, the recording is represented by the intact one."""
+    intact_tags, intact_a = _alone(recordings["intact"], tmp_path, capsys)
+    _, damaged_a = _alone(recordings["damaged"], tmp_path, capsys)
+    assert intact_a.complete and not damaged_a.complete
+    assert damaged_a.n_patches < intact_a.n_patches and damaged_a.scores != intact_a.scores
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    damaged, intact = lib / names[0], lib / names[1]
+    shutil.copy(recordings["damaged"], damaged)
+    db = tmp_path / "lib.db"
+    if split:
+        scan(capsys, lib, db=db, workers=workers)
+        with Store(db, readonly=True) as st:
+            t = st.track_by_path(damaged)
+            assert t is not None and t.recording_id is not None
+            partial = st.analyses(t.recording_id)["msd-musicnn-1"]
+            assert not partial.complete
+            assert partial.scores == pytest.approx(damaged_a.scores, abs=1e-5)
+    shutil.copy(recordings["intact"], intact)
+    s = scan(capsys, lib, db=db, workers=workers)
+    assert tagio.read_tags(intact).nom == intact_tags
+    # the damaged copy's audio cannot be read to its end, so no write can be verified as leaving
+    # it intact: it is refused once (and remembered), the file keeps no nomarr tags
+    assert [f["path"] for f in s["failures"]] in ([], [str(damaged)]), s["failures"]
+    assert tagio.read_tags(damaged).nom in ({}, intact_tags)
+    with Store(db, readonly=True) as st:
+        t = st.track_by_path(intact)
+        assert t is not None and t.recording_id is not None
+        assert st.track_by_path(damaged).recording_id == t.recording_id  # type: ignore[union-attr]
+        a = st.analyses(t.recording_id)["msd-musicnn-1"]
+        assert a.complete and a.n_patches == intact_a.n_patches
+        assert a.scores == pytest.approx(intact_a.scores, abs=1e-5)  # batch sizes differ by 1e-8
+    again = scan(capsys, lib, db=db, workers=workers)
+    assert (again["analysed"], again["written"], again["failed"]) == (0, 0, 0), again
+    assert again["skipped"] + again["unwritable_unchanged"] == 2, again
+
+
+def test_partial_and_silent_files_alone(
+    recordings: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated file is tagged from what it holds, flagged partial, with its real length; a
+    silent file is not tagged at all; a second scan changes nothing."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for k in ("trunc", "silent"):
+        shutil.copy(recordings[k], lib / recordings[k].name)
+    db = tmp_path / "db"
+    s = scan(capsys, lib, db=db)
+    assert (s["analysed"], s["failed"]) == (1, 1), s
+    assert [f["reason"] for f in s["failures"]] == [
+        "digital silence: nothing to analyse (not tagged)"
+    ]
+    assert tagio.read_tags(lib / "silent.flac").nom == {}
+    assert PREFIX + "provenance" in tagio.read_tags(lib / "trunc.mp3").nom
+    with Store(db, readonly=True) as st:
+        t = st.track_by_path(lib / "trunc.mp3")
+        assert t is not None and t.recording_id is not None
+        assert t.duration is not None and 20.0 < t.duration < 25.0, (
+            t.duration
+        )  # not the header's 45
+        a = st.analyses(t.recording_id)["msd-musicnn-1"]
+        assert not a.complete and 20.0 < (a.decoded_s or 0) < 25.0
+    again = scan(capsys, lib, db=db)
+    assert (again["skipped"], again["failed_unchanged"], again["written"]) == (1, 1, 0), again
+    capsys.readouterr()
+    assert main(["analyze", str(lib / "trunc.mp3"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["complete"] is False and doc["duration"] < 25.0
+    assert any("partial decode" in w for w in doc["warnings"])
+    assert main(["analyze", str(lib / "silent.flac"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["silent"] is True and doc["tags"] == {}

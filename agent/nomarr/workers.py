@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import FingerprintError, fingerprint, match_recording
-from nomarr.library import is_current
+from nomarr.library import reusable
 from nomarr.store import Store
 
 _W: dict[str, Any] = {}
@@ -222,8 +222,8 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
     """Worker job: identify a file, or analyse it unless a current analysis can be reused.
 
     ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
-    when the match carries current analyses, else ``identified``) or ``analyze`` (run the models,
-    unless the recording ``rec_hint`` has become current meanwhile). Identification never runs the
+    when the match carries reusable analyses — current and complete — else ``identified``) or
+    ``analyze`` (run the models, unless the recording ``rec_hint`` has become reusable meanwhile). Identification never runs the
     models itself: the main process decides which one file of a recording is analysed, so that
     several files of one new recording in flight at once are not all analysed. Returns plain data.
     """
@@ -239,7 +239,7 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         out["match"] = rec
         t_id = time.perf_counter() - t0
         store = _worker_store() if rec is not None else None
-        if store is not None and rec is not None and is_current(store.analyses(rec), _W["want"]):
+        if store is not None and rec is not None and reusable(store.analyses(rec), _W["want"]):
             kind = "reuse"
         elif mode == "identify":
             kind = "identified"
@@ -326,6 +326,8 @@ def _analyse(path: str, out: dict[str, Any]) -> None:
     ]
     out["warnings"] = fa.warnings
     out["timing"] = dict(fa.timing)
+    out.update(complete=fa.complete, decoded_s=fa.decoded_s, silent=fa.silent)
+    out["duration"] = fa.duration  # shorter than the header's when the file is truncated
 
 
 def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:

@@ -48,6 +48,7 @@ class ScanSummary:
     tags_current: int = 0
     failed: int = 0
     failed_unchanged: int = 0
+    unwritable_unchanged: int = 0  # files whose tags could not be written, unchanged since
     read_only: int = 0
     missing: int = 0
     retiered: int = 0

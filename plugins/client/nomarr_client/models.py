@@ -165,6 +165,11 @@ class ModelScores(_Response):
     patches: int
     scores: dict[str, float]
     tiers: dict[str, str] = Field(default_factory=dict)
+    complete: bool = Field(
+        default=True,
+        description="false: the analysed file decoded only partly (damaged or truncated) and no "
+        "complete file of the recording has been analysed yet",
+    )
 
 
 class TrackDetail(Track):
@@ -397,6 +402,9 @@ class ModelResult(_Response):
     top5: list[str] = Field(default_factory=list)
     embedding_dim: int | None = None
     embedding: list[float] | None = None
+    complete: bool = Field(
+        default=True, description="false: only part of the audio could be decoded"
+    )
 
 
 class AnalyzeResponse(_Response):
