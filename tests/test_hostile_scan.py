@@ -352,3 +352,31 @@ def test_partial_and_silent_files_alone(
     assert main(["analyze", str(lib / "silent.flac"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["silent"] is True and doc["tags"] == {}
+
+
+@pytest.mark.slow
+def test_worker_log_lines_share_the_agents_format(
+    recordings: dict[str, Path], tmp_path: Path
+) -> None:
+    """A damaged file makes the decoder warn inside a worker process: that line must have the
+    same structured format as the parent's (not logging's default ``WARNING:name:msg``), and
+    nothing else may reach stderr."""
+    import re
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(recordings["damaged"], lib / "damaged.ogg")
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    p = subprocess.run(
+        [sys.executable, "-m", "nomarr.cli", "scan", str(lib), "--db", str(tmp_path / "db")]
+        + ["--workers", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = [x for x in p.stderr.splitlines() if x.strip()]
+    assert any("nomarr.audio.decode" in x for x in lines), lines  # a worker's line is there
+    line = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d (debug|info|warning|error) nomarr\.\S+ ")
+    assert all(line.match(x) for x in lines), lines

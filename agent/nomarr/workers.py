@@ -47,7 +47,12 @@ def init_worker(
     from nomarr.pipeline.profiles import get_profile
 
     die_with_parent()
-    logging.basicConfig(level=log_level)
+    import multiprocessing as mp
+
+    if mp.parent_process() is not None:  # a worker process: the parent's log line format
+        from nomarr import logs
+
+        logs.setup(logging.getLevelName(log_level))
     if nice:
         try:
             os.nice(nice)
