@@ -124,10 +124,17 @@ def fingerprint_lib(path: str, length: int = FP_LENGTH_S) -> Fingerprint:
 
 
 def fingerprint(path: str | os.PathLike[str], length: int = FP_LENGTH_S) -> Fingerprint:
-    """fpcalc when installed, else libchromaprint via pyacoustid."""
+    """fpcalc when installed, else libchromaprint via pyacoustid. A file with a large cover tag in
+    front goes to libchromaprint too: fed by nomarr's decoder, which skips the tag, where fpcalc
+    would read the whole picture into memory (see :mod:`nomarr.audio.id3skip`)."""
+    from nomarr.audio.id3skip import ffmpeg_source
+
     p = os.fspath(path)
     if fpcalc_path():
-        return fingerprint_fpcalc(p, length)
+        src = ffmpeg_source(p)
+        if isinstance(src, str):
+            return fingerprint_fpcalc(p, length)
+        src.close()
     return fingerprint_lib(p, length)
 
 
