@@ -24,7 +24,7 @@ from nomarr_client import models as api
 
 from nomarr import __version__, paths
 from nomarr.config import ServeConfig, agent_id, ensure_token
-from nomarr.store import Store
+from nomarr.store import Store, StoreError
 from nomarr.vindex import VectorIndex
 from nomarr.walk import inside
 
@@ -222,6 +222,9 @@ class Agent:
                         .run()
                         .to_dict()
                     )
+                except StoreError as e:  # a full disk, say: the message says it all
+                    log.error("scan failed", extra={"roots": len(roots), "error": str(e)})
+                    summary = {"error": str(e)}
                 except Exception as e:  # the agent keeps running; the next change retries
                     log.exception("scan failed", extra={"roots": len(roots)})
                     summary = {"error": f"{type(e).__name__}: {e}"}
