@@ -26,6 +26,7 @@ from nomarr.store.db import (
     sqlite3,
 )
 from nomarr.store.recordings import RecordingsMixin
+from nomarr.store.shared import SharedMixin, SharedRecord
 from nomarr.store.tracks import Track, TracksMixin
 from nomarr.store.writes import WritesMixin
 
@@ -34,6 +35,7 @@ __all__ = [
     "Analysis",
     "Store",
     "StoreError",
+    "SharedRecord",
     "Track",
     "dec_path",
     "enc_path",
@@ -42,10 +44,10 @@ __all__ = [
 ]
 
 
-class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, Database):
+class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, SharedMixin, Database):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
-    ``writes.py``) over one connection (``store/db.py``); a new feature adds its mixin here and its
+    ``writes.py``, ``shared.py``) over one connection (``store/db.py``); a new feature adds its mixin here and its
     named migration to ``store/schema.py``.
     """

@@ -91,7 +91,40 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
-        "0002-analysis-coverage",
+        "0002-shared-analyses",
+        """
+    CREATE TABLE shared_records (
+        id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,      -- sha256 of the signed record body: importing twice adds nothing
+        fp_duration REAL NOT NULL,
+        fingerprint BLOB NOT NULL,        -- raw chromaprint, uint32 little-endian
+        duration REAL NOT NULL,
+        signer TEXT NOT NULL,             -- key id of the agent that signed the record
+        import_id INTEGER NOT NULL REFERENCES shared_imports(id),
+        analyses TEXT NOT NULL,           -- the validated analyses, as in the bundle (JSON)
+        imported REAL NOT NULL,
+        adopted INTEGER REFERENCES recordings(id) ON DELETE SET NULL
+    );
+    CREATE TABLE shared_fp_index (
+        key INTEGER NOT NULL,
+        record_id INTEGER NOT NULL REFERENCES shared_records(id) ON DELETE CASCADE,
+        PRIMARY KEY (key, record_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX shared_fp_index_record ON shared_fp_index(record_id);
+    CREATE INDEX shared_records_adopted ON shared_records(adopted);
+    CREATE TABLE shared_imports (
+        id INTEGER PRIMARY KEY,
+        bundle TEXT NOT NULL,             -- the bundle's id (from its signed header)
+        signer TEXT NOT NULL,
+        agent_id TEXT,
+        created REAL,
+        imported REAL NOT NULL,
+        summary TEXT NOT NULL
+    );
+    """,
+    ),
+    (
+        "0003-analysis-coverage",
         """
     -- whether the analysis saw all of its planned audio (a damaged or truncated file decodes
     -- only part of it): a partial analysis never stands for a complete one (docs/reliability.md)
@@ -100,10 +133,11 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
-        "0003-write-failures",
+        "0004-write-failures",
         """
-    -- a file whose tags cannot be written (damaged audio that cannot be verified, a FLAC named
-    -- .mp3): remembered with its size and mtime so an unchanged file is not retried every scan
+    -- a file whose tags cannot be written for a reason of its own (audio that cannot be read to
+    -- its end, so no write can be verified): remembered with its size and mtime so an unchanged
+    -- file is not retried every scan
     CREATE TABLE write_failures (
         track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
         size INTEGER NOT NULL,
