@@ -86,7 +86,9 @@ def test_status_reports_roots_queue_models(served: Any) -> None:
     st, body = ra.request("GET", "/status")
     assert st == 200
     s = api.Status.model_validate(body)
-    assert s.roots[0].path == str(lib) and s.roots[0].tracks == 8  # 6 + copy + the symlinked one
+    assert (
+        s.roots[0].path == str(lib) and s.roots[0].tracks == 7
+    )  # 6 + copy; the link out is no track
     assert s.roots[0].watch == "event"
     assert s.queue.last_scan is not None and s.queue.last_scan.summary["failed"] == 0
     assert any(m.id == "msd-musicnn-1" and m.installed for m in s.models)
@@ -98,14 +100,14 @@ def test_tracks_paging_detail_and_lookup(served: Any) -> None:
     ra, lib, _ = served
     st, body = ra.request("GET", "/tracks?limit=3")
     page = api.TrackPage.model_validate(body)
-    assert st == 200 and page.total == 8 and len(page.items) == 3 and page.next_offset == 3
+    assert st == 200 and page.total == 7 and len(page.items) == 3 and page.next_offset == 3
     seen = [t.id for t in page.items]
     while page.next_offset is not None:
         page = api.TrackPage.model_validate(
             ra.request("GET", f"/tracks?limit=3&offset={page.next_offset}")[1]
         )
         seen += [t.id for t in page.items]
-    assert len(seen) == len(set(seen)) == 8
+    assert len(seen) == len(set(seen)) == 7
     st, body = ra.request("GET", f"/tracks?under={lib / 'b'}")
     assert {Path(t["path"]).name for t in body["items"]} == {
         "t3.flac",
@@ -243,17 +245,44 @@ def test_paths_outside_the_roots_are_refused(served: Any) -> None:
         assert st in (400, 403), (payload, st, body)
     assert ra.request("GET", f"/tracks/lookup?path={secret}")[0] == 403
     assert ra.request("GET", "/tracks?under=/etc")[0] == 403
-    # a symlink inside the library that points outside: the library scanned it (it follows links),
-    # so it is answerable as a library track, but an unknown symlink target is never analysed
+    # a symlink inside the library that points outside is no library file: the scan never
+    # followed it (docs/reliability.md), and the API refuses it like the file it points to
     link = str(lib / "a" / "escape.flac")
     st, body = ra.request("POST", "/analyze", {"path": link})
-    assert st == 200 and body["source"] == "library"
+    assert st == 403, body
+    assert ra.request("GET", f"/tracks/lookup?path={link}")[0] == 403
     (lib / "a" / "escape2.flac").symlink_to(secret)
     try:
         st, body = ra.request("POST", "/analyze", {"path": str(lib / "a" / "escape2.flac")})
         assert st == 403, body
     finally:
         (lib / "a" / "escape2.flac").unlink()
+
+
+def test_symlinks_made_while_serving_lead_nowhere(served: Any) -> None:
+    """A folder link and a file link to outside, made while the agent runs, then a full rescan:
+    nothing outside is tagged or listed, and the paths through the links are refused."""
+    ra, lib, outside = served
+    (outside / "dir").mkdir(exist_ok=True)
+    encode(outside / "dir" / "x.flac", music_like(8.0, seed=11), 44100)
+    before = {p: p.read_bytes() for p in outside.rglob("*.flac")}
+    (lib / "b" / "late-dir").symlink_to(outside / "dir", target_is_directory=True)
+    (lib / "late-file.flac").symlink_to(outside / "dir" / "x.flac")
+    try:
+        st, _ = ra.request("POST", "/scan", {})
+        assert st == 200
+        time.sleep(1.0)
+        ra.idle(120)
+        assert {p: p.read_bytes() for p in before} == before, "a file outside was written"
+        for p in (lib / "b" / "late-dir" / "x.flac", lib / "late-file.flac"):
+            assert ra.request("GET", f"/tracks/lookup?path={p}")[0] == 403
+            assert ra.request("POST", "/analyze", {"path": str(p)})[0] == 403
+        st, page = ra.request("GET", "/tracks?status=all&limit=1000")
+        assert st == 200
+        assert not [t["path"] for t in page["items"] if "late-" in t["path"]]
+    finally:
+        (lib / "b" / "late-dir").unlink()
+        (lib / "late-file.flac").unlink()
 
 
 def test_analyze_library_file_and_upload(served: Any, tmp_path: Path) -> None:
@@ -418,7 +447,8 @@ def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
     st, body = ra.request("GET", "/tags")
     assert st == 200, body
     keys = api.TagKeyList.model_validate(body)
-    ok_files = list(lib.rglob("*.flac"))  # the symlinked one too: it is a library track
+    # not the link out of the library: the scan never follows it
+    ok_files = [p for p in lib.rglob("*.flac") if not p.is_symlink()]
     found: dict[str, int] = {}
     for p in ok_files:
         for k in {

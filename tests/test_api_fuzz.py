@@ -96,7 +96,7 @@ class FuzzLibrary:
     outside: Path
     secret: Path  # real audio outside the root
     notes: Path  # a text file outside the root
-    link: Path  # root/a/escape.flac -> secret: scanned, so a library track by design (DESIGN §5)
+    link: Path  # root/a/escape.flac -> secret: a link out, never followed by the scan
     late_link: Path  # root/a/late.flac -> secret: made after the scan, never a library track
     late_dir: Path  # root/b/late-dir -> outside: likewise
 
@@ -810,9 +810,8 @@ def probe_auth_paths(target: Target, stats: FuzzStats) -> list[str]:
 class Hostile:
     """A path argument and what the agent must do with it.
 
-    kind: ``escape`` (outside the roots by name or by symlink: must be refused with 400/403/404),
-    ``link`` (the scanned symlink: a library track, fine where library files are, refused as a
-    folder to search or scan), ``inside`` (inside, existing or not: any non-5xx answer, and a 2xx
+    kind: ``escape`` (outside the roots by name or by symlink, the one made before the scan
+    included: must be refused with 400/403/404), ``inside`` (inside, existing or not: any non-5xx answer, and a 2xx
     answer still names nothing outside).
     """
 
@@ -848,8 +847,6 @@ def classify(value: str, target: Target) -> Hostile:
         for unknown in (lib.late_link, lib.late_dir):
             if _inside(norm, str(unknown)):
                 return Hostile(value, "escape")
-        if norm == str(lib.link):
-            return Hostile(value, "link")
         if _inside(norm, str(lib.link)):
             return Hostile(value, "escape")
         real = os.path.realpath(norm)
@@ -997,9 +994,6 @@ class PathField:
     build: Callable[
         [str, dict[str, Any]], tuple[str, Any]
     ]  # (value, context) -> (path+query, JSON body or None)
-    known_ok: bool = (
-        True  # False where the agent wants a folder to search or scan (no symlinks out)
-    )
     query: bool = False
 
     @property
@@ -1018,15 +1012,12 @@ def _body(
 
 
 PATH_FIELDS = [
-    PathField(
-        "GET /tracks under", "GET", "/tracks", _q("/tracks", "under"), known_ok=False, query=True
-    ),
+    PathField("GET /tracks under", "GET", "/tracks", _q("/tracks", "under"), query=True),
     PathField(
         "GET /tracks under (2nd)",
         "GET",
         "/tracks",
         lambda v, ctx: (f"/tracks?under={ctx['quote'](ctx['root'])}&under={ctx['quote'](v)}", None),
-        known_ok=False,
         query=True,
     ),
     PathField(
@@ -1049,14 +1040,12 @@ PATH_FIELDS = [
             "/similar",
             lambda v, c: {"track_id": c["track_id"], "filters": {"under": [c["root"], v]}},
         ),
-        known_ok=False,
     ),
     PathField(
         "POST /playlists/mood filters.under",
         "POST",
         "/playlists/mood",
         _body("/playlists/mood", lambda v, c: {"label": c["label"], "filters": {"under": [v]}}),
-        known_ok=False,
     ),
     PathField(
         "POST /playlists/radio path",
@@ -1071,7 +1060,6 @@ PATH_FIELDS = [
         _body(
             "/playlists/radio", lambda v, c: {"track_id": c["track_id"], "filters": {"under": [v]}}
         ),
-        known_ok=False,
     ),
     PathField(
         "POST /playlists/path start.path",
@@ -1103,23 +1091,20 @@ PATH_FIELDS = [
                 "filters": {"under": [v]},
             },
         ),
-        known_ok=False,
     ),
     PathField(
         "POST /playlists/text filters.under",
         "POST",
         "/playlists/text",
         _body("/playlists/text", lambda v, c: {"text": "calm", "filters": {"under": [v]}}),
-        known_ok=False,
     ),
     # scan: only refused values are sent (see probe_path): a queued scan of a real folder would
-    # make the late symlinks library tracks halfway through the run
+    # scan the late symlinks halfway through the run (they must stay refused anyway)
     PathField(
         "POST /scan paths",
         "POST",
         "/scan",
         _body("/scan", lambda v, c: {"paths": [v]}),
-        known_ok=False,
     ),
 ]
 
@@ -1147,9 +1132,7 @@ def _dotted_quote(v: str) -> str:
 
 def expected(field_: PathField, h: Hostile) -> str:
     """``refuse`` or ``any`` for this value in this field."""
-    if h.kind == "escape" or (h.kind == "link" and not field_.known_ok):
-        return "refuse"
-    return "any"
+    return "refuse" if h.kind == "escape" else "any"
 
 
 def probe_path(
@@ -1259,8 +1242,8 @@ def probe_upload_names(target: Target, stats: FuzzStats) -> list[str]:
 
 
 def analysed_outside(seen: list[str], target: Target) -> list[str]:
-    """Paths the workers analysed that are neither uploads nor library files (the scanned
-    symlink counts as a library file: DESIGN §5 answers for what the library holds)."""
+    """Paths the workers analysed that are neither uploads nor library files (a symlink out of
+    the roots is no library file: the scan never follows it, docs/reliability.md)."""
     bad = []
     for p in seen:
         if target.uploads is not None and _inside(
@@ -1273,8 +1256,7 @@ def analysed_outside(seen: list[str], target: Target) -> list[str]:
             continue
         real = os.path.realpath(norm)
         if not any(_inside(real, os.path.realpath(r)) for r in target.roots):
-            if target.lib is None or norm != str(target.lib.link):
-                bad.append(p)
+            bad.append(p)
     return bad
 
 

@@ -234,3 +234,42 @@ def test_corpus_fingerprints_are_distinct(corpus):
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             assert not same_recording(fps[a], fps[b]), (a, b)
+
+
+def test_compressed_fingerprints_decode_like_libchromaprint_and_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """``GET /tracks/lookup?fingerprint=`` decodes what a plugin sends: the same values as
+    libchromaprint for fpcalc's own output (the oracle), and for malformed input a ValueError
+    with nothing printed to the process's stderr (libchromaprint prints from C)."""
+    import subprocess
+
+    import chromaprint
+    from nomarr.fingerprint import decode_compressed, fpcalc_path
+
+    from tests.conftest import encode, music_like
+
+    if fpcalc_path() is None:
+        pytest.skip("fpcalc not installed")
+    rng = np.random.default_rng(5)
+    for i, (secs, ext) in enumerate(((30.0, "flac"), (130.0, "mp3"), (8.0, "ogg"))):
+        f = encode(tmp_path / f"x{i}.{ext}", music_like(secs, seed=60 + i), 44100)
+        out = subprocess.run(["fpcalc", str(f)], capture_output=True, text=True).stdout
+        fp = next(x.split("=", 1)[1] for x in out.splitlines() if x.startswith("FINGERPRINT="))
+        ref, _ = chromaprint.decode_fingerprint(fp.encode())
+        got = decode_compressed(fp)
+        assert np.array_equal(got, np.array([v & 0xFFFFFFFF for v in ref], dtype=np.uint32))
+        for _ in range(50):  # cut or flipped: an error or some values, never a crash
+            cut = fp[: int(rng.integers(0, len(fp)))]
+            flip = list(fp)
+            flip[int(rng.integers(4, len(fp)))] = "_"
+            for bad in (cut, "".join(flip)):
+                try:
+                    decode_compressed(bad)
+                except ValueError:
+                    pass
+    for bad in ("AQ", "AQAAAA", "abcdefgh", "AQAAE0mUaEkSRYmSJEm", "A" * 100, "____", "é", "a b"):
+        with pytest.raises(ValueError):
+            decode_compressed(bad)
+    captured = capfd.readouterr()
+    assert "Decompress" not in captured.err and captured.err == "", captured.err

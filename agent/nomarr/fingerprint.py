@@ -124,10 +124,17 @@ def fingerprint_lib(path: str, length: int = FP_LENGTH_S) -> Fingerprint:
 
 
 def fingerprint(path: str | os.PathLike[str], length: int = FP_LENGTH_S) -> Fingerprint:
-    """fpcalc when installed, else libchromaprint via pyacoustid."""
+    """fpcalc when installed, else libchromaprint via pyacoustid. A file with a large cover tag in
+    front goes to libchromaprint too: fed by nomarr's decoder, which skips the tag, where fpcalc
+    would read the whole picture into memory (see :mod:`nomarr.audio.id3skip`)."""
+    from nomarr.audio.id3skip import ffmpeg_source
+
     p = os.fspath(path)
     if fpcalc_path():
-        return fingerprint_fpcalc(p, length)
+        src = ffmpeg_source(p)
+        if isinstance(src, str):
+            return fingerprint_fpcalc(p, length)
+        src.close()
     return fingerprint_lib(p, length)
 
 
@@ -185,17 +192,53 @@ def match_recording(store: Store, fp: Fingerprint) -> int | None:
 
 def decode_compressed(text: str) -> np.ndarray:
     """A compressed Chromaprint (``fpcalc``'s default output, what beets and AcoustID pass around)
-    → raw values, so a plugin can look a file up by content without sending the audio."""
+    → raw values, so a plugin can look a file up by content without sending the audio.
+
+    Decoded here rather than by libchromaprint: this is input from the network, and the library
+    prints every malformed one to the agent's stderr (``FingerprintDecompressor::Decompress()…``)
+    from C, past the log format and any redirection.
+
+    The format: URL-safe base64 of one algorithm byte, the item count (24 bits, big-endian), then
+    each item XOR its predecessor written as the gaps between its set bits, 3 bits per gap
+    (least significant bit first, a 0 ends the item, 7 means "7 plus the next 5-bit exception"),
+    and after them the 5-bit exceptions.
+    """
     if not text or len(text) > 65536 or not all(c.isalnum() or c in "-_=" for c in text):
         raise ValueError("not a compressed Chromaprint fingerprint (URL-safe base64 expected)")
+    import base64
+    import binascii
+
     try:
-        import chromaprint  # pyacoustid's binding of libchromaprint
-    except ImportError as e:  # pragma: no cover - libchromaprint is installed with fpcalc
-        raise ValueError(f"libchromaprint is not available to decode fingerprints ({e})") from e
-    try:
-        values, _algorithm = chromaprint.decode_fingerprint(text.encode("ascii"))
-    except Exception as e:  # chromaprint.FingerprintError, or a missing library
-        raise ValueError("cannot decode this fingerprint") from e
-    if not values:
+        raw = base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("cannot decode this fingerprint (not base64)") from None
+    if len(raw) < 4:
+        raise ValueError("cannot decode this fingerprint (shorter than its header)")
+    count = int.from_bytes(raw[1:4], "big")
+    if count == 0:
         raise ValueError("empty fingerprint")
-    return np.asarray([v & 0xFFFFFFFF for v in values], dtype=np.uint32)
+    bits = np.unpackbits(np.frombuffer(raw[4:], dtype=np.uint8), bitorder="little")
+    n3 = bits.size // 3
+    gaps = (bits[: 3 * n3].reshape(-1, 3) * np.array([1, 2, 4], dtype=np.uint8)).sum(axis=1)
+    ends = np.flatnonzero(gaps == 0)
+    if ends.size < count:
+        raise ValueError("cannot decode this fingerprint (truncated)")
+    gaps = gaps[: ends[count - 1] + 1].astype(np.int64)
+    n_exc = int((gaps == 7).sum())
+    if n_exc:
+        off = 4 + (gaps.size * 3 + 7) // 8
+        ebits = np.unpackbits(np.frombuffer(raw[off:], dtype=np.uint8), bitorder="little")
+        if ebits.size < 5 * n_exc:
+            raise ValueError("cannot decode this fingerprint (truncated exceptions)")
+        exc = (ebits[: 5 * n_exc].reshape(-1, 5) * np.array([1, 2, 4, 8, 16])).sum(axis=1)
+        gaps[gaps == 7] += exc
+    ended = gaps == 0
+    pos = np.cumsum(gaps)
+    base = np.maximum.accumulate(np.where(ended, pos, 0))
+    item = np.cumsum(ended) - ended
+    bit = (pos - base)[~ended]
+    if bit.size and int(bit.max()) > 32:
+        raise ValueError("cannot decode this fingerprint (bit index out of range)")
+    xored = np.zeros(count, dtype=np.uint64)
+    np.bitwise_or.at(xored, item[~ended], np.uint64(1) << (bit - 1).astype(np.uint64))
+    return np.bitwise_xor.accumulate(xored).astype(np.uint32)

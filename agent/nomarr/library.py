@@ -91,6 +91,15 @@ def is_current(analyses: Mapping[str, Analysis], want: Mapping[str, str]) -> boo
     return grammar.is_current({mid: a.provenance for mid, a in analyses.items()}, want)
 
 
+def reusable(analyses: Mapping[str, Analysis], want: Mapping[str, str]) -> bool:
+    """Whether another file of the recording may take these analyses instead of being analysed:
+    current, and from a complete decode. A partial analysis (a damaged copy analysed first) is
+    never final: each further file of the recording is analysed until a complete decode replaces
+    it, so which file represents a recording does not depend on scan order (docs/reliability.md).
+    """
+    return is_current(analyses, want) and all(a.complete for a in analyses.values())
+
+
 def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
     """Per-library tier thresholds (docs/tiers.md); returns what changed.
 
@@ -148,6 +157,7 @@ def track_detail(store: Store, track_id: int, mood_field: bool) -> api.TrackDeta
                 patches=a.n_patches,
                 scores={slug(k): round(v, 6) for k, v in a.scores.items()},
                 tiers={slug(k): v for k, v in tiers.items()},
+                complete=a.complete,
             )
         )
     d.embeddings = [
@@ -175,6 +185,7 @@ def _model_result(
     thresholds: Thresholds,
     embedding: np.ndarray | list[float] | None,
     with_embedding: bool,
+    complete: bool = True,
 ) -> api.ModelResult:
     """One model's answer, tiered by the library; the same shape whether stored or fresh."""
     vec = None if embedding is None else np.asarray(embedding, dtype=np.float32)
@@ -190,6 +201,7 @@ def _model_result(
         embedding=[round(float(x), 6) for x in vec]
         if (with_embedding and vec is not None)
         else None,
+        complete=complete,
     )
 
 
@@ -220,6 +232,7 @@ def stored_answer(
             thresholds=th,
             embedding=store.embedding(mid, t.recording_id),
             with_embedding=with_embedding,
+            complete=a.complete,
         )
         for mid, a in analyses.items()
     }
@@ -263,10 +276,12 @@ def fresh_answer(
             thresholds=thresholds,
             embedding=m.get("embedding"),
             with_embedding=m.get("embedding") is not None,
+            complete=bool(doc.get("complete", True)),
         )
         if m.get("embedding") is None and m.get("embedding_dim") is not None:
             models[mid].embedding_dim = int(m["embedding_dim"])
-    tags, _ = desired_tags(fresh, thresholds, False)
+    # silence gets no tags (the scan writes none either): its scores describe no music
+    tags = {} if doc.get("silent") else desired_tags(fresh, thresholds, False)[0]
     return api.AnalyzeResponse(
         path=path,
         filename=filename,

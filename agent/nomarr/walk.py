@@ -30,20 +30,54 @@ class WalkResult:
     entries: int = 0
 
 
+LINK_OUTSIDE = "symbolic link leads outside the library roots; not followed"
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute and normalised)."""
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or root == os.sep or path.startswith(root + os.sep)
+
+
+def real_roots(roots: Iterable[str]) -> list[str]:
+    """The roots with every symlink resolved (a root may itself be a link to another disk)."""
+    return [os.path.realpath(os.path.abspath(r)) for r in roots]
+
+
+def resolves_inside(path: str, reals: list[str]) -> bool:
+    """Whether ``path``'s real location (symlinks resolved) is inside one of the ``reals``."""
+    real = os.path.realpath(path)
+    return any(inside(real, r) for r in reals)
+
+
 def walk(
-    roots: Iterable[str], extensions: frozenset[str] = AUDIO_EXTENSIONS, vanished_ok: bool = False
+    roots: Iterable[str],
+    extensions: frozenset[str] = AUDIO_EXTENSIONS,
+    vanished_ok: bool = False,
+    confine: Iterable[str] | None = None,
 ) -> WalkResult:
-    """Every audio file under ``roots`` (symlinks followed, loops cut), sorted by path.
+    """Every audio file under ``roots`` (symlinks followed inside the library, loops cut), sorted
+    by path.
 
     ``os.scandir`` gives the name and type without a ``stat`` per entry, so a tree of 100,000
     mostly-non-audio files costs one ``stat`` per audio file only. Directories are identified by
     (device, inode) of their target, so a symlink pointing back up the tree is visited once.
+
+    ``confine`` are the library roots (default: ``roots``). A symbolic link, to a file or to a
+    folder, is followed only when its target resolves inside one of them: a link out of the library
+    is reported in ``errors`` and neither read nor listed, so the scan never analyses, tags or
+    exposes a file nobody put in the library (docs/reliability.md). Entries that are not links are
+    inside by construction, since only folders inside the library are descended into.
     """
     res = WalkResult()
     seen_dirs: set[tuple[int, int]] = set()
     stack: list[str] = []
+    roots = [os.path.abspath(r) for r in roots]
+    reals = real_roots(confine if confine is not None else roots)
     for r in roots:
-        r = os.path.abspath(r)
+        if not resolves_inside(r, reals):
+            res.errors.append((r, "resolves outside the library roots; not scanned"))
+            continue
         try:
             st = os.stat(r)
         except FileNotFoundError as e:
@@ -91,6 +125,12 @@ def walk(
             if name.startswith(".") and TMP_MARKER in name:
                 if name.endswith(TMP_MARKER):  # our own temp file from an interrupted write
                     res.stray_temps.append(e.path)
+                continue
+            try:
+                if e.is_symlink() and not resolves_inside(e.path, reals):
+                    res.errors.append((e.path, LINK_OUTSIDE))
+                    continue
+            except OSError:
                 continue
             try:
                 if e.is_dir(follow_symlinks=True):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import FingerprintError, fingerprint, match_recording
-from nomarr.library import is_current
+from nomarr.library import reusable
 from nomarr.store import Store
 
 _W: dict[str, Any] = {}
@@ -46,7 +46,13 @@ def init_worker(
     from nomarr.pipeline.analyze import Analyzer, ModelSet
     from nomarr.pipeline.profiles import get_profile
 
-    logging.basicConfig(level=log_level)
+    die_with_parent()
+    import multiprocessing as mp
+
+    if mp.parent_process() is not None:  # a worker process: the parent's log line format
+        from nomarr import logs
+
+        logs.setup(logging.getLevelName(log_level))
     if nice:
         try:
             os.nice(nice)
@@ -68,6 +74,34 @@ def init_worker(
         provider=provider,
         batch=batch,
     )
+
+
+def die_with_parent() -> None:
+    """End this worker the moment its parent process is gone (``kill -9`` of ``nomarr scan`` or
+    ``nomarr serve``, the OOM killer), instead of living on as an orphan holding its models.
+
+    A spawned worker holds both ends of its job queue's pipe, so it never sees end-of-file when the
+    parent dies, and the multiprocessing resource tracker lives as long as any worker does. The
+    parent's *sentinel* is a pipe whose other end only the parent holds: it becomes readable when
+    the parent exits, however it exits. A daemon thread waits on it and exits the process (no
+    cleanup is owed: workers write nothing; the parent's database and tag writes are atomic). Not
+    ``PR_SET_PDEATHSIG``: that fires when the *thread* that started the worker exits, and a pool's
+    workers are started by whichever thread submits to it (the agent's scanner or event loop).
+    """
+    import multiprocessing as mp
+    import threading
+    from multiprocessing.connection import wait
+
+    parent = mp.parent_process()
+    if parent is None or _W.get("parent_watch"):  # not a spawned worker (--workers 0)
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(70)
+
+    threading.Thread(target=watch, name="nomarr-parent-watch", daemon=True).start()
+    _W["parent_watch"] = True
 
 
 def analyze_job(
@@ -196,9 +230,9 @@ def process_file(
     """Worker job: identify a file, or analyse it unless a current analysis can be reused.
 
     ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
-    when the match carries current analyses, else ``identified``) or ``analyze`` (run the models,
-    unless the recording ``rec_hint`` has become current meanwhile). Identification never runs the
-    models itself: the main process decides which one file of a recording is analysed, so that
+    when the match carries reusable analyses — current and complete — else ``identified``) or
+    ``analyze`` (run the models, unless the recording ``rec_hint`` has become reusable meanwhile).
+    Identification never runs the models itself: the main process decides which one file of a recording is analysed, so that
     several files of one new recording in flight at once are not all analysed. Returns plain data.
     ``analyzer`` replaces the worker's own (a remote worker keeps one per model set and profile).
     """
@@ -214,7 +248,7 @@ def process_file(
         out["match"] = rec
         t_id = time.perf_counter() - t0
         store = _worker_store() if rec is not None else None
-        if store is not None and rec is not None and is_current(store.analyses(rec), _W["want"]):
+        if store is not None and rec is not None and reusable(store.analyses(rec), _W["want"]):
             kind = "reuse"
         elif mode == "identify":
             kind = "identified"
@@ -301,6 +335,8 @@ def _analyse(path: str, out: dict[str, Any], analyzer: Any) -> None:
     ]
     out["warnings"] = fa.warnings
     out["timing"] = dict(fa.timing)
+    out.update(complete=fa.complete, decoded_s=fa.decoded_s, silent=fa.silent)
+    out["duration"] = fa.duration  # shorter than the header's when the file is truncated
 
 
 def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:

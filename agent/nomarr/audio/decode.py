@@ -22,6 +22,8 @@ import av
 import numpy as np
 import soxr
 
+from nomarr.audio.id3skip import ffmpeg_source
+
 log = logging.getLogger(__name__)
 
 # Containers/codecs we promise to read (PyAV/FFmpeg reads many more; others are tried too).
@@ -82,7 +84,8 @@ def _open(
     if p.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        container = av.open(str(p), mode="r", metadata_errors="ignore")
+        # a large cover tag in front is skipped: FFmpeg would read it whole on every open
+        container = av.open(ffmpeg_source(p), mode="r", metadata_errors="ignore")
     except PermissionError as e:
         raise AudioError(path, "permission denied") from e
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:

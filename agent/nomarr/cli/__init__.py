@@ -71,5 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nomarr: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError as e:
+        if _stdout_gone():  # `nomarr … | head`: the reader has all it wanted
+            return 0
+        # another pipe (a worker process that could not start, say): a failure, not a success
+        print(f"nomarr: error: {e.strerror or e} ({type(e).__name__})", file=sys.stderr)
+        return 1
+
+
+def _stdout_gone() -> bool:
+    """Whether our stdout is a pipe whose reader has closed it."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, ValueError, OSError):
+        return True

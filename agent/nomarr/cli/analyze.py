@@ -69,6 +69,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from nomarr.pipeline.profiles import get_profile
     from nomarr.scan import Scanner, ScanOptions
     from nomarr.store import StoreError
+    from nomarr.store.db import sqlite3
 
     for r in args.path:
         if not Path(r).exists():
@@ -95,6 +96,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         summary = scanner.run()
     except (ValueError, ModelError, StoreError) as e:
         raise UserError(str(e)) from e
+    except sqlite3.OperationalError as e:  # outside a transaction: the scan log, a pragma
+        raise UserError(f"cannot write the database ({e}); free some space and scan again") from e
     d = summary.to_dict()
     if args.json:
         emit_json(d)

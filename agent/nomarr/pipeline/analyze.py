@@ -249,12 +249,18 @@ class FileAnalysis:
     timing: dict[str, float]
     manifests: dict[str, Manifest]
     warnings: list[str] = field(default_factory=list)
+    complete: bool = True  # every planned second of audio was decoded (see Coverage)
+    decoded_s: float | None = None  # seconds of audio the models saw
+    silent: bool = False  # digital silence throughout: nothing to describe, so no tags
 
     def tags(
         self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
     ) -> dict[str, str]:
-        """The ``nom:`` keys and values this analysis would write to the file."""
+        """The ``nom:`` keys and values this analysis would write to the file (none for silence:
+        scores of silence describe no music)."""
         out: dict[str, str] = {}
+        if self.silent:
+            return out
         for mid, r in self.results.items():
             ns = self.manifests[mid].namespace
             tiers = r.tiers((thresholds or {}).get(mid))
@@ -290,7 +296,58 @@ class FileAnalysis:
             "tags": self.tags(),
             "timing": {k: round(v, 4) for k, v in self.timing.items()},
             "warnings": self.warnings,
+            "complete": self.complete,
+            "decoded_s": None if self.decoded_s is None else round(self.decoded_s, 3),
+            "silent": self.silent,
         }
+
+
+# a window is short when it lacks more than this share of its planned audio (or one second)
+SHORT_SHARE = 0.02
+
+
+@dataclass
+class Coverage:
+    """How much of the planned audio the decoder delivered, window by window.
+
+    A damaged file (garbage spliced in, a truncated download) decodes only up to the damage while
+    its header still promises the whole length; its scores then describe part of the track. Such
+    an analysis is *partial*: it is kept (it is the best this file offers) but never reused for
+    another file of the same recording, and a complete one replaces it (docs/reliability.md).
+    """
+
+    duration: float | None  # what the container says
+    planned_s: float = 0.0
+    decoded_s: float = 0.0
+    short: list[tuple[float, float, float]] = field(default_factory=list)  # start, want, got
+    ends: list[float] = field(default_factory=list)  # where each window's decoded audio ended
+    errors: list[AudioError] = field(default_factory=list)
+
+    def add(self, start: float, length: float | None, got: float) -> None:
+        want = length if length is not None else (self.duration or 0.0) - start
+        self.decoded_s += got
+        if got > 0:
+            self.ends.append(start + got)
+        if want <= 0:
+            return
+        self.planned_s += want
+        if got < want - max(1.0, SHORT_SHARE * want):
+            self.short.append((start, want, got))
+
+    @property
+    def complete(self) -> bool:
+        return not self.short
+
+    def ended_at(self) -> float | None:
+        """Where the decodable audio ends, when a window came up short (else None): the end of
+        the latest audio any window got (a window planned past the real end gets none)."""
+        return max(self.ends) if self.short and self.ends else None
+
+    def warning(self) -> str:
+        return (
+            f"partial decode: {self.decoded_s:.1f} of {self.planned_s:.1f} s of the planned audio "
+            "could be read (a damaged or truncated file); scores describe that part only"
+        )
 
 
 class Analyzer:
@@ -324,6 +381,8 @@ class Analyzer:
         timing = {"plan": t_plan, "decode_mel": 0.0, "inference": 0.0}
         results: dict[str, ModelResult] = {}
         warnings: list[str] = []
+        coverage = Coverage(info.duration)
+        silent = False
         groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
         for lm in self.models.embedders():
             inp = lm.manifest.input
@@ -343,8 +402,9 @@ class Analyzer:
             }
             n_patches = 0
             energy = 0.0
+            cov = coverage if not results else None  # one decode per front end: count the first
             for patch_batch, e in self._patch_batches(
-                path, windows, spec, patch, patch_hop, timing
+                path, windows, spec, patch, patch_hop, timing, cov
             ):
                 energy += e
                 t1 = time.perf_counter()
@@ -353,9 +413,14 @@ class Analyzer:
                 timing["inference"] += time.perf_counter() - t1
                 n_patches += patch_batch.shape[0]
             if n_patches == 0:
-                raise AudioError(path, "no audio frames to analyse")
-            if energy == 0.0:
-                warnings.append("digital silence: scores describe silence")
+                raise (
+                    coverage.errors[0]
+                    if coverage.errors
+                    else AudioError(path, "no audio frames to analyse")
+                )
+            if energy == 0.0 and not silent:
+                silent = True
+                warnings.append("digital silence: nothing to describe, no tags are written")
             t1 = time.perf_counter()
             for lm in members:
                 results.update(self._collect(lm, per_model[lm.id], n_patches))
@@ -366,17 +431,26 @@ class Analyzer:
             timing["inference"] += time.perf_counter() - t1
         if not results:
             raise ModelError("no audio model selected")
+        duration = info.duration
+        if not coverage.complete:
+            warnings.append(coverage.warning())
+            end = coverage.ended_at()
+            if end is not None and (duration is None or end < duration):
+                duration = end  # the header's length is not what can be played
         timing["total"] = time.perf_counter() - t0
-        timing["audio_seconds"] = float(info.duration or 0.0)
+        timing["audio_seconds"] = float(duration or 0.0)
         return FileAnalysis(
             path=path,
-            duration=info.duration,
+            duration=duration,
             profile=self.profile.name,
             windows=windows,
             results=results,
             timing=timing,
             manifests={mid: lm.manifest for mid, lm in self.models.models.items()},
             warnings=warnings,
+            complete=coverage.complete,
+            decoded_s=coverage.decoded_s if self.models.embedders() else None,
+            silent=silent,
         )
 
     def _patch_batches(
@@ -387,20 +461,32 @@ class Analyzer:
         patch: int,
         hop: int,
         timing: dict[str, float],
+        coverage: Coverage | None = None,
     ) -> Any:
         """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
 
         Time spent producing a batch (decode + mel) is added to ``timing["decode_mel"]``; time the
-        consumer spends between batches (inference) is not.
+        consumer spends between batches (inference) is not. With ``coverage``, what each window
+        delivered is recorded there, and a window that cannot be decoded (past the real end of a
+        truncated file) is recorded instead of ending the analysis.
         """
         energy = 0.0
 
         def frames(w: Window) -> Iterator[np.ndarray]:
             nonlocal energy
             ms = MelStream(spec)
-            for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
-                energy += float(np.dot(sig, sig))
-                yield ms.push(sig)
+            got = 0
+            try:
+                for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
+                    got += sig.shape[0]
+                    energy += float(np.dot(sig, sig))
+                    yield ms.push(sig)
+            except AudioError as e:
+                if coverage is None:
+                    raise
+                coverage.errors.append(e)
+            if coverage is not None:
+                coverage.add(w.start, w.duration, got / spec.sr)
             yield ms.finish()
 
         pending: list[np.ndarray] = []

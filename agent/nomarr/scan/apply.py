@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import Fingerprint, match_recording
-from nomarr.library import desired_tags, is_current, tags_hash
+from nomarr.library import desired_tags, reusable, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.scan.options import ScanOptions, ScanSummary
 from nomarr.share.exchange import adopt
@@ -25,6 +25,10 @@ from nomarr.store import Analysis, Store
 from nomarr.workers import WorkerStat
 
 log = logging.getLogger("nomarr.scan")
+
+# TagError reasons that belong to the file (its content, its kind, where it leads), not to the
+# moment (a full disk, a file vanishing): such a file is not tried again while it is unchanged
+FILE_OWN_WRITE_FAILURES = frozenset({"corrupt", "unsupported", "verify-failed", "outside-roots"})
 
 
 def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
@@ -64,6 +68,12 @@ class Applier:
     journal_dir: Path
     _thresholds: dict[str, dict[str, tuple[float, float]]] | None
 
+    def confine_roots(self, roots: list[str] | None = None) -> list[str]:
+        """The library roots: no symlink is followed, and no tag written, outside them."""
+        if self.opts.confine is not None:
+            return [os.path.abspath(r) for r in self.opts.confine]
+        return [os.path.abspath(r) for r in (roots if roots is not None else self.opts.roots)]
+
     def _fail(self, path: str, reason: str) -> None:
         self.summary.failed += 1
         self.summary.failures.append({"path": path, "reason": reason})
@@ -92,14 +102,23 @@ class Applier:
                 self.summary.adopted += 1
         return rec
 
-    def is_current(self, rec: int) -> bool:
-        """Whether a stored recording's analyses are what this scan would record."""
-        return is_current(self.store.analyses(rec), self.want)
+    def reusable(self, rec: int) -> bool:
+        """Whether a stored recording's analyses may serve another of its files: what this scan
+        would record, from a complete decode (:func:`nomarr.library.reusable`)."""
+        return reusable(self.store.analyses(rec), self.want)
 
     def handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
         """Store one worker result (and write the file's tags); returns its recording id, or
         None when the file failed."""
         kind = res.get("kind")
+        if kind == "analysed" and res.get("silent"):
+            # nothing to describe: scores of silence would be tags about no music
+            res = {
+                **res,
+                "kind": "failed",
+                "error": "digital silence: nothing to analyse (not tagged)",
+            }
+            kind = "failed"
         if kind in ("failed", "changed"):
             self._failed(res)
             return None
@@ -107,7 +126,7 @@ class Applier:
             stored = self._store(res)
         if stored is None:
             return None
-        tid, rec = stored
+        tid, rec, replaced = stored
         s = self.summary
         if kind == "analysed":
             s.analysed += 1
@@ -121,6 +140,10 @@ class Applier:
             s.reused += 1
         if self.opts.write:
             self._write(tid, res["path"])
+            if replaced:  # a better analysis of the recording: its other files follow
+                for t in self.store.tracks_of_recordings([rec]).get(rec, []):
+                    if t.id != tid and t.status == "ok":
+                        self._write(t.id, t.path)
         return rec
 
     def _failed(self, res: dict[str, Any]) -> None:
@@ -141,9 +164,14 @@ class Applier:
         with self.store.tx():
             self.store.set_failed(path, st, res["error"])
 
-    def _store(self, res: dict[str, Any]) -> tuple[int, int] | None:
+    def _store(self, res: dict[str, Any]) -> tuple[int, int, bool] | None:
         """The result's track, recording and analyses into the store (inside the caller's
-        transaction); (track id, recording id), or None when the file must wait a scan."""
+        transaction); (track id, recording id, whether a stored analysis of the recording was
+        replaced by a better one), or None when the file must wait a scan.
+
+        A fresh analysis replaces a stored one of the same provenance only when it ranks higher
+        (:meth:`~nomarr.store.Analysis.rank`: complete over partial, then more audio decoded), so
+        a damaged copy never displaces an intact one, whichever the scan met first."""
         store = self.store
         path = res["path"]
         kind = res.get("kind")
@@ -161,7 +189,9 @@ class Applier:
             keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
             rec = store.new_recording(res.get("fp_duration"), keys)
         tid = store.upsert_track(path, WorkerStat(res["stat"]), **_track_fields(res, rec))  # type: ignore[arg-type]
+        replaced = False
         if kind == "analysed":
+            stored = store.analyses(rec)
             for r in res["results"]:
                 a = Analysis(
                     rec,
@@ -173,9 +203,20 @@ class Applier:
                     r["n_patches"],
                     r["provider"],
                     r["scores"],
+                    complete=bool(res.get("complete", True)),
+                    decoded_s=res.get("decoded_s"),
                 )
+                old = stored.get(a.model_id)
+                if old is not None and old.provenance == a.provenance:
+                    if old.rank() >= a.rank():
+                        continue  # the stored one represents the recording at least as well
+                    replaced = True
                 store.put_analysis(rec, a, r["embedding"])
-        return tid, int(rec)
+            if not res.get("complete", True):
+                log.warning(
+                    "partial decode", extra={"path": path, "decoded_s": res.get("decoded_s")}
+                )
+        return tid, int(rec), replaced
 
     def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
         """Bring one file's ``nom:`` tags in line with the database; records what was written.
@@ -201,6 +242,8 @@ class Applier:
             with store.tx():
                 store.set_write_epoch(tid, f"{h}:{epoch}")
             return False
+        if self._refused_before(tid, path, epoch):
+            return False
         tw = time.perf_counter()
         try:
             wr = tagio.write_tags(
@@ -210,6 +253,7 @@ class Applier:
                 mood_owned=last[1] if last else None,
                 journal_dir=self.journal_dir,
                 verify=self.opts.verify_writes,
+                within=self.confine_roots(),
             )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
@@ -221,6 +265,8 @@ class Applier:
                 log.warning("read-only file, tags not written", extra={"path": path})
             else:
                 self._fail(path, f"tag write failed: {e}")
+                if e.reason in FILE_OWN_WRITE_FAILURES:
+                    self._remember_unwritable(tid, path, epoch, e)
             return False
         s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
         try:
@@ -241,6 +287,29 @@ class Applier:
         else:
             s.tags_current += 1
         return wr.changed
+
+    def _refused_before(self, tid: int, path: str, epoch: int) -> bool:
+        """Whether this very version of the file already refused its tags at this tier epoch
+        (another file of its recording got a better analysis: this one still cannot take it)."""
+        f = self.store.write_failure(tid)
+        if f is None or self.opts.retry_failed:
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (f[0], f[1], f[2]) == (st.st_size, st.st_mtime_ns, epoch)
+
+    def _remember_unwritable(self, tid: int, path: str, epoch: int, e: Exception) -> None:
+        """A write refused for a reason that is the file's own: not retried while unchanged."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        with self.store.tx():
+            self.store.record_write_failure(
+                tid, st.st_size, st.st_mtime_ns, epoch, getattr(e, "detail", str(e))
+            )
 
     def _retier(self, roots: list[str]) -> int:
         """After a recalibration: rewrite only the files whose tier keys changed."""

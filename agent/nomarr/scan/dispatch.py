@@ -167,7 +167,7 @@ class Dispatcher:
         """A file identified: reuse a current analysis (False: the file is done), or join or start
         its recording's analysis (True: it finishes later)."""
         rec = self.sc.identified(res)
-        if rec is not None and self.sc.is_current(rec):
+        if rec is not None and self.sc.reusable(rec):
             self.sc.handle({**res, "kind": "reuse", "match": rec}, job.st)
             return False
         fp = res.get("fp")
@@ -190,7 +190,9 @@ class Dispatcher:
             return
         queue = self.waiting.pop(key, [])
         fp = self.new_fps.pop(key, None)
-        if rec is None:  # it failed: hand the analysis to the next waiting file
+        if rec is None or not self.sc.reusable(rec):
+            # it failed, or decoded only part of the file: the next waiting file is analysed
+            # (a partial analysis never stands for the others; the better one is kept)
             if not queue:
                 return
             kind, item, st = queue.pop(0)
@@ -198,7 +200,8 @@ class Dispatcher:
             if fp is not None:
                 self.new_fps[key] = fp
             if kind == "result":
-                self.start_analysis(item["path"], st, key, item, item.get("match"))
+                match = item.get("match") or rec
+                self.start_analysis(item["path"], st, key, {**item, "match": match}, match)
             else:
                 self.submit(Job(item.path, item.st, item.mode, item.rec, key))
             return

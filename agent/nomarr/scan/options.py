@@ -35,6 +35,9 @@ class ScanOptions:
     vanished_ok: bool = (
         False  # roots are changed paths inside a library (the watcher): a missing one is gone
     )
+    # the library roots when ``roots`` are paths inside them (the agent's partial rescans): no
+    # symlink is followed, and no tag written, outside these; None: the roots themselves
+    confine: list[str] | None = None
 
 
 @dataclass
@@ -51,6 +54,7 @@ class ScanSummary:
     tags_current: int = 0
     failed: int = 0
     failed_unchanged: int = 0
+    unwritable_unchanged: int = 0  # files whose tags could not be written, unchanged since
     read_only: int = 0
     missing: int = 0
     retiered: int = 0

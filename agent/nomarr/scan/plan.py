@@ -54,6 +54,7 @@ class _Library:
     status: dict[int, tuple[str, str | None]]
     written: dict[int, str]  # track → "tags hash:tier epoch" of the last write
     epoch: int
+    unwritable: dict[int, tuple[int, int, int, str]]  # track → failed write (size, mtime, epoch)
 
 
 def make_plan(
@@ -71,6 +72,7 @@ def make_plan(
         status=store.statuses(),
         written=store.write_hashes(),
         epoch=int(store.meta("tier_epoch", "0") or 0),
+        unwritable=store.write_failures(),
     )
     plan = Plan()
     seen: set[bytes] = set()
@@ -101,6 +103,16 @@ def _tags_current(lib: _Library, tid: int, opts: ScanOptions) -> bool:
     return not opts.write or lib.written.get(tid, "").endswith(f":{lib.epoch}")
 
 
+def _unwritable(lib: _Library, tid: int, st: os.stat_result, opts: ScanOptions) -> bool:
+    """Whether this very version of the file already refused its tags at this tier epoch."""
+    f = lib.unwritable.get(tid)
+    return (
+        f is not None
+        and not opts.retry_failed
+        and (f[0], f[1], f[2]) == (st.st_size, st.st_mtime_ns, lib.epoch)
+    )
+
+
 def _known_file(
     plan: Plan,
     lib: _Library,
@@ -123,6 +135,15 @@ def _known_file(
     elif unchanged and stt == "ok" and _current(lib, rec, want):
         if _tags_current(lib, tid, opts):
             summary.skipped += 1
+        elif _unwritable(lib, tid, st, opts):
+            summary.unwritable_unchanged += 1
+            summary.failures.append(
+                {
+                    "path": path,
+                    "reason": f"tag write failed: {lib.unwritable[tid][3]} "
+                    "(unchanged since; tags kept in the database; --retry-failed)",
+                }
+            )
         else:
             plan.write_only.append((tid, path))
     elif unchanged and stt == "ok" and rec is not None:

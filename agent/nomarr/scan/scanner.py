@@ -217,7 +217,7 @@ class Scanner(Applier):
     def _walk(self, roots: list[str]) -> WalkResult:
         s = self.summary
         tw = time.perf_counter()
-        w = walk(roots, vanished_ok=self.opts.vanished_ok)
+        w = walk(roots, vanished_ok=self.opts.vanished_ok, confine=self.confine_roots(roots))
         s.files = len(w.files)
         s.walk_entries = w.entries
         s.walk_errors = [{"path": p, "reason": r} for p, r in w.errors]

@@ -25,8 +25,10 @@ async def serve(
     """Run until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully. ``ready`` is
     called with the running :class:`~nomarr.server.service.Agent` and the bound port."""
     from nomarr.server.app import create_app
+    from nomarr.server.guard import GuardedRunner, raise_fd_limit
     from nomarr.server.service import Agent
 
+    raise_fd_limit()
     agent = Agent(cfg)
     if agent.token_created:
         # shown once: the plugins need it; afterwards it is only in the 0600 file
@@ -41,7 +43,9 @@ async def serve(
     if cfg.auth == "none":
         log.warning("authentication is off: anyone who can reach this port can use the API")
     app = create_app(agent)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    # the guarded runner closes connections that send no complete request head in time, and answers
+    # protocol errors in the API's JSON shape (nomarr.server.guard)
+    runner = GuardedRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()

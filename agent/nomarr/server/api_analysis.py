@@ -256,9 +256,7 @@ async def scan(request: web.Request) -> api.ScanQueued:
     agent = agent_of(request)
     req: api.ScanRequest = await json_body(request, api.ScanRequest)
     paths_ = (
-        [agent.confine(p, must_exist=False, known_ok=False) for p in req.paths]
-        if req.paths
-        else list(agent.roots)
+        [agent.confine(p, must_exist=False) for p in req.paths] if req.paths else list(agent.roots)
     )
     pending = agent.submit(paths_, "api")
     return api.ScanQueued(queued=len(paths_), pending=pending)

@@ -14,7 +14,7 @@ from nomarr_client import models as api
 from nomarr_client import tags as tagkeys
 
 from nomarr import library, query
-from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop
+from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop, path_params
 from nomarr.server.service import Agent
 
 
@@ -29,9 +29,7 @@ def hit_models(hits: list[query.Hit]) -> list[api.Hit]:
 def parse_filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
     if f is None:
         return None
-    under = (
-        [agent.confine(u, must_exist=False, known_ok=False) for u in f.under] if f.under else None
-    )
+    under = [agent.confine(u, must_exist=False) for u in f.under] if f.under else None
     if (
         f.min_duration is not None
         and f.max_duration is not None
@@ -74,10 +72,10 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
     status_ = request.query.get("status", "ok")
     if status_ not in ("ok", "failed", "missing", "all"):
         raise ApiError(400, "bad-request", "status must be ok, failed, missing or all")
-    under = request.query.getall("under", [])
+    under = path_params(request, "under")
     if len(under) > 64:
         raise ApiError(400, "bad-request", "at most 64 under folders")
-    dirs = [agent.confine(u, must_exist=False, known_ok=False) for u in under]
+    dirs = [agent.confine(u, must_exist=False) for u in under]
 
     def work() -> api.TrackPage:
         st = agent.store()
@@ -125,7 +123,7 @@ async def lookup(request: web.Request) -> api.TrackList:
     if len(given) != 1:
         raise ApiError(400, "bad-request", "give exactly one of path, fingerprint, mbid, isrc")
     key = given[0]
-    val = q[key]
+    val = path_params(request, "path")[0] if key == "path" else q[key]
     if len(val) > 65536:
         raise ApiError(413, "too-large", f"{key} is too long")
 

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from nomarr_client import models as api
 
+from nomarr.server import guard
 from nomarr.server.api_analysis import analyze, list_models, pull_model, scan
 from nomarr.server.api_library import (
     get_track,
@@ -236,10 +237,11 @@ def create_app(agent: Agent) -> web.Application:
     """The aiohttp application for one agent (the caller runs and stops the agent itself)."""
     # aiohttp's own body limit backs up ours; uploads are streamed and checked separately
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(agent.token)],
+        middlewares=[errors_middleware, guard.guard_middleware, auth_middleware(agent.token)],
         client_max_size=max(agent.cfg.max_json_kb * 1024, 1 << 20),
     )
     app[AGENT_KEY] = agent
+    guard.install(app)
     for r in ROUTES:
         app.router.add_route(r.method, api.API_PREFIX + r.path, wrap(r))
     app.router.add_get(api.API_PREFIX + "/openapi.json", openapi_doc)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from nomarr import query
+from nomarr.server.guard import MAX_JSON_DEPTH, BodyFailed, json_depth_ok
 from nomarr.server.service import Agent, PathDenied, PathInvalid
 
 log = logging.getLogger("nomarr.api")
@@ -79,9 +80,19 @@ async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     limit = agent.cfg.max_json_kb * 1024
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
+    # read(n) answers with whatever has arrived: a body sent in pieces needs reading to the end
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
+    raw = b"".join(parts)
+    if not json_depth_ok(raw):
+        raise ApiError(
+            400, "bad-request", f"body is nested more than {MAX_JSON_DEPTH} arrays/objects deep"
+        )
     try:
         data = json.loads(raw or b"{}")
         # "\ud800" is valid JSON but not text: refuse lone surrogates here, not with a 500 from os or
@@ -89,8 +100,12 @@ async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
         json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogateescape")
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "bad-request", f"body is not valid JSON: {e}") from None
+    except RecursionError:  # a backstop: the depth check above should have refused it
+        raise ApiError(400, "bad-request", "body is nested too deeply") from None
     try:
         return model.model_validate(data)
+    except RecursionError:
+        raise ApiError(400, "bad-request", "body is nested too deeply") from None
     except ValidationError as e:
         raise ApiError(400, "bad-request", validation_message(e), error_details(e)) from None
 
@@ -108,6 +123,21 @@ def validation_message(e: ValidationError) -> str:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "body"
         parts.append(f"{loc}: {err.get('msg')}")
     return "; ".join(parts) or "invalid request"
+
+
+def path_params(request: web.Request, name: str) -> list[str]:
+    """The values of a path-bearing query parameter, decoded byte for byte: ``%E9`` (a byte of
+    a file name that is not UTF-8) becomes ``\udce9`` as ``os.fsdecode`` spells it, so the name
+    can be asked for, where aiohttp's own decoding would turn it into U+FFFD and miss the file."""
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(
+        request.rel_url.raw_query_string,
+        keep_blank_values=True,
+        encoding="utf-8",
+        errors="surrogateescape",
+    )
+    return [v for k, v in pairs if k == name]
 
 
 def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -191,6 +221,9 @@ async def errors_middleware(
             e.details,
             {"WWW-Authenticate": "Bearer"} if e.status == 401 else None,
         )
+    except BodyFailed as e:  # a body cut off by a request limit (nomarr.server.guard)
+        resp = error_response(e.status, e.code, e.message)
+        resp.force_close()
     except PathInvalid as e:
         resp = error_response(400, "bad-request", str(e))
     except PathDenied as e:

@@ -24,8 +24,9 @@ from nomarr_client import models as api
 
 from nomarr import __version__, paths
 from nomarr.config import ServeConfig, agent_id, ensure_token
-from nomarr.store import Store
+from nomarr.store import Store, StoreError
 from nomarr.vindex import VectorIndex
+from nomarr.walk import inside
 
 log = logging.getLogger("nomarr.serve")
 
@@ -102,6 +103,10 @@ class Agent:
         self.started = time.time()
         self.registry = Registry()
         self.uploads = uploads_dir()
+        from nomarr.server.guard import remove_stale_uploads
+
+        # left by an agent killed mid-request; a minute's grace for one starting beside this one
+        remove_stale_uploads(self.uploads, 60.0)
         profile = get_profile(
             cfg.profile
         )  # an unknown profile is a config error now, not at the first scan
@@ -117,6 +122,7 @@ class Agent:
             threads=1,
             mood_field=cfg.mood_field,
             nice=cfg.nice,
+            confine=list(self.roots),
             cpus=cfg.worker_cpus(),
         )
         self.pool = WorkerPool(
@@ -159,13 +165,13 @@ class Agent:
 
     # -- path confinement ------------------------------------------------------------------------
 
-    def confine(self, path: str, *, must_exist: bool = True, known_ok: bool = True) -> str:
+    def confine(self, path: str, *, must_exist: bool = True) -> str:
         """The absolute form of a path argument, if it lies inside a library root.
 
         Both the path as given (normalised, ``..`` resolved) and its real path (symlinks
         resolved) must be inside a root, so neither ``../`` nor a symlink can reach other files.
-        A file the library itself holds (the scanner follows symlinks) is accepted by its
-        library path.
+        This is the scanner's own rule (:func:`nomarr.walk.walk` never follows a link out of the
+        roots), so the API answers for exactly the files the library holds.
         """
         if not path or "\x00" in path:
             raise PathInvalid("empty path or NUL byte in path")
@@ -176,8 +182,7 @@ class Agent:
             raise PathDenied(f"{path}: not inside a library root")
         real = os.path.realpath(norm)
         if not any(_inside(real, r) for r in self.real_roots):
-            if not (known_ok and self.store().track_by_path(norm) is not None):
-                raise PathDenied(f"{path}: resolves outside the library roots")
+            raise PathDenied(f"{path}: resolves outside the library roots")
         if must_exist and not os.path.exists(real):
             raise FileNotFoundError(path)
         return norm
@@ -217,6 +222,9 @@ class Agent:
                         .run()
                         .to_dict()
                     )
+                except StoreError as e:  # a full disk, say: the message says it all
+                    log.error("scan failed", extra={"roots": len(roots), "error": str(e)})
+                    summary = {"error": str(e)}
                 except Exception as e:  # the agent keeps running; the next change retries
                     log.exception("scan failed", extra={"roots": len(roots)})
                     summary = {"error": f"{type(e).__name__}: {e}"}
@@ -340,6 +348,9 @@ class Agent:
 
                 if unload_idle_text(self.cfg.idle_unload_s):
                     log.info("idle: CLAP text model unloaded")
+                from nomarr.server.guard import UPLOAD_TIMEOUT_S, remove_stale_uploads
+
+                remove_stale_uploads(self.uploads, UPLOAD_TIMEOUT_S + 3600.0)
                 if self.scanning is None and time.monotonic() - self._trimmed > 30.0:
                     self._trimmed = time.monotonic()
                     await asyncio.to_thread(_trim_heap)
@@ -465,9 +476,7 @@ def _trim_heap() -> None:
         pass
 
 
-def _inside(path: str, root: str) -> bool:
-    root = root.rstrip(os.sep) or os.sep
-    return path == root or path.startswith(root + os.sep) or root == os.sep
+_inside = inside
 
 
 def uploads_dir() -> Path:

@@ -87,6 +87,8 @@ def record_body(
     for mid, a in sorted(store.analyses(rec).items()):
         if models and mid not in models:
             continue
+        if not a.complete:  # a partial decode never stands for the recording, here or elsewhere
+            continue
         emb = store.embedding(mid, rec)
         analyses.append(
             {

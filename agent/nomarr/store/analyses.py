@@ -13,9 +13,9 @@ from nomarr.store.db import Database, StoreError, space_name
 
 
 @dataclass
-@dataclass
 class Analysis:
-    """One model's stored result for one recording."""
+    """One model's stored result for one recording. ``complete``: the analysed file decoded
+    fully (see :class:`nomarr.pipeline.analyze.Coverage`); ``decoded_s``: seconds it saw."""
 
     recording_id: int
     model_id: str
@@ -26,6 +26,13 @@ class Analysis:
     n_patches: int
     provider: str | None
     scores: dict[str, float]
+    complete: bool = True
+    decoded_s: float | None = None
+
+    def rank(self) -> tuple[bool, float]:
+        """Which of two analyses of one recording represents it: complete beats partial, then
+        more decoded audio. Equal ranks keep the stored one, so the choice is stable."""
+        return (bool(self.complete), float(self.decoded_s or 0.0))
 
 
 class AnalysesMixin(Database):
@@ -35,12 +42,22 @@ class AnalysesMixin(Database):
         """model id → stored analysis for one recording."""
         out = {}
         for r in self.db.execute(
-            "SELECT recording_id, model_id, prefix, provenance, profile, windows, n_patches, provider, scores "
-            "FROM analyses WHERE recording_id = ?",
+            "SELECT recording_id, model_id, prefix, provenance, profile, windows, n_patches, provider, scores, "
+            "complete, decoded_s FROM analyses WHERE recording_id = ?",
             (rec_id,),
         ):
             out[r[1]] = Analysis(
-                r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], json.loads(r[8])
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                json.loads(r[5]),
+                r[6],
+                r[7],
+                json.loads(r[8]),
+                bool(r[9]),
+                r[10],
             )
         return out
 
@@ -57,7 +74,7 @@ class AnalysesMixin(Database):
         """Store (replace) one model's result and its embedding for a recording."""
         self.db.execute(
             "INSERT OR REPLACE INTO analyses (recording_id, model_id, prefix, provenance, profile, windows, n_patches, "
-            "provider, scores, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "provider, scores, created, complete, decoded_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 rec_id,
                 a.model_id,
@@ -69,6 +86,8 @@ class AnalysesMixin(Database):
                 a.provider,
                 json.dumps(a.scores, separators=(",", ":")),
                 time.time(),
+                int(bool(a.complete)),
+                a.decoded_s,
             ),
         )
         if embedding is not None:

@@ -44,6 +44,12 @@ class StoreError(Exception):
 sqlite3 = _driver()
 
 
+def _storage_failure(e: BaseException) -> bool:
+    """A write the storage refused (disk full, I/O error, read-only), not a bug in a query."""
+    msg = str(e).lower()
+    return any(w in msg for w in ("full", "disk i/o", "readonly", "read-only"))
+
+
 def enc_path(path: str | os.PathLike[str]) -> bytes:
     """Absolute path → the bytes stored in the database."""
     return os.fsencode(os.path.abspath(os.fspath(path)))
@@ -117,10 +123,31 @@ class Database:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as e:
+            self._rollback()
+            if isinstance(e, sqlite3.OperationalError) and _storage_failure(e):
+                raise self._storage_error(e) from e
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            # a full disk or an I/O error at COMMIT: SQLite keeps the transaction open (its
+            # journal keeps the database as it was before BEGIN); end it and say what happened
+            self._rollback()
+            raise self._storage_error(e) from e
+
+    def _rollback(self) -> None:
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error:  # the connection is past saving; the journal still protects the file
+            pass
+
+    def _storage_error(self, e: BaseException) -> StoreError:
+        return StoreError(
+            f"{self.path}: cannot write the database ({e}); the last change was rolled back and "
+            "nothing else is lost: free some space (or fix the disk) and scan again"
+        )
 
     def _migrate(self) -> None:
         """Bring the schema up to date: apply the named migrations this database lacks."""

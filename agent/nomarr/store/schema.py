@@ -123,4 +123,29 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     """,
     ),
+    (
+        "0003-analysis-coverage",
+        """
+    -- whether the analysis saw all of its planned audio (a damaged or truncated file decodes
+    -- only part of it): a partial analysis never stands for a complete one (docs/reliability.md)
+    ALTER TABLE analyses ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE analyses ADD COLUMN decoded_s REAL;
+    """,
+    ),
+    (
+        "0004-write-failures",
+        """
+    -- a file whose tags cannot be written for a reason of its own (audio that cannot be read to
+    -- its end, so no write can be verified): remembered with its size and mtime so an unchanged
+    -- file is not retried every scan
+    CREATE TABLE write_failures (
+        track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        epoch INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        failed REAL NOT NULL
+    );
+    """,
+    ),
 ]

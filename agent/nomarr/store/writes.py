@@ -48,6 +48,35 @@ class WritesMixin(Database):
             "INSERT OR REPLACE INTO writes (track_id, tags, tags_hash, mood, method, written) VALUES (?, ?, ?, ?, ?, ?)",
             (track_id, json.dumps(tags, sort_keys=True), tags_hash, mood, method, time.time()),
         )
+        self.db.execute("DELETE FROM write_failures WHERE track_id = ?", (track_id,))
+
+    def record_write_failure(
+        self, track_id: int, size: int, mtime_ns: int, epoch: int, reason: str
+    ) -> None:
+        """Remember that this version of a file cannot carry tags (its own fault, not the disk's),
+        so the next scan does not try again unless the file or the tier epoch changed."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO write_failures (track_id, size, mtime_ns, epoch, reason, failed) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (track_id, size, mtime_ns, epoch, reason, time.time()),
+        )
+
+    def write_failure(self, track_id: int) -> tuple[int, int, int, str] | None:
+        """(size, mtime_ns, tier epoch, reason) of a file's last failed tag write, if any."""
+        row = self.db.execute(
+            "SELECT size, mtime_ns, epoch, reason FROM write_failures WHERE track_id = ?",
+            (track_id,),
+        ).fetchone()
+        return (row[0], row[1], row[2], row[3]) if row else None
+
+    def write_failures(self) -> dict[int, tuple[int, int, int, str]]:
+        """track id → (size, mtime_ns, tier epoch, reason) of its last failed tag write."""
+        return {
+            r[0]: (r[1], r[2], r[3], r[4])
+            for r in self.db.execute(
+                "SELECT track_id, size, mtime_ns, epoch, reason FROM write_failures"
+            )
+        }
 
     def begin_scan(self, roots: list[str]) -> int:
         """Open a scan record (its summary is filled in when it finishes)."""

@@ -10,7 +10,7 @@ class TagError(Exception):
     """A file nomarr cannot (or must not) tag; the file is left as it was.
 
     ``reason`` is a short code callers can count and report: ``read-only``, ``unsupported``,
-    ``corrupt``, ``vanished``, ``verify-failed`` or ``io``.
+    ``corrupt``, ``vanished``, ``verify-failed``, ``outside-roots`` or ``io``.
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:

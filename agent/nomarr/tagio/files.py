@@ -24,6 +24,7 @@ from mutagen.oggvorbis import OggVorbis
 from mutagen.wave import WAVE
 from nomarr_client.tags import LEGACY_PREFIX, PREFIX
 
+from nomarr.tagio import bigid3
 from nomarr.tagio.codecs import codec_for
 from nomarr.tagio.errors import TagError, _os_reason
 
@@ -78,7 +79,11 @@ def _load(path: str, cls: type | None = None, *, for_write: bool = False) -> mut
     """
     if cls is None and Path(path).suffix.lower() not in SUPPORTED_SUFFIXES:
         raise TagError(path, "unsupported", f"not a supported audio suffix: {Path(path).suffix!r}")
+    mp3 = cls is MP3 or (cls is None and Path(path).suffix.lower() == ".mp3")
+    lay = bigid3.layout(path) if mp3 else None
     try:
+        if lay is not None:  # a huge cover: its frames stay in the file (see bigid3)
+            return MP3(path, ID3=bigid3.LiteLoader(lay), load_v1=not for_write)
         if cls is None:
             obj = mutagen.File(path, options=_CLASSES)
             if obj is None:
@@ -121,7 +126,9 @@ def read_tags(path: str | os.PathLike) -> FileTags:
 
 
 def _save(obj: mutagen.FileType, path: str) -> None:
-    if isinstance(obj, MP3):
+    if getattr(obj.tags, "_nomarr_layout", None) is not None:
+        bigid3.save(obj.tags, path)
+    elif isinstance(obj, MP3):
         # mutagen regenerates an existing ID3v1 tag from the v2 frames; put the original back.
         with open(path, "rb") as fh:
             fh.seek(max(0, os.path.getsize(path) - 128))

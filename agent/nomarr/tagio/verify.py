@@ -12,6 +12,7 @@ import os
 
 import av
 
+from nomarr.audio.id3skip import ffmpeg_source
 from nomarr.tagio.errors import TagError
 from nomarr.tagio.fsio import _CHUNK
 
@@ -32,7 +33,7 @@ def _audio_md5(p: str, fmt: str | None = None, report: str | None = None) -> tup
     report = report or p
     h = hashlib.md5()
     try:
-        with av.open(p, format=fmt) as c:
+        with av.open(ffmpeg_source(p), format=fmt) as c:  # past a large cover tag
             streams = list(c.streams.audio)
             if not streams:
                 raise TagError(report, "unsupported", "no audio stream")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,13 +86,30 @@ def _validate_nom(nom: dict[str, str]) -> None:
             raise ValueError(f"{k!r}: value must be non-empty and contain no NUL")
 
 
+def _check_within(real: str, within: Sequence[str] | None) -> None:
+    """Refuse a file whose real location is outside ``within`` (the library roots, resolved):
+    a symlink retargeted between the scan's walk and this write must not lead a write out."""
+    if within is None:
+        return
+    for root in within:
+        r = os.path.realpath(root).rstrip(os.sep) or os.sep
+        if real == r or r == os.sep or real.startswith(r + os.sep):
+            return
+    raise TagError(real, "outside-roots", "resolves outside the library roots; not written")
+
+
 def _write(
-    path: str | os.PathLike, req: _Request, journal_dir: str | os.PathLike | None, verify: bool
+    path: str | os.PathLike,
+    req: _Request,
+    journal_dir: str | os.PathLike | None,
+    verify: bool,
+    within: Sequence[str] | None = None,
 ) -> WriteResult:
     src = os.fspath(path)
     # A symlinked path is written through to its target; replacing the link itself would turn it
     # into a regular file.
     real = os.path.realpath(src)
+    _check_within(real, within)
     with _path_lock(real):
         jdir = Path(journal_dir) if journal_dir is not None else None
         if jdir is not None:
@@ -149,6 +167,7 @@ def write_tags(
     remove_legacy: bool = False,
     journal_dir: str | os.PathLike | None = None,
     verify: bool = True,
+    within: Sequence[str] | None = None,
 ) -> WriteResult:
     """Make ``path`` carry exactly the ``nom:`` keys in ``nom`` (and MOOD under the ownership rule).
 
@@ -158,8 +177,10 @@ def write_tags(
     ``mood=None`` an owned MOOD is removed. Nothing else in the file changes except ``essentia:``
     keys when ``remove_legacy``. ``journal_dir`` enables the in-place path that hardlinked files,
     foreign-owned files and unwritable directories need. ``verify=False`` skips the audio hash
-    (benchmarks only). Raises TagError; the file is then unchanged.
+    (benchmarks only). ``within``: folders (the library roots) the file's real location must be
+    in, symlinks resolved; else TagError ``outside-roots``. Raises TagError; the file is then
+    unchanged.
     """
     _validate_nom(nom)
     req = _Request(dict(nom), mood or None, mood_owned or None, None if remove_legacy else set())
-    return _write(path, req, journal_dir, verify)
+    return _write(path, req, journal_dir, verify, within)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import json
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 from yarl import URL
 
 from . import models as api
@@ -352,13 +354,14 @@ class NomarrClient:
         """One API call with retries; ``upload`` is a local file streamed as the body, ``long``
         picks ``long_timeout`` (analysis, uploads, downloads)."""
         session = self._get_session()
-        url = self._url(path)
+        url = self._url(path + (f"?{_query(params)}" if params else ""))
+        params = None  # in the URL, percent-encoded byte for byte (see _query)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         data: bytes | None = None
         if body is not None:
-            data = body.model_dump_json(exclude_none=True).encode()
+            data = _json_body(body)
             headers["Content-Type"] = "application/json"
         elif upload is not None:
             headers["Content-Type"] = _UPLOAD_TYPE
@@ -470,7 +473,7 @@ class NomarrClient:
     def _parse(self, status: int, raw: bytes, model: type[M], method: str, path: str) -> M:
         if 200 <= status < 300:
             try:
-                return model.model_validate_json(raw)
+                return _parse_json(model, raw)
             except ValidationError as e:
                 first = e.errors()[0]
                 where = ".".join(str(x) for x in first.get("loc", ())) or "body"
@@ -488,7 +491,7 @@ class NomarrClient:
         message = ""
         details: list[dict[str, object]] | None = None
         try:
-            err = api.ErrorResponse.model_validate_json(raw).error
+            err = _parse_json(api.ErrorResponse, raw).error
             code, message, details = err.code, err.message, err.details
         except (ValidationError, ValueError):  # not the agent's error shape: a proxy's page, say
             text = raw[:300].decode("utf-8", "replace").strip()
@@ -536,7 +539,7 @@ class NomarrClient:
         """Queue a rescan of ``paths`` (default: every library root). Not retried after the
         request may have arrived: a duplicate would queue the work twice."""
         req = _build(
-            api.ScanRequest, paths=None if paths is None else [os.fspath(p) for p in paths]
+            api.ScanRequest, paths=None if paths is None else [os.fsdecode(p) for p in paths]
         )
         return await self._request("POST", "/scan", api.ScanQueued, body=req, retry=_Retry.CONNECT)
 
@@ -583,7 +586,7 @@ class NomarrClient:
         """Tracks by library path, compressed Chromaprint fingerprint (+ its ``duration``),
         MusicBrainz recording id or ISRC: exactly one of them."""
         keys = {"path": path, "fingerprint": fingerprint, "mbid": mbid, "isrc": isrc}
-        given = [(k, os.fspath(v) if k == "path" else str(v)) for k, v in keys.items() if v]
+        given = [(k, os.fsdecode(v) if k == "path" else str(v)) for k, v in keys.items() if v]
         if len(given) != 1:
             raise BadRequest(
                 None, "bad-request", "give exactly one of path, fingerprint, mbid, isrc"
@@ -712,7 +715,7 @@ class NomarrClient:
         """
         req = _build(
             api.AnalyzeRequest,
-            path=os.fspath(path),
+            path=os.fsdecode(path),
             profile=profile,
             models=None if models is None else list(models),
             embedding=embedding,
@@ -782,6 +785,46 @@ class NomarrClient:
         )
 
 
+# -- file names that are not UTF-8 --------------------------------------------------------------
+#
+# A path is the file system's bytes decoded as UTF-8, a byte that is not UTF-8 becoming a lone
+# surrogate U+DC80..U+DCFF (Python's os.fsdecode; docs/api.md "Paths"). The agent writes those as
+# \udcXX escapes in its JSON; pydantic's own JSON parser refuses lone surrogates, so answers that
+# hold one are parsed by the json module instead, request bodies written by it, and query values
+# percent-encoded from the raw bytes.
+
+
+def _parse_json(model: type[M], raw: bytes) -> M:
+    """An answer as ``model``; JSON carrying a name that is not UTF-8 goes through ``json``."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        if not any(err.get("type") == "json_invalid" for err in e.errors()) or b"\\ud" not in raw:
+            raise
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise e from None
+        return model.model_validate(doc)
+
+
+def _json_body(body: BaseModel) -> bytes:
+    """A request model as JSON (a path that is not UTF-8 as its \\udcXX escapes)."""
+    try:
+        return body.model_dump_json(exclude_none=True).encode()
+    except PydanticSerializationError:
+        return json.dumps(body.model_dump(mode="json", exclude_none=True)).encode()
+
+
+def _query(params: Sequence[tuple[str, str | bytes]]) -> str:
+    """``k=v&…`` with each value percent-encoded from its bytes (a path's raw bytes included)."""
+
+    def raw(v: str | bytes) -> bytes:
+        return v if isinstance(v, bytes) else v.encode("utf-8", "surrogateescape")
+
+    return "&".join(f"{quote(k, safe='')}={quote(raw(v), safe='/')}" for k, v in params)
+
+
 # -- argument helpers ---------------------------------------------------------------------------
 
 
@@ -797,9 +840,9 @@ def _track_params(
     folders = (
         []
         if under is None
-        else [os.fspath(under)]
-        if isinstance(under, str | os.PathLike)
-        else [os.fspath(u) for u in under]
+        else [os.fsdecode(under)]
+        if isinstance(under, str | bytes | os.PathLike)
+        else [os.fsdecode(u) for u in under]
     )
     if len(folders) > 64:
         raise BadRequest(None, "bad-request", "at most 64 under folders")
@@ -814,8 +857,9 @@ def _track_id(tid: int) -> int:
     return tid
 
 
-def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
-    return None if path is None else os.fspath(path)
+def _opt_path(path: str | bytes | os.PathLike[str] | os.PathLike[bytes] | None) -> str | None:
+    """A path as the API's text (bytes, beets' kind, decoded as the agent decodes names)."""
+    return None if path is None else os.fsdecode(path)
 
 
 def _ref(x: int | str | os.PathLike[str], which: str) -> dict[str, object]:
@@ -826,8 +870,8 @@ def _ref(x: int | str | os.PathLike[str], which: str) -> dict[str, object]:
         )
     if isinstance(x, int):
         return {"track_id": x}
-    if isinstance(x, str | os.PathLike):
-        return {"path": os.fspath(x)}
+    if isinstance(x, str | bytes | os.PathLike):
+        return {"path": os.fsdecode(x)}
     raise BadRequest(
         None, "bad-request", f"{which} must be a track id (int) or a library path (str)"
     )

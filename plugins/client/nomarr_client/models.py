@@ -11,9 +11,9 @@ library.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 API_VERSION = 1
 API_PREFIX = "/api/v1"
@@ -22,6 +22,22 @@ SERVICE_TYPE = "_nomarr._tcp.local."
 MAX_LIMIT = 500
 MAX_VECTOR_DIM = 4096
 MAX_TEXT = 500
+
+
+def _path_length(v: str) -> str:
+    if not 1 <= len(v) <= 4096:
+        raise ValueError("a path has 1 to 4096 characters")
+    return v
+
+
+# A file system path as text: the name's bytes decoded as UTF-8, a byte that is not UTF-8 being a
+# lone surrogate U+DC80..U+DCFF (os.fsdecode; JSON "\udce9"). pydantic's length constraints refuse
+# such strings, so the length is checked here instead; the schema says the same as before.
+FsPath = Annotated[
+    str,
+    AfterValidator(_path_length),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 4096}),
+]
 
 
 class _Request(BaseModel):
@@ -149,6 +165,11 @@ class ModelScores(_Response):
     patches: int
     scores: dict[str, float]
     tiers: dict[str, str] = Field(default_factory=dict)
+    complete: bool = Field(
+        default=True,
+        description="false: the analysed file decoded only partly (damaged or truncated) and no "
+        "complete file of the recording has been analysed yet",
+    )
 
 
 class TrackDetail(Track):
@@ -213,7 +234,7 @@ class _Seed(_Request):
     """A track given by id or by path (exactly one)."""
 
     track_id: int | None = Field(default=None, ge=1)
-    path: str | None = Field(default=None, min_length=1, max_length=4096)
+    path: FsPath | None = Field(default=None)
 
     def _one_seed(self, *extra: object) -> None:
         given = sum(x is not None for x in (self.track_id, self.path, *extra))
@@ -365,7 +386,7 @@ class AnalyzeRequest(_Request):
     machine, POST its bytes instead (``Content-Type: application/octet-stream`` or
     ``multipart/form-data`` with a ``file`` part) and name it with ``?filename=``."""
 
-    path: str = Field(min_length=1, max_length=4096)
+    path: FsPath
     profile: str | None = Field(default=None, max_length=64)
     models: list[str] | None = Field(default=None, max_length=16)
     embedding: bool = Field(default=False, description="include the embeddings")
@@ -381,6 +402,9 @@ class ModelResult(_Response):
     top5: list[str] = Field(default_factory=list)
     embedding_dim: int | None = None
     embedding: list[float] | None = None
+    complete: bool = Field(
+        default=True, description="false: only part of the audio could be decoded"
+    )
 
 
 class AnalyzeResponse(_Response):
