@@ -20,6 +20,7 @@ more, and the read stops when no consumer wants more audio (or at the ``until`` 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ from nomarr.audio.decode import (
     _short,
     resampler,
 )
+from nomarr.stages import Stages
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,12 @@ class PcmConsumer(Protocol):
 
 
 class HeadBuffer:
-    """Keeps the model-rate samples of the first ``seconds`` (the onset search and the main window
-    of a sampled profile are sliced from it, so neither decodes again)."""
+    """Keeps the model-rate samples of the continuous read (the onset search and the main window
+    of a sampled profile are sliced from it, so neither decodes again). It keeps every block it is
+    fed, so what it holds is exactly what was read, and a later read continues right after it;
+    ``seconds`` is how much it asks for."""
+
+    stage = "buffer"
 
     def __init__(self, seconds: float, rate: int) -> None:
         self.rate = rate
@@ -83,10 +89,9 @@ class HeadBuffer:
     def feed(self, block: Block) -> bool:
         if self.t0 is None:
             self.t0 = block.model_t
-        take = block.model[: self.limit - self.n]
-        if take.shape[0]:
-            self.parts.append(take)
-            self.n += take.shape[0]
+        if block.model.shape[0]:
+            self.parts.append(block.model)
+            self.n += block.model.shape[0]
             self._joined = None
         return self.n < self.limit
 
@@ -115,7 +120,9 @@ class HeadBuffer:
         """Samples of [start, start + duration) in stream time (clipped to what is kept)."""
         t0 = self.t0 or 0.0
         lo = max(0, int(round((start - t0) * self.rate)))
-        hi = self.n if duration is None else max(lo, int(round((start + duration - t0) * self.rate)))
+        hi = (
+            self.n if duration is None else max(lo, int(round((start + duration - t0) * self.rate)))
+        )
         return self.samples[lo:hi]
 
 
@@ -127,8 +134,11 @@ class FileReader:
     stream). ``ended`` tells whether the stream is exhausted.
     """
 
-    def __init__(self, path: str | os.PathLike[str], model_rate: int = 16000) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], model_rate: int = 16000, stages: Stages | None = None
+    ) -> None:
         self.path = os.fspath(path)
+        self.stages = stages or Stages()
         self.model_rate = model_rate
         self.container, self.stream = _open(path)
         try:
@@ -141,7 +151,9 @@ class FileReader:
         self._rs = resampler(self.native_rate, model_rate)
         self._model_n = 0  # model-rate samples produced so far
         self._t0: float | None = None
-        self.ended = False
+        self.ended = False  # the continuous read reached the end of the stream
+        self._seeked = False  # a window was read by seeking: the continuous read cannot go on
+        self._wants: dict[int, bool] = {}
         self.position = 0.0  # stream time reached by the read (seconds)
 
     def __enter__(self) -> FileReader:
@@ -159,39 +171,86 @@ class FileReader:
         """Resample one native block and hand it to every consumer still listening."""
         if self._t0 is None:
             self._t0 = native_t
+        t = time.perf_counter()
         model = self._rs.resample_chunk(native) if self._rs else native
+        self.stages.add("resample", time.perf_counter() - t)
         model_t = self._t0 + self._model_n / self.model_rate
         self._model_n += model.shape[0]
         b = Block(native, self.native_rate, native_t, model, self.model_rate, model_t)
-        keep = [c.feed(b) for c in consumers]
-        return any(keep)
+        keep = False
+        for c in consumers:
+            t = time.perf_counter()
+            want = c.feed(b)
+            self._wants[id(c)] = want
+            keep = want or keep
+            name = getattr(c, "stage", type(c).__name__)
+            if name:  # None: the consumer times its own stages
+                self.stages.add(name, time.perf_counter() - t)
+        return keep
 
-    def read(self, until: float | None, consumers: list[PcmConsumer]) -> None:
+    def read(self, until: float | None, consumers: list[PcmConsumer]) -> list[PcmConsumer]:
         """Decode on until stream time ``until`` (None: the end), or until no consumer wants more;
-        ``finish`` is then called on every consumer."""
+        ``finish`` is then called on every consumer. Every consumer is fed every block read (so a
+        buffer stays continuous); returns those that still wanted more when the read stopped."""
+        if self._seeked:
+            raise RuntimeError("FileReader.read after window(): the continuous read is over")
         live = list(consumers)
+        self._wants = {id(c): True for c in live}
         try:
             if self._blocks is None and not self.ended:
                 self._blocks = _native_blocks(self.container, self.stream, self.path)
             while live and not self.ended and (until is None or self.position < until):
                 assert self._blocks is not None
+                t = time.perf_counter()
                 try:
                     pos, native = next(self._blocks)
                 except StopIteration:
+                    self.stages.add("decode", time.perf_counter() - t)
                     self.ended = True
                     if self._rs is not None:
                         tail = self._rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
                         if tail.shape[0]:
                             self._emit_tail(live, tail)
                     break
-                t = pos / self.native_rate
-                self.position = t + native.shape[0] / self.native_rate
-                if not self._emit(live, native, t):
+                self.stages.add("decode", time.perf_counter() - t)
+                t_s = pos / self.native_rate
+                self.position = t_s + native.shape[0] / self.native_rate
+                if not self._emit(live, native, t_s):
                     break
         except av.error.FFmpegError as e:
             raise AudioError(self.path, f"decode failed ({_short(e)})") from e
         for c in consumers:
             c.finish()
+        return [c for c in consumers if self._wants.get(id(c)) and not self.ended]
+
+    def window(self, start: float, duration: float | None) -> Iterator[np.ndarray]:
+        """Model-rate blocks of one window, read by seeking this reader's container (the
+        continuous read is over once a window is read this way). Its resampler starts fresh at
+        the window, as a window decoded on its own always did."""
+        self._blocks = None
+        self._seeked = True
+        rs = resampler(self.native_rate, self.model_rate)
+        it = _native_blocks(self.container, self.stream, self.path, start, duration)
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    _, native = next(it)
+                except StopIteration:
+                    self.stages.add("decode", time.perf_counter() - t)
+                    break
+                t1 = time.perf_counter()
+                self.stages.add("decode", t1 - t)
+                out = rs.resample_chunk(native) if rs else native
+                self.stages.add("resample", time.perf_counter() - t1)
+                if out.shape[0]:
+                    yield out
+            if rs:
+                tail = rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                if tail.shape[0]:
+                    yield tail
+        except av.error.FFmpegError as e:
+            raise AudioError(self.path, f"decode failed ({_short(e)})") from e
 
     def _emit_tail(self, consumers: list[PcmConsumer], tail: np.ndarray) -> None:
         """The resampler's last samples (no native audio goes with them)."""
