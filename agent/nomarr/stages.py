@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 
 class Stages:
@@ -40,3 +41,28 @@ class Stages:
     def as_dict(self) -> dict[str, float]:
         """A plain copy (picklable, JSON-friendly)."""
         return dict(self.t)
+
+
+_current: ContextVar[Stages | None] = ContextVar("nomarr_stages", default=None)
+
+
+@contextmanager
+def collecting(stages: Stages) -> Iterator[None]:
+    """Make ``stages`` the one :func:`timed` adds to in this thread (or task), for the block; so a
+    library deep down (tag writes) reports its steps without a parameter threaded through."""
+    token = _current.set(stages)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Time the block into the collecting :class:`Stages`, if any (else a no-op)."""
+    s = _current.get()
+    if s is None:
+        yield
+        return
+    with s(name):
+        yield

@@ -19,22 +19,24 @@ import numpy as np
 from nomarr.fingerprint import Fingerprint, match_recording
 from nomarr.library import desired_tags, is_current, tags_hash
 from nomarr.pipeline.profiles import Profile
+from nomarr.results import WorkerResult, WorkerStat
 from nomarr.scan.options import ScanOptions, ScanSummary
+from nomarr.stages import Stages, collecting
 from nomarr.store import Analysis, Store
-from nomarr.workers import WorkerStat
 
 log = logging.getLogger("nomarr.scan")
 
 
-def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
+def _track_fields(res: WorkerResult, rec: int) -> dict[str, Any]:
     """The track columns a worker result fills (probe, identifiers read from the tags)."""
-    ids = res.get("ids") or {}
+    f = res.facts
+    ids = f.ids if f is not None else {}
     fields: dict[str, Any] = dict(
-        duration=res.get("duration"),
-        container=res.get("container"),
-        codec=res.get("codec"),
-        sample_rate=res.get("sample_rate"),
-        channels=res.get("channels"),
+        duration=f.duration if f else None,
+        container=f.container if f else None,
+        codec=f.codec if f else None,
+        sample_rate=f.sample_rate if f else None,
+        channels=f.channels if f else None,
         recording_id=rec,
         mb_recording=ids.get("musicbrainz_recordingid"),
         mb_track=ids.get("musicbrainz_trackid"),
@@ -47,8 +49,8 @@ def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
         status="ok",
         error=None,
     )
-    if res.get("fp") is not None:
-        fields["fingerprint"] = np.asarray(res["fp"], dtype=np.uint32)
+    if res.fp is not None:
+        fields["fingerprint"] = np.asarray(res.fp, dtype=np.uint32)
     return fields
 
 
@@ -61,6 +63,8 @@ class Applier:
     profile: Profile
     want: dict[str, str]
     journal_dir: Path
+    stages: Stages  # the main process's own stages
+    worker_stages: Stages  # summed from the workers' results
     _thresholds: dict[str, dict[str, tuple[float, float]]] | None
 
     def _fail(self, path: str, reason: str) -> None:
@@ -74,102 +78,102 @@ class Applier:
             self._thresholds = self.store.tier_thresholds()
         return self._thresholds
 
-    def identified(self, res: dict[str, Any]) -> int | None:
+    def identified(self, res: WorkerResult) -> int | None:
         """The stored recording an identified file belongs to, looked up again in this process
         (the worker's view of the database may predate analyses this scan has stored since)."""
-        rec = res.get("match")
+        rec = res.match
         if rec is not None and self.store.recording_exists(rec):
             return int(rec)
-        fp = res.get("fp")
-        if fp is None:
+        if res.fp is None:
             return None
-        return match_recording(
-            self.store, Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
-        )
+        with self.stages("match"):
+            return match_recording(
+                self.store, Fingerprint(res.fp_duration or 0.0, np.asarray(res.fp, dtype=np.uint32))
+            )
 
     def is_current(self, rec: int) -> bool:
         """Whether a stored recording's analyses are what this scan would record."""
         return is_current(self.store.analyses(rec), self.want)
 
-    def handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
+    def record_stages(self, res: WorkerResult) -> None:
+        """A worker result's stage times into the scan's profile (``worker.<stage>``)."""
+        self.worker_stages.merge(res.stages)
+
+    def handle(self, res: WorkerResult, st_walk: os.stat_result) -> int | None:
         """Store one worker result (and write the file's tags); returns its recording id, or
         None when the file failed."""
-        kind = res.get("kind")
-        if kind in ("failed", "changed"):
+        if res.kind in ("failed", "changed"):
             self._failed(res)
             return None
-        with self.store.tx():
+        with self.stages("database"), self.store.tx():
             stored = self._store(res)
         if stored is None:
             return None
         tid, rec = stored
         s = self.summary
-        if kind == "analysed":
+        if res.kind == "analysed":
             s.analysed += 1
-            s.audio_seconds += float(res.get("duration") or 0.0)
-            for k, v in (res.get("timing") or {}).items():
-                if k in ("decode_mel", "inference", "plan", "identify"):
-                    s.time[f"worker_{k}"] = s.time.get(f"worker_{k}", 0.0) + v
-            for wmsg in res.get("warnings") or []:
-                log.info("analysis warning", extra={"path": res["path"], "warning": wmsg})
+            s.audio_seconds += float(res.facts.duration or 0.0) if res.facts else 0.0
+            for wmsg in res.warnings:
+                log.info("analysis warning", extra={"path": res.path, "warning": wmsg})
         else:
             s.reused += 1
         if self.opts.write:
-            self._write(tid, res["path"])
+            self._write(tid, res.path)
         return rec
 
-    def _failed(self, res: dict[str, Any]) -> None:
+    def _failed(self, res: WorkerResult) -> None:
         """A failed or changed file: reported; a failure that is the file's own is stored, so an
         unchanged broken file is not decoded again on every scan."""
-        path = res["path"]
-        if res.get("vanished"):
-            self._fail(path, res["error"])
+        path, err = res.path, res.error or "failed"
+        if res.vanished:
+            self._fail(path, err)
             return
-        if res.get("kind") == "changed":
-            self._fail(path, res["error"] + " (will be retried next scan)")
+        if res.kind == "changed":
+            self._fail(path, err + " (will be retried next scan)")
             return
-        self._fail(path, res["error"])
+        self._fail(path, err)
         try:
             st = os.stat(path)
         except OSError:
             return
-        with self.store.tx():
-            self.store.set_failed(path, st, res["error"])
+        with self.stages("database"), self.store.tx():
+            self.store.set_failed(path, st, err)
 
-    def _store(self, res: dict[str, Any]) -> tuple[int, int] | None:
+    def _store(self, res: WorkerResult) -> tuple[int, int] | None:
         """The result's track, recording and analyses into the store (inside the caller's
         transaction); (track id, recording id), or None when the file must wait a scan."""
         store = self.store
-        path = res["path"]
-        kind = res.get("kind")
-        fp = res.get("fp")
-        rec = res.get("match")
+        fp = None if res.fp is None else np.asarray(res.fp, dtype=np.uint32)
+        rec = res.match
         if rec is not None and not store.recording_exists(rec):
             rec = None
-        if kind == "analysed" and rec is None and fp is not None:
+        if res.kind == "analysed" and rec is None and fp is not None:
             # a duplicate analysed by another worker in this same scan
-            rec = match_recording(store, Fingerprint(res.get("fp_duration") or 0.0, fp))
+            rec = match_recording(store, Fingerprint(res.fp_duration or 0.0, fp))
         if rec is None:
-            if kind == "reuse":  # the recording vanished since the worker looked: analyse again
-                self._fail(path, "matched recording disappeared; will be analysed next scan")
+            if res.kind == "reuse":  # the recording vanished since the worker looked: analyse again
+                self._fail(res.path, "matched recording disappeared; will be analysed next scan")
                 return None
             keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
-            rec = store.new_recording(res.get("fp_duration"), keys)
-        tid = store.upsert_track(path, WorkerStat(res["stat"]), **_track_fields(res, rec))  # type: ignore[arg-type]
-        if kind == "analysed":
-            for r in res["results"]:
+            rec = store.new_recording(res.fp_duration, keys)
+        if res.facts is None:
+            raise ValueError(f"{res.path}: worker result without file facts")
+        tid = store.upsert_track(res.path, WorkerStat(res.facts.stat), **_track_fields(res, rec))  # type: ignore[arg-type]
+        if res.kind == "analysed":
+            for r in res.outputs:
                 a = Analysis(
                     rec,
-                    r["model_id"],
-                    r["prefix"],
-                    r["provenance"],
+                    r.model_id,
+                    r.prefix,
+                    r.provenance,
                     self.profile.name,
-                    res["windows"],
-                    r["n_patches"],
-                    r["provider"],
-                    r["scores"],
+                    res.windows,
+                    r.n_patches,
+                    r.provider,
+                    r.scores,
                 )
-                store.put_analysis(rec, a, r["embedding"])
+                store.put_analysis(rec, a, r.embedding)
         return tid, int(rec)
 
     def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
@@ -198,14 +202,15 @@ class Applier:
             return False
         tw = time.perf_counter()
         try:
-            wr = tagio.write_tags(
-                path,
-                nom,
-                mood=mood,
-                mood_owned=last[1] if last else None,
-                journal_dir=self.journal_dir,
-                verify=self.opts.verify_writes,
-            )
+            with collecting(self.stages), self.stages("tags"):
+                wr = tagio.write_tags(
+                    path,
+                    nom,
+                    mood=mood,
+                    mood_owned=last[1] if last else None,
+                    journal_dir=self.journal_dir,
+                    verify=self.opts.verify_writes,
+                )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
             if e.reason == "read-only":
@@ -222,7 +227,7 @@ class Applier:
             st = os.stat(path)
         except OSError:
             return False
-        with store.tx():
+        with self.stages("database"), store.tx():
             store.record_write(
                 tid,
                 nom,

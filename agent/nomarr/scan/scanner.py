@@ -11,13 +11,15 @@ from typing import Any
 
 from nomarr import paths
 from nomarr.library import calibrate
+from nomarr.results import WorkerResult
 from nomarr.scan.apply import Applier
 from nomarr.scan.dispatch import Dispatcher
 from nomarr.scan.options import Progress, ScanOptions, ScanSummary
-from nomarr.scan.plan import make_plan
+from nomarr.scan.plan import Job, make_plan
+from nomarr.stages import Stages
 from nomarr.store import Store
 from nomarr.walk import WalkResult, walk
-from nomarr.workers import WorkerPool, process_file, run_in_process
+from nomarr.workers import WorkerPool, infer_job, process_file, run_in_process
 
 log = logging.getLogger("nomarr.scan")
 
@@ -49,6 +51,9 @@ class Scanner(Applier):
         self.summary = ScanSummary()
         self.cancel = cancel
         self.journal_dir = paths.data_dir() / "journal"
+        self.stages = Stages()
+        self.worker_stages = Stages()
+        self.central: Any = None  # the central inference session, when the scan uses one
         self._own_pool = pool is None
         self.pool = pool or WorkerPool(
             self.worker_count(), self.worker_initargs(opts, self.db_path, self.want)
@@ -87,16 +92,24 @@ class Scanner(Applier):
         """Whether the agent asked the scan to stop (between files)."""
         return self.cancel is not None and bool(self.cancel.is_set())
 
-    def submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
-        """One :func:`~nomarr.workers.process_file` job, in a worker or (``--workers 0``) here."""
+    def submit(self, job: Job) -> Future[WorkerResult]:
+        """One job (:func:`~nomarr.workers.process_file`, or :func:`~nomarr.workers.infer_job` on
+        an identified file's patches), in a worker or (``--workers 0``) here."""
+        fn: Any = process_file
+        args: tuple[Any, ...] = (job.path, job.mode, job.rec)
+        if job.mode == "infer":
+            assert job.ident is not None and job.ident.prepared is not None
+            if self.central is not None:
+                return self.central.submit(job.path, job.ident.prepared)
+            fn, args = infer_job, (job.path, job.ident.prepared)
         if self.worker_count() == 0:
             o = self.opts
             key = (self.db_path, tuple(o.models), o.profile, tuple(sorted(self.want.items())))
             key += (o.threads, o.batch, o.provider)
             initargs = (self.db_path, o.models, o.profile, self.want, o.threads or 0)
             initargs += (max(o.batch, 4), o.provider, log.getEffectiveLevel(), 0)
-            return run_in_process(key, initargs, process_file, path, mode, rec)
-        return self.pool.get().submit(process_file, path, mode, rec)
+            return run_in_process(key, initargs, fn, *args)
+        return self.pool.get().submit(fn, *args)
 
     # -- the scan -------------------------------------------------------------------------------
 
@@ -143,6 +156,11 @@ class Scanner(Applier):
             self.store.gc_recordings()
         self._calibrate(roots)
         s.elapsed_s = time.perf_counter() - t0
+        for k, v in self.stages.as_dict().items():
+            s.time[f"main.{k}"] = v
+        for k, v in self.worker_stages.as_dict().items():
+            s.time[f"worker.{k}"] = v
+        s.time["workers"] = float(self.worker_count())
         self.store.end_scan(scan_id, s.to_dict())
         return s
 

@@ -19,6 +19,7 @@ from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
 from nomarr_client.tags import parse_key
 
+from nomarr.stages import timed
 from nomarr.tagio.codecs.iff import _iff_check
 from nomarr.tagio.edit import _plan, _Request
 from nomarr.tagio.errors import TagError
@@ -111,7 +112,8 @@ def _write(
             return WriteResult(False, {}, [], None, "unchanged")
         _check_writable(real, st)
         cls = type(obj)
-        audio = _audio_md5(real) if verify else None
+        with timed("tag_verify"):
+            audio = _audio_md5(real) if verify else None
         d = os.path.dirname(real)
         method = "replace"
         if st.st_nlink > 1 or not _can_chown(st) or not _dir_writable(d):
