@@ -41,7 +41,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 CORPUS = Path(os.environ.get("NOMARR_CORPUS", ROOT.parent / "shared" / "corpus"))
-CACHE = ROOT / "bench" / ".cache"
+# 4-minute test libraries are built once from the corpus into a scratch folder outside the repository
+CACHE = Path(
+    os.environ.get("NOMARR_BENCH_CACHE", Path(tempfile.gettempdir()) / "nomarr-bench-cache")
+)
 TRACK_S = 240.0
 GOAL_TRACKS, GOAL_HOURS = 50_000, 12.0
 
@@ -81,6 +84,15 @@ def build_library(
         encode(f, np.stack([sig, sig * 0.95]), 44100)
         out.append(f)
     return out
+
+
+def library(n: int) -> Path:
+    """The cached library of ``n`` 4-minute MP3s (built on first use)."""
+    master_dir = CACHE / f"library-{n}x{TRACK_S:.0f}s"
+    if len(list(master_dir.glob("*.mp3"))) != n:
+        shutil.rmtree(master_dir, ignore_errors=True)
+        build_library(master_dir, n)
+    return master_dir
 
 
 class RssSampler:

@@ -46,11 +46,14 @@ def init_worker(
     log_level: int,
     nice: int,
     cpus: list[int] | None = None,
+    decode_only: bool = False,
 ) -> None:
     """Load the models once per worker process (lowered priority and pinned cores first, so even
-    model loading respects the agent's CPU cap)."""
+    model loading respects the agent's CPU cap). ``decode_only``: the scan runs the models in one
+    central session (:mod:`nomarr.scan.central`), so this worker loads none and only prepares
+    patches (an accelerator is then initialised once, not once per worker)."""
     from nomarr.models.registry import Registry
-    from nomarr.pipeline.analyze import Analyzer, ModelSet
+    from nomarr.pipeline.analyze import Analyzer, FrontEnds, ModelSet, front_keys
     from nomarr.pipeline.profiles import get_profile
 
     logging.basicConfig(level=log_level)
@@ -64,9 +67,14 @@ def init_worker(
             os.sched_setaffinity(0, cpus)
         except OSError:
             pass
-    ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
+    prof = get_profile(profile)
+    if decode_only:
+        analyzer: Any = FrontEnds(front_keys(Registry(), model_ids), prof)
+    else:
+        ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
+        analyzer = Analyzer(ms, prof, batch_size=batch)
     _W.update(
-        analyzer=Analyzer(ms, get_profile(profile), batch_size=batch),
+        analyzer=analyzer,
         db=db_path,
         want=want,
         store=None,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nomarr.models.manifest import Manifest
-    from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
+    from nomarr.models.runtime import Backend, CpuCheck, ProviderChoice, ProviderSelector
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +35,51 @@ class BackendKind:
     """
 
     runtime: str
-    choose: Callable[[str, str, ProviderSelector, str | None], ProviderChoice]
+    choose: Callable[[str, str, ProviderSelector, str | None, Manifest | None], ProviderChoice]
     load: Callable[[str, str, int, str], Backend]
     fallback: str | None = None
 
 
 def _ort_choose(
-    path: str, sha256: str, selector: ProviderSelector, provider: str | None
+    path: str, sha256: str, selector: ProviderSelector, provider: str | None, m: Manifest | None
 ) -> ProviderChoice:
     from nomarr.models.runtime import ProviderChoice
 
     if provider:
         return ProviderChoice(provider, "chosen by the user")
-    return selector.choose(path, sha256)
+    return selector.choose(path, sha256, _cpu_check(m))
+
+
+def _cpu_check(m: Manifest | None) -> CpuCheck | None:
+    """What the CPU-build check needs, for models fed mel patches (embedders); None otherwise:
+    heads, CLAP and text towers always run on ONNX Runtime's CPU provider."""
+    from nomarr.models.runtime import CpuCheck
+
+    if m is None or m.kind != "embedder" or not m.outputs.scores:
+        return None
+    inp = m.input
+    return CpuCheck(
+        inp.input_name or "melspectrogram",
+        m.outputs.scores,
+        m.outputs.activation,
+        inp.patch_frames or 187,
+        inp.n_mels or 96,
+        inp.sample_rate or 16000,
+    )
 
 
 def _ort_load(path: str, provider: str, threads: int, name: str) -> Backend:
-    from nomarr.models import runtime
+    from nomarr.models import openvino, runtime
 
+    if openvino.is_openvino(provider):
+        return openvino.OpenVinoBackend(
+            path, provider[len(openvino.PROVIDER_PREFIX) :], threads=threads, name=name
+        )
     return runtime.OrtBackend(path, provider, threads=threads, name=name)
 
 
 def _tflite_choose(
-    path: str, sha256: str, selector: ProviderSelector, provider: str | None
+    path: str, sha256: str, selector: ProviderSelector, provider: str | None, m: Manifest | None
 ) -> ProviderChoice:
     from nomarr.models.runtime import ProviderChoice
 
@@ -99,7 +121,7 @@ def choose_provider(
     """Which execution provider ``m`` would run on, and why (what ``nomarr doctor`` shows)."""
     from nomarr.models.runtime import ProviderSelector
 
-    return backend_kind(m).choose(str(path), sha256, selector or ProviderSelector(), provider)
+    return backend_kind(m).choose(str(path), sha256, selector or ProviderSelector(), provider, m)
 
 
 def make_backend(

@@ -306,6 +306,40 @@ def _front_key(lm: LoadedModel) -> FrontKey:
     )
 
 
+def front_keys(registry: Registry, model_ids: list[str] | tuple[str, ...]) -> list[FrontKey]:
+    """The mel front ends a model selection needs, from the manifests alone (nothing loaded)."""
+    keys: list[FrontKey] = []
+    for m in resolve_models(registry, model_ids):
+        if m.kind == "embedder":
+            inp = m.input
+            k = (
+                inp.sample_rate or 16000,
+                inp.n_fft or 512,
+                inp.hop_length or 256,
+                inp.n_mels or 96,
+                inp.patch_frames or 187,
+                inp.patch_hop or 187,
+            )
+            if k not in keys:
+                keys.append(k)
+    return keys
+
+
+class FrontEnds:
+    """The decode-and-patches half of an :class:`Analyzer`, without any model: what a worker runs
+    when the models run elsewhere (the central session of a GPU scan)."""
+
+    def __init__(self, keys: list[FrontKey], profile: Profile) -> None:
+        self.keys, self.profile = keys, profile
+
+    def prepare(self, path: str | Path, **kw: Any) -> Prepared:
+        """As :meth:`Analyzer.prepare`."""
+        return prepare(str(path), self.profile, self.keys, **kw)
+
+    def analyze(self, path: str | Path) -> FileAnalysis:
+        raise ModelError("this worker loads no models (the scan runs them centrally)")
+
+
 class _Outputs:
     """Per-model patch outputs of one file, accumulated batch by batch."""
 
@@ -387,6 +421,40 @@ class Analyzer:
         for g in prep.groups:
             self._run_batches(g.key, g.patches, out, st)
         return self._finish(prep, out, st, t0)
+
+    def infer_many(self, preps: list[Prepared]) -> list[tuple[FileAnalysis, Stages]]:
+        """The models on several files' patches at once: each front end's patches of every file
+        are concatenated and run in shared batches of ``batch_size`` (what keeps a GPU busy when
+        one file has only a few dozen patches), then split back per file. Track-level numbers
+        are per-file means, so they do not depend on which files shared a batch."""
+        t0 = time.perf_counter()
+        outs = [_Outputs(self.groups) for _ in preps]
+        stages = [Stages() for _ in preps]
+        total = sum(p.n_patches for p in preps) or 1
+        t_inf = time.perf_counter()
+        for key in self.groups:
+            parts = [(i, g.patches) for i, p in enumerate(preps) for g in p.groups if g.key == key]
+            if not parts:
+                continue
+            joint = _Outputs(self.groups)
+            self._run_batches(key, np.concatenate([x for _, x in parts]), joint, Stages())
+            for lm in self.groups[key]:
+                for name, arrays in joint.acc[lm.id].items():
+                    if not arrays:
+                        continue
+                    allrows = np.concatenate(arrays)
+                    at = 0
+                    for i, x in parts:
+                        outs[i].acc[lm.id].setdefault(name, []).append(
+                            allrows[at : at + x.shape[0]]
+                        )
+                        at += x.shape[0]
+        spent = time.perf_counter() - t_inf
+        results = []
+        for p, out, st in zip(preps, outs, stages, strict=True):
+            st.add("inference", spent * p.n_patches / total)
+            results.append((self._finish(p, out, st, t0), st))
+        return results
 
     def _run_batches(self, key: FrontKey, patches: np.ndarray, out: _Outputs, st: Stages) -> None:
         with st("inference"):

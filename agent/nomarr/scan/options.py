@@ -27,6 +27,7 @@ class ScanOptions:
     verify_writes: bool = True
     nice: int = 0
     cpus: list[int] | None = None  # pin workers to these cores (the agent's CPU cap)
+    inference: str = "auto"  # auto | workers | central (see nomarr.scan.central)
     vanished_ok: bool = (
         False  # roots are changed paths inside a library (the watcher): a missing one is gone
     )

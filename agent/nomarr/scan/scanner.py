@@ -13,6 +13,7 @@ from nomarr import paths
 from nomarr.library import calibrate
 from nomarr.results import WorkerResult
 from nomarr.scan.apply import Applier
+from nomarr.scan.central import CentralInference
 from nomarr.scan.dispatch import Dispatcher
 from nomarr.scan.options import Progress, ScanOptions, ScanSummary
 from nomarr.scan.plan import Job, make_plan
@@ -22,6 +23,16 @@ from nomarr.walk import WalkResult, walk
 from nomarr.workers import WorkerPool, infer_job, process_file, run_in_process
 
 log = logging.getLogger("nomarr.scan")
+
+GPU_PROVIDERS = frozenset(
+    {
+        "CUDAExecutionProvider",
+        "ROCMExecutionProvider",
+        "MIGraphXExecutionProvider",
+        "DmlExecutionProvider",
+        "CoreMLExecutionProvider",
+    }
+)
 
 
 class Scanner(Applier):
@@ -53,11 +64,32 @@ class Scanner(Applier):
         self.journal_dir = paths.data_dir() / "journal"
         self.stages = Stages()
         self.worker_stages = Stages()
-        self.central: Any = None  # the central inference session, when the scan uses one
+        self.central: CentralInference | None = None  # one model session fed by all workers
         self._own_pool = pool is None
         self.pool = pool or WorkerPool(
             self.worker_count(), self.worker_initargs(opts, self.db_path, self.want)
         )
+        if self._central_wanted():
+            self.central = self._start_central()
+
+    def _central_wanted(self) -> bool:
+        """``--inference central``, or ``auto`` with a GPU provider named (docs: nomarr.scan.central)."""
+        mode = self.opts.inference
+        if mode == "central":
+            return True
+        return mode == "auto" and (self.opts.provider or "") in GPU_PROVIDERS
+
+    def _start_central(self) -> CentralInference:
+        from nomarr.pipeline.analyze import Analyzer, ModelSet
+
+        ms = ModelSet(
+            self.registry,
+            self.opts.models,
+            threads=self.opts.threads or 0,
+            provider=self.opts.provider,
+        )
+        batch = max(self.opts.batch, 64)  # a GPU wants many patches per run
+        return CentralInference(Analyzer(ms, self.profile, batch_size=batch))
 
     @staticmethod
     def worker_initargs(opts: ScanOptions, db_path: str, want: dict[str, str]) -> tuple[Any, ...]:
@@ -73,6 +105,8 @@ class Scanner(Applier):
             log.getEffectiveLevel(),
             opts.nice,
             opts.cpus,
+            opts.inference == "central"
+            or (opts.inference == "auto" and (opts.provider or "") in GPU_PROVIDERS),
         )
 
     @property
@@ -102,6 +136,8 @@ class Scanner(Applier):
             if self.central is not None:
                 return self.central.submit(job.path, job.ident.prepared)
             fn, args = infer_job, (job.path, job.ident.prepared)
+        elif job.mode == "analyze" and self.central is not None:
+            return self.central.submit_file(job.path, job.rec)
         if self.worker_count() == 0:
             o = self.opts
             key = (self.db_path, tuple(o.models), o.profile, tuple(sorted(self.want.items())))
@@ -147,6 +183,9 @@ class Scanner(Applier):
             Dispatcher(self, plan.jobs, one_done).run()
         finally:
             prog.close()
+            if self.central is not None:
+                self.central.close()
+                s.time["central_batches"] = float(len(self.central.batches))
             if self._own_pool:
                 self.pool.shutdown(wait=True)
         s.time["process"] = time.perf_counter() - tp
