@@ -254,6 +254,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="8 tracks, 20 new, no upstream")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--scan-arg", action="append", default=[], help="extra nomarr scan option (repeatable)"
+    )
     args = ap.parse_args()
     if not (CORPUS / "sh01.ogg").exists():
         print(f"corpus not found at {CORPUS}")
@@ -267,11 +270,8 @@ def main() -> int:
     res: dict[str, Any] = {"machine": platform_info(), "cores": cores, "tracks": args.tracks}
     try:
         t = time.perf_counter()
-        master_dir = CACHE / f"library-{args.tracks}x{TRACK_S:.0f}s"
+        master_dir = library(args.tracks)
         master = sorted(master_dir.glob("*.mp3"))
-        if len(master) != args.tracks:  # built once, reused by later runs
-            shutil.rmtree(master_dir, ignore_errors=True)
-            master = build_library(master_dir, args.tracks)
         print(
             f"library: {len(master)} x {TRACK_S:.0f} s MP3 in {time.perf_counter() - t:.0f} s; {cores} cores; "
             f"nomarr scan = default settings (one worker process per core, tags written and verified)"
@@ -283,15 +283,18 @@ def main() -> int:
             lib = work / f"lib-{prof}"
             shutil.copytree(master_dir, lib)
             db = work / f"{prof}.db"
-            s = run_scan(lib, db, prof)
+            s = run_scan(lib, db, prof, args.scan_arg)
             tops[prof] = top5(db)
             tm = s["time"]
             workers = cores
-            inf = tm.get("worker_inference", 0.0)
+            inf = tm.get("worker.inference", 0.0)
             worker_total = sum(
-                tm.get(k, 0.0)
-                for k in ("worker_inference", "worker_decode_mel", "worker_plan", "worker_identify")
+                v for k, v in tm.items() if k.startswith("worker.") and k != "worker.startup"
             )
+            from profile_scan import floor
+
+            fl = floor(db, ["msd-musicnn-1"], None)
+            floor_s = fl["total_cpu_s"] / cores
             audio = s["audio_seconds"]
             per_track = s["wall_s"] / max(1, s["analysed"])
             rows.append(
@@ -308,6 +311,9 @@ def main() -> int:
                     - inf / max(1e-9, s["wall_s"] * workers),
                     "worker_s": {k: round(v, 2) for k, v in tm.items()},
                     "peak_rss_mb": s["peak_rss_mb"],
+                    "floor_s": floor_s,
+                    "floor_provider": fl["provider"],
+                    "scan_over_floor": s["wall_s"] / floor_s,
                     "peak_rss_single_mb": s["peak_rss_single_mb"],
                     "per_track_s": per_track,
                     "projection_h": GOAL_TRACKS
@@ -322,6 +328,7 @@ def main() -> int:
                 f"{r['x_realtime']:5.0f}x RT  outside inference {100 * r['outside_inference_share_of_worker_time']:4.1f} % "
                 f"of worker time ({100 * r['outside_inference_share_of_capacity']:4.1f} % of capacity)  "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB all processes / {r['peak_rss_single_mb']:.0f} MB largest  "
+                f"scan/floor {r['scan_over_floor']:.2f} (floor {r['floor_s']:.1f} s, {'+'.join(r['floor_provider'])})  "
                 f"50k projection {r['projection_h']:.1f} h",
                 flush=True,
             )
@@ -330,14 +337,15 @@ def main() -> int:
         res["upstream"] = up
         print("\na. Whole pipeline vs upstream musicnn (same files, same run)")
         print(
-            f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s}"
+            f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s} {'scan/floor':>10s}"
         )
         for r in rows:
             ratio = (up["total_s"] / r["wall_s"]) if up else float("nan")
             r["speedup_vs_upstream"] = ratio
             print(
                 f"   {r['profile']:15s} {r['tracks_per_min']:10.1f} {r['x_realtime']:6.0f} "
-                f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x"
+                f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x "
+                f"{r['scan_over_floor']:10.2f}"
             )
         if up:
             n = len(up["per_file_s"])

@@ -236,7 +236,7 @@ def main() -> int:
         print(
             f"nomarr scan --profile {args.profile}: {n} x {TRACK_S:.0f} s MP3 in {s['wall_s']:.1f} s wall "
             f"({60 * n / s['wall_s']:.1f} tracks/min) on {cores} cores; other processes kept "
-            f"{s['others_cores']:.2f} cores busy meanwhile; peak RSS {s["peak_rss_mb"]:.0f} MB all processes, {s["peak_rss_single_mb"]:.0f} MB largest"
+            f"{s['others_cores']:.2f} cores busy meanwhile; peak RSS {s['peak_rss_mb']:.0f} MB all processes, {s['peak_rss_single_mb']:.0f} MB largest"
         )
         for line in stage_table(s, n):
             print(line)
