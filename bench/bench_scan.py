@@ -102,6 +102,7 @@ class RssSampler:
         self.pid = pid
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -121,7 +122,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
+            total = pss = 0
             for p in self._tree():
                 try:
                     for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -129,14 +130,21 @@ class RssSampler:
                             kb = int(line.split()[1])
                             total += kb
                             self.peak_single = max(self.peak_single, kb)
+                    for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            pss += int(line.split()[1])
                 except OSError:
                     pass
             self.peak_total = max(self.peak_total, total)
+            self.peak_pss = max(self.peak_pss, pss)
             time.sleep(0.05)
 
     def stop(self) -> tuple[float, float]:
+        """(peak summed RSS, peak single RSS) in MB; ``peak_pss`` (MB) counts each shared page
+        once, split among the processes mapping it (the libraries every worker maps)."""
         self._stop.set()
         self._t.join()
+        self.peak_pss_mb = self.peak_pss / 1024
         return self.peak_total / 1024, self.peak_single / 1024
 
 
@@ -162,7 +170,12 @@ def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) 
     if proc.returncode != 0:
         raise RuntimeError(f"scan failed ({proc.returncode}): {err[-2000:]}")
     s = json.loads(out)
-    s.update(wall_s=wall, peak_rss_mb=peak_total, peak_rss_single_mb=peak_single)
+    s.update(
+        wall_s=wall,
+        peak_rss_mb=peak_total,
+        peak_rss_single_mb=peak_single,
+        peak_pss_mb=sampler.peak_pss_mb,
+    )
     return s
 
 
@@ -311,6 +324,7 @@ def main() -> int:
                     - inf / max(1e-9, s["wall_s"] * workers),
                     "worker_s": {k: round(v, 2) for k, v in tm.items()},
                     "peak_rss_mb": s["peak_rss_mb"],
+                    "peak_pss_mb": s["peak_pss_mb"],
                     "floor_s": floor_s,
                     "floor_provider": fl["provider"],
                     "scan_over_floor": s["wall_s"] / floor_s,
@@ -327,7 +341,7 @@ def main() -> int:
                 f"  {prof:15s} {r['analysed']:3d} tracks {r['wall_s']:6.1f} s  {r['tracks_per_min']:5.1f} tracks/min  "
                 f"{r['x_realtime']:5.0f}x RT  outside inference {100 * r['outside_inference_share_of_worker_time']:4.1f} % "
                 f"of worker time ({100 * r['outside_inference_share_of_capacity']:4.1f} % of capacity)  "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB all processes / {r['peak_rss_single_mb']:.0f} MB largest  "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB all processes (PSS {r['peak_pss_mb']:.0f}) / {r['peak_rss_single_mb']:.0f} MB largest  "
                 f"scan/floor {r['scan_over_floor']:.2f} (floor {r['floor_s']:.1f} s, {'+'.join(r['floor_provider'])})  "
                 f"50k projection {r['projection_h']:.1f} h",
                 flush=True,

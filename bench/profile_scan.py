@@ -102,6 +102,7 @@ def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) 
         wall_s=wall,
         peak_rss_mb=peak_total,
         peak_rss_single_mb=peak_single,
+        peak_pss_mb=sampler.peak_pss_mb,
         cpu_s=ours,
         others_cores=max(0.0, (busy1 - busy0) - ours) / wall,
         steal_share=(steal1 - steal0) / max(1e-9, wall * (os.cpu_count() or 1)),
@@ -236,7 +237,7 @@ def main() -> int:
         print(
             f"nomarr scan --profile {args.profile}: {n} x {TRACK_S:.0f} s MP3 in {s['wall_s']:.1f} s wall "
             f"({60 * n / s['wall_s']:.1f} tracks/min) on {cores} cores; other processes kept "
-            f"{s['others_cores']:.2f} cores busy meanwhile; peak RSS {s['peak_rss_mb']:.0f} MB all processes, {s['peak_rss_single_mb']:.0f} MB largest"
+            f"{s['others_cores']:.2f} cores busy meanwhile; peak RSS {s['peak_rss_mb']:.0f} MB all processes (PSS {s['peak_pss_mb']:.0f} MB), {s['peak_rss_single_mb']:.0f} MB largest"
         )
         for line in stage_table(s, n):
             print(line)
