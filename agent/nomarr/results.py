@@ -111,3 +111,57 @@ class WorkerStat:
 
     def __init__(self, t: tuple[int, int, int, int, int]) -> None:
         self.st_size, self.st_mtime_ns, self.st_dev, self.st_ino, self.st_mode = t
+
+
+def to_wire(res: WorkerResult) -> dict[str, Any]:
+    """A result as plain data for the remote (Dask) path, whose checks read it as a mapping:
+    ``results`` holds one dict per model output, ``stat`` the file's stat tuple."""
+    d: dict[str, Any] = {
+        k: getattr(res, k)
+        for k in (
+            "path",
+            "kind",
+            "fp",
+            "fp_duration",
+            "fp_error",
+            "match",
+            "prepared",
+            "windows",
+            "warnings",
+            "error",
+            "vanished",
+            "stages",
+        )
+    }
+    d["facts"] = res.facts
+    d["results"] = [o.__dict__.copy() for o in res.outputs]
+    if res.facts is not None:
+        d["stat"] = res.facts.stat
+    return d
+
+
+def from_wire(d: dict[str, Any]) -> WorkerResult:
+    """The inverse of :func:`to_wire` (unknown kinds from a remote worker count as failures);
+    ``stat`` given by the agent replaces the worker's."""
+    facts = d.get("facts")
+    if facts is not None and d.get("stat") is not None:
+        facts = replace(facts, stat=tuple(d["stat"]))
+    kind = d.get("kind")
+    if kind not in ("identified", "reuse", "analysed", "failed", "changed"):
+        kind = "failed"
+    return WorkerResult(
+        path=d["path"],
+        kind=kind,
+        facts=facts,
+        fp=d.get("fp"),
+        fp_duration=d.get("fp_duration"),
+        fp_error=d.get("fp_error"),
+        match=d.get("match"),
+        prepared=d.get("prepared"),
+        windows=list(d.get("windows") or []),
+        outputs=[ModelOutput(**o) for o in d.get("results") or []],
+        warnings=list(d.get("warnings") or []),
+        error=d.get("error") or (None if kind != "failed" else f"remote result {d.get('kind')}"),
+        vanished=bool(d.get("vanished")),
+        stages=dict(d.get("stages") or {}),
+    )

@@ -202,7 +202,8 @@ class WorkerPool:
 
 
 def _worker_store() -> Store | None:
-    if _W.get("store") is None and Path(_W["db"]).exists():
+    """The library, read-only; None in a remote worker (``db`` empty), which never opens it."""
+    if _W.get("store") is None and _W.get("db") and Path(_W["db"]).exists():
         _W["store"] = Store(_W["db"], readonly=True)
     return _W.get("store")
 
@@ -212,7 +213,9 @@ def _worker_store() -> Store | None:
 MAX_SHIPPED_PATCHES = 300
 
 
-def process_file(path: str, mode: str, rec_hint: int | None = None) -> WorkerResult:
+def process_file(
+    path: str, mode: str, rec_hint: int | None = None, analyzer: Any = None
+) -> WorkerResult:
     """Worker job: identify a file (decoding it once), or analyse it unless a current analysis can
     be reused.
 
@@ -221,7 +224,8 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> WorkerRes
     mel patches of every window: ``identified`` with ``prepared`` set) or ``analyze`` (run the
     models, unless the recording ``rec_hint`` has become current meanwhile). Identification never
     runs the models: the main process decides which one file of a recording is analysed, so that
-    several copies of one new recording in flight at once are analysed once.
+    several copies of one new recording in flight at once are analysed once. ``analyzer``
+    replaces the worker's own (a remote worker keeps one per model set and profile).
     """
     st = Stages()
     out = WorkerResult(path, "failed")
@@ -229,15 +233,16 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> WorkerRes
         st0 = os.stat(path)
         with st("describe"):
             out.facts = _describe(path, st0)
+        an = analyzer or _W["analyzer"]
         if mode == "identify":
-            return _identify(path, out, st)
+            return _identify(path, out, st, an)
         rec = rec_hint
         store = _worker_store() if rec is not None else None
         if store is not None and rec is not None and is_current(store.analyses(rec), _W["want"]):
             out.kind, out.match = "reuse", rec
             return out
         out.match = rec
-        _analysed(out, _W["analyzer"].analyze(path))
+        _analysed(out, an.analyze(path))
         st.merge(out.stages)
         st1 = os.stat(path)
         if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
@@ -311,7 +316,7 @@ def _describe(path: str, st0: os.stat_result) -> FileFacts:
     )
 
 
-def _identify(path: str, out: WorkerResult, st: Stages) -> WorkerResult:
+def _identify(path: str, out: WorkerResult, st: Stages, analyzer: Any) -> WorkerResult:
     """Decode the head once: fingerprint, match, and (unless reused) the patches of every window."""
 
     def decide(prep: Prepared) -> bool:
@@ -323,11 +328,11 @@ def _identify(path: str, out: WorkerResult, st: Stages) -> WorkerResult:
             store = _worker_store()
             out.match = match_recording(store, prep.fp) if store is not None else None
             if out.match is not None and store is not None:
-                if is_current(store.analyses(out.match), _W["want"]):
+                if is_current(store.analyses(out.match), _W.get("want", {})):
                     return False
         return True
 
-    prep = _W["analyzer"].prepare(
+    prep = analyzer.prepare(
         path, fingerprint=True, decide=decide, max_patches=MAX_SHIPPED_PATCHES, stages=st
     )
     if prep.stopped:

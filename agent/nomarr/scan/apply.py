@@ -21,6 +21,7 @@ from nomarr.library import desired_tags, is_current, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.results import WorkerResult, WorkerStat
 from nomarr.scan.options import ScanOptions, ScanSummary
+from nomarr.share.exchange import adopt
 from nomarr.stages import Stages, collecting
 from nomarr.store import Analysis, Store
 
@@ -86,10 +87,14 @@ class Applier:
             return int(rec)
         if res.fp is None:
             return None
+        f = Fingerprint(res.fp_duration or 0.0, np.asarray(res.fp, dtype=np.uint32))
         with self.stages("match"):
-            return match_recording(
-                self.store, Fingerprint(res.fp_duration or 0.0, np.asarray(res.fp, dtype=np.uint32))
-            )
+            rec = match_recording(self.store, f)
+        if rec is None:  # an analysis imported from another agent (nomarr analyses import)?
+            rec = adopt(self.store, f, self.want)
+            if rec is not None:
+                self.summary.adopted += 1
+        return rec
 
     def is_current(self, rec: int) -> bool:
         """Whether a stored recording's analyses are what this scan would record."""
