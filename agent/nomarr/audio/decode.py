@@ -323,21 +323,10 @@ def stream_mono(
 ) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at ``sr`` from ``start`` seconds for ``duration`` seconds (see
     :func:`_native_blocks` for positions, trimming and errors)."""
-    container, stream = _open(path)
-    try:
-        rs = resampler(int(stream.codec_context.sample_rate), sr)
-        for _, mono in _native_blocks(container, stream, path, start, duration):
-            out = rs.resample_chunk(mono) if rs else mono
-            if out.shape[0]:
-                yield out
-        if rs:
-            tail = rs.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if tail.shape[0]:
-                yield tail
-    except av.error.FFmpegError as e:
-        raise AudioError(path, f"decode failed ({_short(e)})") from e
-    finally:
-        container.close()
+    from nomarr.audio.reader import FileReader  # the reader builds on this module
+
+    with FileReader(path, model_rate=sr) as r:
+        yield from r.window(start, duration)
 
 
 def load_mono(

@@ -169,15 +169,6 @@ def music_like_patches(
     return out
 
 
-def _activate(x: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    if activation == "softmax":
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    return x
-
-
 def passes(verdict: dict[str, Any], max_drift: float) -> tuple[bool, str | None]:
     """Whether a measured build qualifies under ``max_drift``, and why not."""
     if verdict.get("error"):
@@ -203,6 +194,7 @@ def qualify(
     difference of track-level means) of one OpenVINO build: measured once per machine and
     cached; whether it qualifies is decided against the policy's bound (:func:`passes`)."""
     from nomarr.models.runtime import OrtBackend
+    from nomarr.pipeline.analyze import _activate
 
     ref = OrtBackend(path, "CPUExecutionProvider", threads=1)
     cand = OpenVinoBackend(path, precision, threads=1)

@@ -294,8 +294,13 @@ class FileAnalysis:
 
 
 def _front_key(lm: LoadedModel) -> FrontKey:
-    """An embedder's mel front end (musicnn's where the manifest is silent)."""
-    inp = lm.manifest.input
+    """An embedder's mel front end."""
+    return _manifest_front(lm.manifest)
+
+
+def _manifest_front(m: Manifest) -> FrontKey:
+    """A manifest's mel front end (musicnn's where the manifest is silent)."""
+    inp = m.input
     return (
         inp.sample_rate or 16000,
         inp.n_fft or 512,
@@ -310,18 +315,8 @@ def front_keys(registry: Registry, model_ids: list[str] | tuple[str, ...]) -> li
     """The mel front ends a model selection needs, from the manifests alone (nothing loaded)."""
     keys: list[FrontKey] = []
     for m in resolve_models(registry, model_ids):
-        if m.kind == "embedder":
-            inp = m.input
-            k = (
-                inp.sample_rate or 16000,
-                inp.n_fft or 512,
-                inp.hop_length or 256,
-                inp.n_mels or 96,
-                inp.patch_frames or 187,
-                inp.patch_hop or 187,
-            )
-            if k not in keys:
-                keys.append(k)
+        if m.kind == "embedder" and _manifest_front(m) not in keys:
+            keys.append(_manifest_front(m))
     return keys
 
 
