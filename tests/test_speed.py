@@ -259,6 +259,7 @@ def test_cpu_build_choice_is_measured_and_cached(tmp_path: Path, monkeypatch) ->
     m = reg.get("msd-musicnn-1")
     path = reg.require(m)
     sha = reg.verify(m)[0].actual_sha256 or ""
+    monkeypatch.setenv("NOMARR_PRECISION", "exact")
     calls = []
     real = ovb.qualify
     monkeypatch.setattr(ovb, "qualify", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
