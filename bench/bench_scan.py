@@ -34,7 +34,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# nomarr's own setting of one BLAS thread (nomarr/__init__.py) must come before numpy's import,
+# or the floor's mel is timed with OpenBLAS's spinning threads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -182,12 +182,13 @@ class Scanner(Applier):
                 return self.central.submit(job.path, job.ident.prepared)
             if spare_remote:
                 return self.remote.submit(job.path, "analyze", job.rec)
-            return self._submit_local(job.path, "infer", job.rec, job.ident.prepared)
-        if job.mode == "analyze" and self.central is not None:
+            f = self._submit_local(job.path, "infer", job.rec, job.ident.prepared)
+        elif job.mode == "analyze" and self.central is not None:
             return self.central.submit_file(job.path, job.rec)
-        if spare_remote:
+        elif spare_remote:
             return self.remote.submit(job.path, job.mode, job.rec)
-        f = self._submit_local(job.path, job.mode, job.rec)
+        else:
+            f = self._submit_local(job.path, job.mode, job.rec)
         if self.remote is not None:  # the summary says who analysed what, here included
             f.add_done_callback(self.remote.note_local)
         return f
