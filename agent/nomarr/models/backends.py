@@ -35,13 +35,18 @@ class BackendKind:
     """
 
     runtime: str
-    choose: Callable[[str, str, ProviderSelector, str | None, Manifest | None], ProviderChoice]
+    choose: Callable[..., ProviderChoice]  # (path, sha256, selector, provider[, m=manifest])
     load: Callable[[str, str, int, str], Backend]
     fallback: str | None = None
+    wants_manifest: bool = False  # ``choose`` also takes ``m=`` (the CPU-build check needs it)
 
 
 def _ort_choose(
-    path: str, sha256: str, selector: ProviderSelector, provider: str | None, m: Manifest | None
+    path: str,
+    sha256: str,
+    selector: ProviderSelector,
+    provider: str | None,
+    m: Manifest | None = None,
 ) -> ProviderChoice:
     from nomarr.models.runtime import ProviderChoice
 
@@ -79,7 +84,7 @@ def _ort_load(path: str, provider: str, threads: int, name: str) -> Backend:
 
 
 def _tflite_choose(
-    path: str, sha256: str, selector: ProviderSelector, provider: str | None, m: Manifest | None
+    path: str, sha256: str, selector: ProviderSelector, provider: str | None
 ) -> ProviderChoice:
     from nomarr.models.runtime import ProviderChoice
 
@@ -93,7 +98,9 @@ def _tflite_load(path: str, provider: str, threads: int, name: str) -> Backend:
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "onnx": BackendKind("onnxruntime", _ort_choose, _ort_load, fallback="CPUExecutionProvider"),
+    "onnx": BackendKind(
+        "onnxruntime", _ort_choose, _ort_load, fallback="CPUExecutionProvider", wants_manifest=True
+    ),
     "tflite": BackendKind("TFLite", _tflite_choose, _tflite_load),
 }
 
@@ -121,7 +128,9 @@ def choose_provider(
     """Which execution provider ``m`` would run on, and why (what ``nomarr doctor`` shows)."""
     from nomarr.models.runtime import ProviderSelector
 
-    return backend_kind(m).choose(str(path), sha256, selector or ProviderSelector(), provider, m)
+    kind = backend_kind(m)
+    extra = {"m": m} if kind.wants_manifest else {}
+    return kind.choose(str(path), sha256, selector or ProviderSelector(), provider, **extra)
 
 
 def make_backend(
