@@ -34,14 +34,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# nomarr's own setting of one BLAS thread (nomarr/__init__.py) must come before numpy's import,
+# or the floor's mel is timed with OpenBLAS's spinning threads
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 CORPUS = Path(os.environ.get("NOMARR_CORPUS", ROOT.parent / "shared" / "corpus"))
-CACHE = ROOT / "bench" / ".cache"
+# 4-minute test libraries are built once from the corpus into a scratch folder outside the repository
+CACHE = Path(
+    os.environ.get("NOMARR_BENCH_CACHE", Path(tempfile.gettempdir()) / "nomarr-bench-cache")
+)
 TRACK_S = 240.0
 GOAL_TRACKS, GOAL_HOURS = 50_000, 12.0
 
@@ -83,6 +91,15 @@ def build_library(
     return out
 
 
+def library(n: int) -> Path:
+    """The cached library of ``n`` 4-minute MP3s (built on first use)."""
+    master_dir = CACHE / f"library-{n}x{TRACK_S:.0f}s"
+    if len(list(master_dir.glob("*.mp3"))) != n:
+        shutil.rmtree(master_dir, ignore_errors=True)
+        build_library(master_dir, n)
+    return master_dir
+
+
 class RssSampler:
     """Peak of the summed RSS of a process and its descendants, sampled every 50 ms from /proc."""
 
@@ -90,6 +107,7 @@ class RssSampler:
         self.pid = pid
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -109,7 +127,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total = 0
+            total = pss = 0
             for p in self._tree():
                 try:
                     for line in Path(f"/proc/{p}/status").read_text().splitlines():
@@ -117,14 +135,21 @@ class RssSampler:
                             kb = int(line.split()[1])
                             total += kb
                             self.peak_single = max(self.peak_single, kb)
+                    for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                        if line.startswith("Pss:"):
+                            pss += int(line.split()[1])
                 except OSError:
                     pass
             self.peak_total = max(self.peak_total, total)
+            self.peak_pss = max(self.peak_pss, pss)
             time.sleep(0.05)
 
     def stop(self) -> tuple[float, float]:
+        """(peak summed RSS, peak single RSS) in MB; ``peak_pss`` (MB) counts each shared page
+        once, split among the processes mapping it (the libraries every worker maps)."""
         self._stop.set()
         self._t.join()
+        self.peak_pss_mb = self.peak_pss / 1024
         return self.peak_total / 1024, self.peak_single / 1024
 
 
@@ -150,7 +175,12 @@ def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) 
     if proc.returncode != 0:
         raise RuntimeError(f"scan failed ({proc.returncode}): {err[-2000:]}")
     s = json.loads(out)
-    s.update(wall_s=wall, peak_rss_mb=peak_total, peak_rss_single_mb=peak_single)
+    s.update(
+        wall_s=wall,
+        peak_rss_mb=peak_total,
+        peak_rss_single_mb=peak_single,
+        peak_pss_mb=sampler.peak_pss_mb,
+    )
     return s
 
 
@@ -242,6 +272,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="8 tracks, 20 new, no upstream")
     ap.add_argument("--no-upstream", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--scan-arg", action="append", default=[], help="extra nomarr scan option (repeatable)"
+    )
     args = ap.parse_args()
     if not (CORPUS / "sh01.ogg").exists():
         print(f"corpus not found at {CORPUS}")
@@ -255,11 +288,8 @@ def main() -> int:
     res: dict[str, Any] = {"machine": platform_info(), "cores": cores, "tracks": args.tracks}
     try:
         t = time.perf_counter()
-        master_dir = CACHE / f"library-{args.tracks}x{TRACK_S:.0f}s"
+        master_dir = library(args.tracks)
         master = sorted(master_dir.glob("*.mp3"))
-        if len(master) != args.tracks:  # built once, reused by later runs
-            shutil.rmtree(master_dir, ignore_errors=True)
-            master = build_library(master_dir, args.tracks)
         print(
             f"library: {len(master)} x {TRACK_S:.0f} s MP3 in {time.perf_counter() - t:.0f} s; {cores} cores; "
             f"nomarr scan = default settings (one worker process per core, tags written and verified)"
@@ -271,15 +301,18 @@ def main() -> int:
             lib = work / f"lib-{prof}"
             shutil.copytree(master_dir, lib)
             db = work / f"{prof}.db"
-            s = run_scan(lib, db, prof)
+            s = run_scan(lib, db, prof, args.scan_arg)
             tops[prof] = top5(db)
             tm = s["time"]
             workers = cores
-            inf = tm.get("worker_inference", 0.0)
+            inf = tm.get("worker.inference", 0.0)
             worker_total = sum(
-                tm.get(k, 0.0)
-                for k in ("worker_inference", "worker_decode_mel", "worker_plan", "worker_identify")
+                v for k, v in tm.items() if k.startswith("worker.") and k != "worker.startup"
             )
+            from profile_scan import floor
+
+            fl = floor(db, ["msd-musicnn-1"], None)
+            floor_s = fl["total_cpu_s"] / cores
             audio = s["audio_seconds"]
             per_track = s["wall_s"] / max(1, s["analysed"])
             rows.append(
@@ -296,6 +329,10 @@ def main() -> int:
                     - inf / max(1e-9, s["wall_s"] * workers),
                     "worker_s": {k: round(v, 2) for k, v in tm.items()},
                     "peak_rss_mb": s["peak_rss_mb"],
+                    "peak_pss_mb": s["peak_pss_mb"],
+                    "floor_s": floor_s,
+                    "floor_provider": fl["provider"],
+                    "scan_over_floor": s["wall_s"] / floor_s,
                     "peak_rss_single_mb": s["peak_rss_single_mb"],
                     "per_track_s": per_track,
                     "projection_h": GOAL_TRACKS
@@ -309,7 +346,8 @@ def main() -> int:
                 f"  {prof:15s} {r['analysed']:3d} tracks {r['wall_s']:6.1f} s  {r['tracks_per_min']:5.1f} tracks/min  "
                 f"{r['x_realtime']:5.0f}x RT  outside inference {100 * r['outside_inference_share_of_worker_time']:4.1f} % "
                 f"of worker time ({100 * r['outside_inference_share_of_capacity']:4.1f} % of capacity)  "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB all processes / {r['peak_rss_single_mb']:.0f} MB largest  "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB all processes (PSS {r['peak_pss_mb']:.0f}) / {r['peak_rss_single_mb']:.0f} MB largest  "
+                f"scan/floor {r['scan_over_floor']:.2f} (floor {r['floor_s']:.1f} s, {'+'.join(r['floor_provider'])})  "
                 f"50k projection {r['projection_h']:.1f} h",
                 flush=True,
             )
@@ -318,14 +356,15 @@ def main() -> int:
         res["upstream"] = up
         print("\na. Whole pipeline vs upstream musicnn (same files, same run)")
         print(
-            f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s}"
+            f"   {'profile':15s} {'tracks/min':>10s} {'x RT':>6s} {'outside inf.':>12s} {'peak RSS':>9s} {'vs upstream':>12s} {'scan/floor':>10s}"
         )
         for r in rows:
             ratio = (up["total_s"] / r["wall_s"]) if up else float("nan")
             r["speedup_vs_upstream"] = ratio
             print(
                 f"   {r['profile']:15s} {r['tracks_per_min']:10.1f} {r['x_realtime']:6.0f} "
-                f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x"
+                f"{100 * r['outside_inference_share_of_worker_time']:11.1f}% {r['peak_rss_mb']:7.0f}MB {ratio:11.2f}x "
+                f"{r['scan_over_floor']:10.2f}"
             )
         if up:
             n = len(up["per_file_s"])

@@ -41,6 +41,10 @@ def _isolated_dirs(
         monkeypatch.setenv(var, str(base / var.lower()))
     for var in ("NOMARR_DATA_DIR", "NOMARR_CONFIG_DIR", "NOMARR_MODELS_DIR", "NOMARR_DB"):
         monkeypatch.delenv(var, raising=False)
+    # The optional OpenVINO builds are measured once per machine, and every test has a fresh
+    # cache: where the extra is installed, tests would spend seconds measuring in each one and
+    # their numbers would depend on it. Tests of that path set the policy themselves.
+    monkeypatch.setenv("NOMARR_PRECISION", "ort")
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
 """The analysis worker processes: what runs in them, and the pool that keeps them.
 
-Workers load the models once (in :func:`init_worker`) and then take two kinds of job: the
-scanner's :func:`process_file` (identify a file, or analyse it unless a current analysis can be
-reused) and ``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing).
-Jobs return plain data, never exceptions, because an exception that cannot be unpickled in the
-parent makes it declare the whole pool broken. The HTTP layer and the scanner both use this module;
+Workers load the models once (in :func:`init_worker`) and then take three kinds of job: the
+scanner's :func:`process_file` (identify a file, decoding it once, or analyse it unless a current
+analysis can be reused) and :func:`infer_job` (the models on an identified file's patches), and
+``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing). Scan jobs
+return a typed :class:`~nomarr.results.WorkerResult`, never exceptions, because an exception that
+cannot be unpickled in the parent makes it declare the whole pool broken. The HTTP layer and the scanner both use this module;
 neither imports the other.
 """
 
@@ -17,13 +18,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nomarr.fingerprint import FingerprintError, fingerprint, match_recording
+from nomarr.fingerprint import match_recording
 from nomarr.library import reusable
+from nomarr.results import FileFacts, ModelOutput, WorkerResult, stat_tuple
+from nomarr.stages import Stages
 from nomarr.store import Store
+
+if TYPE_CHECKING:
+    from nomarr.pipeline.analyze import FileAnalysis
+    from nomarr.pipeline.prepare import Prepared
 
 _W: dict[str, Any] = {}
 
@@ -39,11 +46,14 @@ def init_worker(
     log_level: int,
     nice: int,
     cpus: list[int] | None = None,
+    decode_only: bool = False,
 ) -> None:
     """Load the models once per worker process (lowered priority and pinned cores first, so even
-    model loading respects the agent's CPU cap)."""
+    model loading respects the agent's CPU cap). ``decode_only``: the scan runs the models in one
+    central session (:mod:`nomarr.scan.central`), so this worker loads none and only prepares
+    patches (an accelerator is then initialised once, not once per worker)."""
     from nomarr.models.registry import Registry
-    from nomarr.pipeline.analyze import Analyzer, ModelSet
+    from nomarr.pipeline.analyze import Analyzer, FrontEnds, ModelSet, front_keys
     from nomarr.pipeline.profiles import get_profile
 
     die_with_parent()
@@ -63,9 +73,14 @@ def init_worker(
             os.sched_setaffinity(0, cpus)
         except OSError:
             pass
-    ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
+    prof = get_profile(profile)
+    if decode_only:
+        analyzer: Any = FrontEnds(front_keys(Registry(), model_ids), prof)
+    else:
+        ms = ModelSet(Registry(), model_ids, threads=threads, provider=provider)
+        analyzer = Analyzer(ms, prof, batch_size=batch)
     _W.update(
-        analyzer=Analyzer(ms, get_profile(profile), batch_size=batch),
+        analyzer=analyzer,
         db=db_path,
         want=want,
         store=None,
@@ -73,6 +88,9 @@ def init_worker(
         threads=threads,
         provider=provider,
         batch=batch,
+        # CPU seconds this process spent before its first job (interpreter, imports, model load),
+        # reported once, with the first job's stages
+        startup=time.process_time(),
     )
 
 
@@ -224,130 +242,166 @@ def _worker_store() -> Store | None:
     return _W.get("store")
 
 
+# Patches kept for shipping to the inference step: above this (a 15-minute file at ``full``), the
+# file is streamed through the models in one job instead (bounded memory, one more head decode).
+MAX_SHIPPED_PATCHES = 300
+
+
 def process_file(
     path: str, mode: str, rec_hint: int | None = None, analyzer: Any = None
-) -> dict[str, Any]:
-    """Worker job: identify a file, or analyse it unless a current analysis can be reused.
+) -> WorkerResult:
+    """Worker job: identify a file (decoding it once), or analyse it unless a current analysis can
+    be reused.
 
-    ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
-    when the match carries reusable analyses — current and complete — else ``identified``) or
-    ``analyze`` (run the models, unless the recording ``rec_hint`` has become reusable meanwhile).
-    Identification never runs the models itself: the main process decides which one file of a recording is analysed, so that
-    several files of one new recording in flight at once are not all analysed. Returns plain data.
-    ``analyzer`` replaces the worker's own (a remote worker keeps one per model set and profile).
+    ``mode`` is ``identify`` (new or changed file: the head is decoded once for the fingerprint,
+    the match against the library and, unless the match carries current analyses (``reuse``) — current and complete — the
+    mel patches of every window: ``identified`` with ``prepared`` set) or ``analyze`` (run the
+    models, unless the recording ``rec_hint`` has become reusable meanwhile). Identification never
+    runs the models: the main process decides which one file of a recording is analysed, so that
+    several copies of one new recording in flight at once are analysed once. ``analyzer``
+    replaces the worker's own (a remote worker keeps one per model set and profile).
     """
+    st = Stages()
+    out = WorkerResult(path, "failed")
+    try:
+        st0 = os.stat(path)
+        with st("describe"):
+            out.facts = _describe(path, st0)
+        an = analyzer or _W["analyzer"]
+        if mode == "identify":
+            return _identify(path, out, st, an)
+        rec = rec_hint
+        store = _worker_store() if rec is not None else None
+        if store is not None and rec is not None and reusable(store.analyses(rec), _W["want"]):
+            out.kind, out.match = "reuse", rec
+            return out
+        out.match = rec
+        _analysed(out, an.analyze(path))
+        st.merge(out.stages)
+        st1 = os.stat(path)
+        if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
+            out.kind, out.error = "changed", "file changed while it was being analysed"
+        return out
+    except Exception as e:  # noqa: BLE001 - every failure is data (see nomarr.results)
+        return _failure(out, e)
+    finally:
+        out.stages = _with_startup(st.as_dict())
+
+
+def _with_startup(stages: dict[str, float]) -> dict[str, float]:
+    """The worker's start-up (imports, model load) is counted once, with its first job."""
+    t = _W.pop("startup", None)
+    if t is not None:
+        stages["startup"] = stages.get("startup", 0.0) + t
+    return stages
+
+
+def infer_job(path: str, prepared: Prepared) -> WorkerResult:
+    """Worker job: the models on a file's prepared patches (no file is read)."""
+    st = Stages()
+    out = WorkerResult(path, "failed")
+    try:
+        _analysed(out, _W["analyzer"].infer(prepared, st))
+        return out
+    except Exception as e:  # noqa: BLE001
+        return _failure(out, e)
+    finally:
+        out.stages = _with_startup(st.as_dict())
+
+
+def _failure(out: WorkerResult, e: BaseException) -> WorkerResult:
+    """A job's exception as a failed result with a one-line reason."""
     from nomarr.audio.decode import AudioError
     from nomarr.models.registry import ModelError
 
-    out: dict[str, Any] = {"path": path, "mode": mode}
-    t0 = time.perf_counter()
-    try:
-        st0 = os.stat(path)
-        _describe(path, out)
-        rec = _identify(path, out) if mode == "identify" else rec_hint
-        out["match"] = rec
-        t_id = time.perf_counter() - t0
-        store = _worker_store() if rec is not None else None
-        if store is not None and rec is not None and reusable(store.analyses(rec), _W["want"]):
-            kind = "reuse"
-        elif mode == "identify":
-            kind = "identified"
-        else:
-            _analyse(path, out, analyzer or _W["analyzer"])
-            out["timing"].update(identify=t_id, total=time.perf_counter() - t0)
-            st1 = os.stat(path)
-            if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
-                out.update(kind="changed", error="file changed while it was being analysed")
-            out["stat"] = _stat_tuple(st0)
-            return out
-        out.update(kind=kind, timing={"identify": t_id, "total": time.perf_counter() - t0})
-        out["stat"] = _stat_tuple(st0)
-        return out
-    except FileNotFoundError:
-        return {
-            **out,
-            "kind": "failed",
-            "error": "vanished (deleted or moved during the scan)",
-            "vanished": True,
-        }
-    except PermissionError as e:
-        return {**out, "kind": "failed", "error": f"permission denied ({e.strerror or e})"}
-    except AudioError as e:
-        vanished = not os.path.exists(path)
-        return {
-            **out,
-            "kind": "failed",
-            "error": "vanished during the scan" if vanished else e.reason,
-            "vanished": vanished,
-        }
-    except (ModelError, OSError, ValueError, RuntimeError) as e:
-        return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
+    out.kind = "failed"
+    if isinstance(e, FileNotFoundError):
+        out.error, out.vanished = "vanished (deleted or moved during the scan)", True
+    elif isinstance(e, PermissionError):
+        out.error = f"permission denied ({e.strerror or e})"
+    elif isinstance(e, AudioError):
+        out.vanished = not os.path.exists(out.path)
+        out.error = "vanished during the scan" if out.vanished else e.reason
+    elif isinstance(e, ModelError | OSError | ValueError | RuntimeError):
+        out.error = f"{type(e).__name__}: {e}"
+    else:
+        out.error = f"{type(e).__name__}: {e}"
+    return out
 
 
-def _describe(path: str, out: dict[str, Any]) -> None:
+def _describe(path: str, st0: os.stat_result) -> FileFacts:
     """Stream facts and the identifiers in the file's tags (MBIDs, ISRC, title)."""
     from nomarr.audio.decode import probe
     from nomarr.tagio import TagError, read_tags
 
     info = probe(path)
-    out.update(
-        duration=info.duration,
-        container=info.container,
-        codec=info.codec,
-        sample_rate=info.sample_rate,
-        channels=info.channels,
-    )
     try:
-        out["ids"] = read_tags(path).ids
+        ids = read_tags(path).ids
     except TagError:
-        out["ids"] = {}
+        ids = {}
+    return FileFacts(
+        stat_tuple(st0),
+        info.duration,
+        info.container,
+        info.codec,
+        info.sample_rate,
+        info.channels,
+        ids,
+    )
 
 
-def _identify(path: str, out: dict[str, Any]) -> int | None:
-    """Fingerprint the file and match it against the library (None: a new recording)."""
-    try:
-        fp = fingerprint(path)
-    except FingerprintError as e:
-        out["fp_error"] = str(e)
-        return None
-    out["fp"] = fp.values
-    out["fp_duration"] = fp.duration
-    store = _worker_store()
-    return match_recording(store, fp) if store is not None else None
+def _identify(path: str, out: WorkerResult, st: Stages, analyzer: Any) -> WorkerResult:
+    """Decode the head once: fingerprint, match, and (unless reused) the patches of every window."""
+
+    def decide(prep: Prepared) -> bool:
+        if prep.fp is None:
+            out.fp_error = prep.fp_error
+            return True
+        out.fp, out.fp_duration = prep.fp.values, prep.fp.duration
+        with st("match"):
+            store = _worker_store()
+            out.match = match_recording(store, prep.fp) if store is not None else None
+            if out.match is not None and store is not None:
+                if reusable(store.analyses(out.match), _W.get("want", {})):
+                    return False
+        return True
+
+    prep = analyzer.prepare(
+        path, fingerprint=True, decide=decide, max_patches=MAX_SHIPPED_PATCHES, stages=st
+    )
+    if prep.stopped:
+        out.kind = "reuse"
+        return out
+    out.kind = "identified"
+    if not prep.too_long:
+        out.prepared = prep
+    return out
 
 
-def _analyse(path: str, out: dict[str, Any], analyzer: Any) -> None:
-    """Run the models on the file (kind ``analysed``, results as plain data)."""
-    fa = analyzer.analyze(path)
-    out["kind"] = "analysed"
-    out["windows"] = [w.to_dict() for w in fa.windows]
-    out["results"] = [
-        {
-            "model_id": r.model_id,
-            "prefix": r.prefix,
-            "provenance": r.provenance,
-            "provider": r.provider,
-            "n_patches": r.n_patches,
-            "scores": r.scores,
-            "embedding": None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32),
-        }
+def _analysed(out: WorkerResult, fa: FileAnalysis) -> None:
+    """A finished analysis as results (kind ``analysed``)."""
+    out.kind = "analysed"
+    out.windows = [w.to_dict() for w in fa.windows]
+    out.outputs = [
+        ModelOutput(
+            r.model_id,
+            r.prefix,
+            r.provenance,
+            r.provider,
+            r.n_patches,
+            r.scores,
+            None if r.embedding is None else np.asarray(r.embedding, dtype=np.float32),
+        )
         for r in fa.results.values()
     ]
-    out["warnings"] = fa.warnings
-    out["timing"] = dict(fa.timing)
-    out.update(complete=fa.complete, decoded_s=fa.decoded_s, silent=fa.silent)
-    out["duration"] = fa.duration  # shorter than the header's when the file is truncated
+    out.warnings = list(fa.warnings)
+    out.stages = {k: v for k, v in fa.timing.items() if k not in _NOT_STAGES}
+    out.complete, out.decoded_s, out.silent = fa.complete, fa.decoded_s, fa.silent
+    if not fa.complete:  # shorter than the header's when the file is truncated
+        out.ended_at = fa.duration
 
 
-def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_mode)
-
-
-class WorkerStat:
-    """The fields of ``os.stat_result`` the store uses, rebuilt from a worker's tuple."""
-
-    def __init__(self, t: tuple[int, int, int, int, int]) -> None:
-        self.st_size, self.st_mtime_ns, self.st_dev, self.st_ino, self.st_mode = t
+_NOT_STAGES = ("total", "audio_seconds", "decode_mel")
 
 
 def run_in_process(

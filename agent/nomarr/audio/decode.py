@@ -59,6 +59,10 @@ class AudioError(Exception):
         self.path = str(path)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str]]:
+        # pickled with prepared patches between processes: rebuilt from both arguments
+        return (AudioError, (self.path, self.reason))
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -109,24 +113,40 @@ def probe(path: str | os.PathLike[str]) -> AudioInfo:
     """Read container metadata without decoding; raises :class:`AudioError` for bad files."""
     container, stream = _open(path)
     try:
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        return AudioInfo(
-            path=str(path),
-            container=container.format.name,
-            codec=stream.codec_context.name,
-            sample_rate=int(stream.codec_context.sample_rate),
-            channels=int(stream.codec_context.channels or 0),
-            duration=duration,
-            bit_rate=container.bit_rate or None,
-        )
+        return _info(path, container, stream)
     finally:
         container.close()
 
 
+def _info(
+    path: str | os.PathLike[str],
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+) -> AudioInfo:
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    return AudioInfo(
+        path=str(path),
+        container=container.format.name,
+        codec=stream.codec_context.name,
+        sample_rate=int(stream.codec_context.sample_rate),
+        channels=int(stream.codec_context.channels or 0),
+        duration=duration,
+        bit_rate=container.bit_rate or None,
+    )
+
+
+_DTYPES = {
+    "u8": np.uint8,
+    "s16": np.int16,
+    "s32": np.int32,
+    "s64": np.int64,
+    "flt": np.float32,
+    "dbl": np.float64,
+}
 _INT_SCALE = {"u8": None, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
 
@@ -167,56 +187,63 @@ def _to_mono(arr: np.ndarray, fmt_name: str) -> np.ndarray:
 BLOCK_SAMPLES = 1 << 16
 
 
-# stream_mono is one long generator on purpose: its decode loop carries the stream position, the
+# _native_blocks is one long generator on purpose: its decode loop carries the stream position, the
 # samples still wanted and the pending block across every frame; split into functions, each frame
 # would pass that state back and forth in the hottest loop of a scan.
-def stream_mono(
+def _native_blocks(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
     path: str | os.PathLike[str],
-    sr: int = 16000,
     start: float = 0.0,
     duration: float | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield float32 mono blocks at ``sr`` from ``start`` seconds for ``duration`` seconds.
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index of the block's first sample on the stream's timeline, float32 mono block) at
+    the stream's own rate, from ``start`` seconds for ``duration`` seconds.
 
-    Seeks to near ``start`` and trims by presentation timestamps, so windowed profiles decode only
-    what they analyse. Corrupt packets in the middle of a file are skipped with a warning (as
-    players do); a file that yields no audio at all raises :class:`AudioError`.
+    Positions come from the first decoded frame's presentation timestamp, and samples before
+    stream time 0 are dropped: a cut Ogg stream (its first granule position says the decoder
+    must discard leading samples) or encoder priming left in the packets decodes to frames with
+    negative timestamps, which libvorbis and players never output. Seeks near ``start`` and trims
+    by timestamps, so windowed profiles decode only what they analyse. Corrupt packets in the
+    middle of a file are skipped with a warning (as players do); a file that yields no audio at
+    all raises :class:`AudioError`.
     """
-    container, stream = _open(path)
+    in_sr = int(stream.codec_context.sample_rate)
+    first_needed = max(0, int(round(start * in_sr)))  # first input sample we keep
+    remaining = None if duration is None else int(math.ceil(duration * in_sr))
+    pos: int | None = None  # input sample index of the next decoded sample
+    if start > 0:
+        # seek a little early: the decoder needs pre-roll and timestamps land on packets
+        target = max(0.0, start - 0.5)
+        try:
+            container.seek(
+                int(target / stream.time_base), stream=stream, any_frame=False, backward=True
+            )
+        except av.error.FFmpegError:
+            container.seek(0, stream=stream)
+    produced = 0
+    errors = 0
+    done = False
+    # Samples are gathered as raw plane bytes (one bytes object per plane per frame) and turned
+    # into arrays once per block: frame.to_ndarray() per frame cost more than the decoding.
+    pending: list[list[bytes]] = []
+    pending_key: tuple[str, int, bool] = ("", 0, False)  # sample format, channels, planar
+    pending_n = 0
+    pending_pos = 0
+
+    def flush() -> tuple[int, np.ndarray]:
+        nonlocal pending, pending_n
+        fmt, ch, planar = pending_key
+        dt = _DTYPES[fmt.rstrip("p")]
+        if planar:
+            raw = np.stack([np.frombuffer(b"".join(p[c] for p in pending), dt) for c in range(ch)])
+        else:
+            raw = np.frombuffer(b"".join(p[0] for p in pending), dt).reshape(-1, ch).T
+        pending, pending_n = [], 0
+        return pending_pos, _to_mono(raw, fmt)
+
+    packets = container.demux(stream)
     try:
-        in_sr = int(stream.codec_context.sample_rate)
-        resampler = (
-            soxr.ResampleStream(in_sr, sr, 1, dtype="float32", quality="HQ")
-            if in_sr != sr
-            else None
-        )
-        first_needed = int(round(start * in_sr))  # first input sample we keep
-        remaining = None if duration is None else int(math.ceil(duration * in_sr))
-        pos: int | None = 0 if start <= 0 else None  # input sample index of next decoded sample
-        if start > 0:
-            # seek a little early: the decoder needs pre-roll and timestamps land on packets
-            target = max(0.0, start - 0.5)
-            try:
-                container.seek(
-                    int(target / stream.time_base), stream=stream, any_frame=False, backward=True
-                )
-            except av.error.FFmpegError:
-                container.seek(0, stream=stream)
-        produced = 0
-        errors = 0
-        done = False
-        pending: list[np.ndarray] = []
-        pending_fmt = ""
-        pending_n = 0
-
-        def flush() -> np.ndarray:
-            nonlocal pending, pending_n
-            raw = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
-            pending, pending_n = [], 0
-            mono = _to_mono(raw, pending_fmt)
-            return resampler.resample_chunk(mono) if resampler else mono
-
-        packets = container.demux(stream)
         while not done:
             try:
                 packet = next(packets)
@@ -238,55 +265,75 @@ def stream_mono(
             for frame in frames:
                 if frame.sample_rate != in_sr:
                     raise AudioError(path, "sample rate changes in the middle of the stream")
-                arr = _planar(frame)
-                if pos is None or (frame.pts is not None and start > 0 and produced == 0):
-                    if frame.pts is None or frame.time_base is None:
-                        pos = 0
-                    else:
-                        pos = int(round(float(frame.pts * frame.time_base) * in_sr))
-                n = arr.shape[1]
+                if produced == 0 and frame.pts is not None and frame.time_base is not None:
+                    pos = int(round(float(frame.pts * frame.time_base) * in_sr))
+                elif pos is None:
+                    pos = 0
+                n = frame.samples
                 lo = max(0, first_needed - pos)
+                at = pos + lo
                 pos += n
                 if lo >= n:
                     continue
-                chunk = arr[:, lo:]
+                m = n - lo
                 if remaining is not None:
-                    chunk = chunk[:, :remaining]
-                    remaining -= chunk.shape[1]
+                    m = min(m, remaining)
+                    remaining -= m
                     done = remaining <= 0
-                produced += chunk.shape[1]
-                fmt = frame.format.name
-                if pending and (fmt != pending_fmt or chunk.shape[0] != pending[0].shape[0]):
-                    out = flush()
-                    if out.shape[0]:
-                        yield out
-                pending_fmt = fmt
-                pending.append(chunk)
-                pending_n += chunk.shape[1]
+                produced += m
+                fmt = frame.format
+                ch = len(frame.layout.channels)
+                key = (fmt.name, ch, fmt.is_planar)
+                if pending and key != pending_key:
+                    yield flush()
+                if not pending:
+                    pending_pos = at
+                pending_key = key
+                if fmt.is_planar:
+                    w = fmt.bytes
+                    pending.append(
+                        [bytes(memoryview(p)[lo * w : (lo + m) * w]) for p in frame.planes[:ch]]
+                    )
+                else:
+                    w = fmt.bytes * ch
+                    pending.append([bytes(memoryview(frame.planes[0])[lo * w : (lo + m) * w])])
+                pending_n += m
                 if pending_n >= BLOCK_SAMPLES:
-                    out = flush()
-                    if out.shape[0]:
-                        yield out
+                    yield flush()
                 if done:
                     break
         if pending:
-            out = flush()
-            if out.shape[0]:
-                yield out
-        if produced == 0:
-            raise AudioError(
-                path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else "")
-            )
-        if errors:
-            log.warning("skipped undecodable packets", extra={"path": str(path), "errors": errors})
-        if resampler:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            if tail.shape[0]:
-                yield tail
+            yield flush()
     except av.error.FFmpegError as e:
         raise AudioError(path, f"decode failed ({_short(e)})") from e
-    finally:
-        container.close()
+    if produced == 0:
+        raise AudioError(
+            path, "no audio could be decoded" + (f" ({errors} decode errors)" if errors else "")
+        )
+    if errors:
+        log.warning("skipped undecodable packets", extra={"path": str(path), "errors": errors})
+
+
+def resampler(in_sr: int, sr: int) -> soxr.ResampleStream | None:
+    """The streaming resampler every model input goes through (soxr HQ, as librosa), or None when
+    the rates agree."""
+    if in_sr == sr:
+        return None
+    return soxr.ResampleStream(in_sr, sr, 1, dtype="float32", quality="HQ")
+
+
+def stream_mono(
+    path: str | os.PathLike[str],
+    sr: int = 16000,
+    start: float = 0.0,
+    duration: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield float32 mono blocks at ``sr`` from ``start`` seconds for ``duration`` seconds (see
+    :func:`_native_blocks` for positions, trimming and errors)."""
+    from nomarr.audio.reader import FileReader  # the reader builds on this module
+
+    with FileReader(path, model_rate=sr) as r:
+        yield from r.window(start, duration)
 
 
 def load_mono(

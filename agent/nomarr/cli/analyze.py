@@ -20,6 +20,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         profile = get_profile(args.profile)
     except ValueError as e:
         raise UserError(str(e)) from e
+    _precision(args)
     try:
         models = ModelSet(
             Registry(),
@@ -63,6 +64,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precision(args: argparse.Namespace) -> None:
+    """``--precision`` is handed to the model loaders (and the worker processes, which inherit
+    the environment) as NOMARR_PRECISION."""
+    import os
+
+    if getattr(args, "precision", None):
+        os.environ["NOMARR_PRECISION"] = args.precision
+
+
+PRECISION_HELP = (
+    "which CPU builds may run the models: exact (default; OpenVINO fp32 where it measured faster, "
+    "drift <= 1e-3), reduced (also bf16 where the CPU has it and track-level drift <= 0.01), "
+    "ort (ONNX Runtime only); see nomarr doctor"
+)
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Analyse a library incrementally, write tags, store vectors."""
     from nomarr.models.registry import ModelError
@@ -74,6 +91,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for r in args.path:
         if not Path(r).exists():
             raise UserError(f"{r}: no such file or directory")
+    _precision(args)
     try:
         get_profile(args.profile)
         opts = ScanOptions(
@@ -87,6 +105,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             provider=args.provider,
             nice=args.nice,
+            inference=args.inference,
             scheduler=args.scheduler,
             secrets=args.secrets,
             insecure=args.insecure,
@@ -167,6 +186,7 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--provider", help="force an onnxruntime execution provider (skips the golden check)"
     )
+    a.add_argument("--precision", choices=["exact", "reduced", "ort"], help=PRECISION_HELP)
     a.set_defaults(func=cmd_analyze)
 
 
@@ -212,6 +232,14 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
         help="retry files that failed before and have not changed",
     )
     sc.add_argument("--provider", help="force an onnxruntime execution provider")
+    sc.add_argument("--precision", choices=["exact", "reduced", "ort"], help=PRECISION_HELP)
+    sc.add_argument(
+        "--inference",
+        choices=["auto", "workers", "central"],
+        default="auto",
+        help="where the models run: in every worker (CPU), or one session in this process fed "
+        "by all workers, batching patches across files (GPU); auto picks central on a GPU",
+    )
     sc.add_argument(
         "--nice",
         type=int,

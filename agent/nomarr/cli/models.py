@@ -28,6 +28,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "models": [],
         "problems": [],
     }
+    from nomarr.models import openvino as ovb
+
+    ov = ovb.runtime()
+    info["platform"]["openvino"] = (
+        f"{ov.__version__} ({', '.join(ovb.precisions())})" if ov is not None else None
+    )
+    info["platform"]["precision"] = ovb.policy()
     try:
         import ai_edge_litert  # noqa: F401
 
@@ -49,7 +56,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     sha = reg.verify(m)[0].actual_sha256 or ""
                     choice = choose_provider(m, path, sha, selector=sel)
                     entry.update(
-                        provider=choice.provider, reason=choice.reason, checks=choice.tried
+                        provider=choice.provider,
+                        reason=choice.reason,
+                        checks=choice.tried,
+                        speedup=choice.speedup,
+                        drift=choice.drift,
                     )
             except ModelError as e:
                 entry["verified"] = False
@@ -68,6 +79,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         f"onnxruntime {p['onnxruntime']} ({p['ort_device']}); providers: {', '.join(p['providers'])}"
     )
     print(f"TFLite backend: {p['tflite'] or 'not installed (pip install nomarr[tflite])'}")
+    print(
+        f"OpenVINO CPU builds: {p['openvino'] or 'not installed (pip install nomarr[openvino])'}; "
+        f"precision policy {p['precision']}"
+    )
     print("\nmodels:")
     for e in info["models"]:
         state = "built-in" if e["builtin"] else ("installed" if e["installed"] else "not installed")
@@ -77,6 +92,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if e.get("error"):
             line += f"  ERROR: {e['error']}"
         print(line)
+        for c in e.get("checks") or []:
+            if "speedup" in c:  # a CPU build measured on this machine
+                verdict = (
+                    "used"
+                    if c["provider"] == e.get("provider")
+                    else (c.get("why_not") or "not used")
+                )
+                print(
+                    f"      {c['provider']}: {c['speedup']:.2f}x ONNX Runtime fp32 per patch "
+                    f"({c['ms_per_patch']:.1f} vs {c['ms_per_patch_ort']:.1f} ms), track-level "
+                    f"drift {c['drift']:.1e}: {verdict}"
+                )
     for prob in info["problems"]:
         print(f"problem: {prob}")
     return 0 if not info["problems"] else 1

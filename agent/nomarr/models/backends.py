@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nomarr.models.manifest import Manifest
-    from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
+    from nomarr.models.runtime import Backend, CpuCheck, ProviderChoice, ProviderSelector
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,51 @@ class BackendKind:
     """
 
     runtime: str
-    choose: Callable[[str, str, ProviderSelector, str | None], ProviderChoice]
+    choose: Callable[..., ProviderChoice]  # (path, sha256, selector, provider[, m=manifest])
     load: Callable[[str, str, int, str], Backend]
     fallback: str | None = None
+    wants_manifest: bool = False  # ``choose`` also takes ``m=`` (the CPU-build check needs it)
 
 
 def _ort_choose(
-    path: str, sha256: str, selector: ProviderSelector, provider: str | None
+    path: str,
+    sha256: str,
+    selector: ProviderSelector,
+    provider: str | None,
+    m: Manifest | None = None,
 ) -> ProviderChoice:
     from nomarr.models.runtime import ProviderChoice
 
     if provider:
         return ProviderChoice(provider, "chosen by the user")
-    return selector.choose(path, sha256)
+    return selector.choose(path, sha256, _cpu_check(m))
+
+
+def _cpu_check(m: Manifest | None) -> CpuCheck | None:
+    """What the CPU-build check needs, for models fed mel patches (embedders); None otherwise:
+    heads, CLAP and text towers always run on ONNX Runtime's CPU provider."""
+    from nomarr.models.runtime import CpuCheck
+
+    if m is None or m.kind != "embedder" or not m.outputs.scores:
+        return None
+    inp = m.input
+    return CpuCheck(
+        inp.input_name or "melspectrogram",
+        m.outputs.scores,
+        m.outputs.activation,
+        inp.patch_frames or 187,
+        inp.n_mels or 96,
+        inp.sample_rate or 16000,
+    )
 
 
 def _ort_load(path: str, provider: str, threads: int, name: str) -> Backend:
-    from nomarr.models import runtime
+    from nomarr.models import openvino, runtime
 
+    if openvino.is_openvino(provider):
+        return openvino.OpenVinoBackend(
+            path, provider[len(openvino.PROVIDER_PREFIX) :], threads=threads, name=name
+        )
     return runtime.OrtBackend(path, provider, threads=threads, name=name)
 
 
@@ -71,7 +98,9 @@ def _tflite_load(path: str, provider: str, threads: int, name: str) -> Backend:
 
 
 BACKENDS: dict[str, BackendKind] = {
-    "onnx": BackendKind("onnxruntime", _ort_choose, _ort_load, fallback="CPUExecutionProvider"),
+    "onnx": BackendKind(
+        "onnxruntime", _ort_choose, _ort_load, fallback="CPUExecutionProvider", wants_manifest=True
+    ),
     "tflite": BackendKind("TFLite", _tflite_choose, _tflite_load),
 }
 
@@ -99,7 +128,9 @@ def choose_provider(
     """Which execution provider ``m`` would run on, and why (what ``nomarr doctor`` shows)."""
     from nomarr.models.runtime import ProviderSelector
 
-    return backend_kind(m).choose(str(path), sha256, selector or ProviderSelector(), provider)
+    kind = backend_kind(m)
+    extra = {"m": m} if kind.wants_manifest else {}
+    return kind.choose(str(path), sha256, selector or ProviderSelector(), provider, **extra)
 
 
 def make_backend(

@@ -214,12 +214,27 @@ def compare_outputs(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> t
 
 @dataclass
 class ProviderChoice:
-    """Which provider a model uses and why (shown by ``nomarr doctor``)."""
+    """Which provider a model uses and why (shown by ``nomarr doctor``); ``speedup`` and
+    ``drift`` are the measured numbers of a reduced-precision or OpenVINO CPU build."""
 
     provider: str
     reason: str
     max_abs_diff: float | None = None
     tried: list[dict[str, Any]] = field(default_factory=list)
+    speedup: float | None = None
+    drift: float | None = None
+
+
+@dataclass(frozen=True)
+class CpuCheck:
+    """What the CPU-build check needs to know of a mel-patch model (from its manifest)."""
+
+    input_name: str
+    scores: str
+    activation: str
+    frames: int
+    n_mels: int
+    sample_rate: int
 
 
 class ProviderSelector:
@@ -256,15 +271,22 @@ class ProviderSelector:
             provs = [p for p in provs if p in self.allowed or p == "CPUExecutionProvider"]
         return provs
 
-    def choose(self, model_path: str, model_sha: str) -> ProviderChoice:
-        """The first accelerated provider that reproduces CPU outputs, else CPU."""
+    def choose(
+        self, model_path: str, model_sha: str, cpu_check: CpuCheck | None = None
+    ) -> ProviderChoice:
+        """The first accelerated provider that reproduces CPU outputs; else the fastest CPU build
+        that qualifies (see :mod:`nomarr.models.openvino`; needs ``cpu_check``); else CPU."""
         import onnxruntime as ort
 
         tried: list[dict[str, Any]] = []
         accel = [p for p in self.candidates() if p != "CPUExecutionProvider"]
         if not accel:
-            return ProviderChoice(
-                "CPUExecutionProvider", "no accelerated execution provider installed"
+            return self._cpu_build(
+                model_path,
+                model_sha,
+                cpu_check,
+                tried,
+                "no accelerated execution provider installed",
             )
         ref: dict[str, np.ndarray] | None = None
         inputs: dict[str, np.ndarray] | None = None
@@ -314,7 +336,97 @@ class ProviderSelector:
             f"{t['provider']} {'error: ' + t['error'] if t.get('error') else 'differs from CPU by %.2e' % (t['diff'] or 0)}"
             for t in tried
         )
-        return ProviderChoice("CPUExecutionProvider", f"fell back to CPU: {why}", None, tried)
+        return self._cpu_build(model_path, model_sha, cpu_check, tried, f"fell back to CPU: {why}")
+
+    def _cpu_build(
+        self,
+        model_path: str,
+        model_sha: str,
+        check: CpuCheck | None,
+        tried: list[dict[str, Any]],
+        why_cpu: str,
+    ) -> ProviderChoice:
+        """ONNX Runtime on the CPU, unless an OpenVINO build (fp32, or bf16 where the CPU has it)
+        measured faster here with track-level drift within bounds (cached per model, OpenVINO
+        version, CPU and core count)."""
+        from nomarr.models import openvino as ovb
+
+        max_drift = ovb.MAX_DRIFT[ovb.policy()]
+        if check is None or max_drift < 0 or ovb.runtime() is None:
+            return ProviderChoice("CPUExecutionProvider", why_cpu, None, tried)
+        with self._exclusive():
+            return self._cpu_build_locked(model_path, check, tried, why_cpu, max_drift, model_sha)
+
+    def _exclusive(self) -> Any:
+        """A lock file beside the cache: the workers of a scan load their models at the same
+        time, and two measuring at once would measure each other; the second waits and then
+        reads the first one's verdict."""
+        import contextlib
+        import fcntl
+
+        @contextlib.contextmanager
+        def lock() -> Any:
+            try:
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(self.cache_file.with_suffix(".lock"), "a")  # noqa: SIM115
+            except OSError:
+                yield
+                return
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                self._cache = None  # re-read: another process may have just measured
+                yield
+            finally:
+                fh.close()
+
+        return lock()
+
+    def _cpu_build_locked(
+        self,
+        model_path: str,
+        check: CpuCheck,
+        tried: list[dict[str, Any]],
+        why_cpu: str,
+        max_drift: float,
+        model_sha: str,
+    ) -> ProviderChoice:
+        from nomarr.models import openvino as ovb
+
+        best: dict[str, Any] | None = None
+        tracks: list[np.ndarray] | None = None
+        for prec in ovb.precisions():
+            prov = ovb.provider_name(prec)
+            version = ovb.runtime().__version__
+            key = f"{model_sha}:{prov}:{version}:{ovb.cpu_id()}:{available_cores()}"
+            verdict = self._load().get(key)
+            cached = verdict is not None
+            if verdict is None:
+                if tracks is None:
+                    tracks = ovb.music_like_patches(check.frames, check.n_mels, check.sample_rate)
+                try:
+                    verdict = ovb.qualify(
+                        model_path, prec, check.input_name, check.scores, check.activation, tracks
+                    )
+                except Exception as e:  # noqa: BLE001 - a build that fails is not used
+                    verdict = {"error": f"{type(e).__name__}: {e}"[:300]}
+                self._store(key, verdict)
+                log.info("CPU build checked", extra={"provider": prov, **verdict})
+            ok, why = ovb.passes(verdict, max_drift)
+            tried.append({"provider": prov, **verdict, "ok": ok, "why_not": why, "cached": cached})
+            if ok and (best is None or verdict["speedup"] > best["speedup"]):
+                best = {"provider": prov, **verdict}
+        if best is None:
+            why = "; ".join(f"{t['provider']} {t['why_not']}" for t in tried if t.get("why_not"))
+            return ProviderChoice("CPUExecutionProvider", f"{why_cpu}; {why}", None, tried)
+        return ProviderChoice(
+            best["provider"],
+            f"{best['speedup']:.2f}x ONNX Runtime fp32 per patch here, track-level drift "
+            f"{best['drift']:.1e} (<= {max_drift:g}, precision policy {ovb.policy()})",
+            best["drift"],
+            tried,
+            speedup=best["speedup"],
+            drift=best["drift"],
+        )
 
 
 def platform_info() -> dict[str, Any]:

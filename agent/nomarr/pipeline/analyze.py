@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ from nomarr_client.tags import (
     tier_of,
 )
 
-from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
-from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
+from nomarr.audio.decode import AudioError
 from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
     DEFAULT_MOODS,
@@ -40,7 +38,9 @@ from nomarr.models.clap import (
 from nomarr.models.manifest import HeadSpec, Manifest
 from nomarr.models.registry import ModelError, Registry
 from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
-from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
+from nomarr.pipeline.prepare import FrontKey, Prepared, prepare
+from nomarr.pipeline.profiles import Profile, Window
+from nomarr.stages import Stages
 
 log = logging.getLogger(__name__)
 
@@ -302,148 +302,209 @@ class FileAnalysis:
         }
 
 
-# a window is short when it lacks more than this share of its planned audio (or one second)
-SHORT_SHARE = 0.02
+def _front_key(lm: LoadedModel) -> FrontKey:
+    """An embedder's mel front end."""
+    return _manifest_front(lm.manifest)
 
 
-@dataclass
-class Coverage:
-    """How much of the planned audio the decoder delivered, window by window.
+def _manifest_front(m: Manifest) -> FrontKey:
+    """A manifest's mel front end (musicnn's where the manifest is silent)."""
+    inp = m.input
+    return (
+        inp.sample_rate or 16000,
+        inp.n_fft or 512,
+        inp.hop_length or 256,
+        inp.n_mels or 96,
+        inp.patch_frames or 187,
+        inp.patch_hop or 187,
+    )
 
-    A damaged file (garbage spliced in, a truncated download) decodes only up to the damage while
-    its header still promises the whole length; its scores then describe part of the track. Such
-    an analysis is *partial*: it is kept (it is the best this file offers) but never reused for
-    another file of the same recording, and a complete one replaces it (docs/reliability.md).
-    """
 
-    duration: float | None  # what the container says
-    planned_s: float = 0.0
-    decoded_s: float = 0.0
-    short: list[tuple[float, float, float]] = field(default_factory=list)  # start, want, got
-    ends: list[float] = field(default_factory=list)  # where each window's decoded audio ended
-    errors: list[AudioError] = field(default_factory=list)
+def front_keys(registry: Registry, model_ids: list[str] | tuple[str, ...]) -> list[FrontKey]:
+    """The mel front ends a model selection needs, from the manifests alone (nothing loaded)."""
+    keys: list[FrontKey] = []
+    for m in resolve_models(registry, model_ids):
+        if m.kind == "embedder" and _manifest_front(m) not in keys:
+            keys.append(_manifest_front(m))
+    return keys
 
-    def add(self, start: float, length: float | None, got: float) -> None:
-        want = length if length is not None else (self.duration or 0.0) - start
-        self.decoded_s += got
-        if got > 0:
-            self.ends.append(start + got)
-        if want <= 0:
-            return
-        self.planned_s += want
-        if got < want - max(1.0, SHORT_SHARE * want):
-            self.short.append((start, want, got))
 
-    @property
-    def complete(self) -> bool:
-        return not self.short
+class FrontEnds:
+    """The decode-and-patches half of an :class:`Analyzer`, without any model: what a worker runs
+    when the models run elsewhere (the central session of a GPU scan)."""
 
-    def ended_at(self) -> float | None:
-        """Where the decodable audio ends, when a window came up short (else None): the end of
-        the latest audio any window got (a window planned past the real end gets none)."""
-        return max(self.ends) if self.short and self.ends else None
+    def __init__(self, keys: list[FrontKey], profile: Profile) -> None:
+        self.keys, self.profile = keys, profile
 
-    def warning(self) -> str:
-        return (
-            f"partial decode: {self.decoded_s:.1f} of {self.planned_s:.1f} s of the planned audio "
-            "could be read (a damaged or truncated file); scores describe that part only"
-        )
+    def prepare(self, path: str | Path, **kw: Any) -> Prepared:
+        """As :meth:`Analyzer.prepare`."""
+        return prepare(str(path), self.profile, self.keys, **kw)
+
+    def analyze(self, path: str | Path) -> FileAnalysis:
+        raise ModelError("this worker loads no models (the scan runs them centrally)")
+
+
+class _Outputs:
+    """Per-model patch outputs of one file, accumulated batch by batch."""
+
+    def __init__(self, members: dict[FrontKey, list[LoadedModel]]) -> None:
+        self.acc: dict[str, dict[str, list[np.ndarray]]] = {
+            lm.id: {"s": [], "e": []} for ms in members.values() for lm in ms
+        }
 
 
 class Analyzer:
-    """Runs a :class:`ModelSet` over files with one sampling profile."""
+    """Runs a :class:`ModelSet` over files with one sampling profile.
+
+    Two halves, usable apart: :meth:`prepare` (decode once, windows, mel patches — no model
+    needed) and :meth:`infer` (the models on prepared patches). :meth:`analyze` does both for one
+    file, streaming patches into the models so memory stays bounded for any length.
+    """
 
     def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 4) -> None:
         self.models = models
         self.profile = profile
         self.batch_size = max(1, batch_size)
+        self.groups: dict[FrontKey, list[LoadedModel]] = {}
+        for lm in models.embedders():
+            self.groups.setdefault(_front_key(lm), []).append(lm)
 
-    def _onset_finder(self, path: str) -> Any:
-        spec = MelSpec()
+    def prepare(
+        self,
+        path: str | Path,
+        *,
+        fingerprint: bool = False,
+        decide: Any = None,
+        max_patches: int | None = None,
+        stages: Stages | None = None,
+    ) -> Prepared:
+        """Decode ``path`` once into windows and patches (see :func:`~nomarr.pipeline.prepare.prepare`)."""
+        return prepare(
+            str(path),
+            self.profile,
+            list(self.groups),
+            fingerprint=fingerprint,
+            decide=decide,
+            max_patches=max_patches,
+            consumers=self.consumers(),
+            stages=stages,
+        )
 
-        def find(start: float, length: float) -> float | None:
-            sig = load_mono(path, sr=spec.sr, start=start, duration=length)
-            return first_strong_onset(log_mel(sig, spec), spec.sr / spec.hop)
-
-        return find
-
-    def plan(self, path: str, duration: float | None) -> list[Window]:
-        """Deterministic windows for ``path`` under this analyzer's profile."""
-        return plan_windows(self.profile, duration, self._onset_finder(path))
+    def consumers(self) -> list[Any]:
+        """Extra PCM consumers fed each file's decode (none yet; analyzers that need the signal
+        plug in here, see :mod:`nomarr.audio.reader`)."""
+        return []
 
     def analyze(self, path: str | Path) -> FileAnalysis:
         """Analyse one file; raises AudioError for undecodable input."""
         path = str(path)
         t0 = time.perf_counter()
-        info = probe(path)
-        windows = self.plan(path, info.duration)
-        t_plan = time.perf_counter() - t0
-        timing = {"plan": t_plan, "decode_mel": 0.0, "inference": 0.0}
+        st = Stages()
+        out = _Outputs(self.groups)
+        pending: dict[FrontKey, list[np.ndarray]] = {k: [] for k in self.groups}
+
+        def sink(key: FrontKey, batch: np.ndarray) -> None:
+            pending[key].append(batch)
+            if sum(b.shape[0] for b in pending[key]) >= self.batch_size:
+                self._run_batches(key, np.concatenate(pending[key]), out, st)
+                pending[key] = []
+
+        prep = prepare(
+            path, self.profile, list(self.groups), sink=sink, consumers=self.consumers(), stages=st
+        )
+        for key, parts in pending.items():
+            if parts:
+                self._run_batches(key, np.concatenate(parts), out, st)
+        return self._finish(prep, out, st, t0)
+
+    def infer(self, prep: Prepared, stages: Stages | None = None) -> FileAnalysis:
+        """The models on a prepared file's patches (in batches of ``batch_size``)."""
+        t0 = time.perf_counter()
+        st = stages if stages is not None else Stages()
+        out = _Outputs(self.groups)
+        for g in prep.groups:
+            self._run_batches(g.key, g.patches, out, st)
+        return self._finish(prep, out, st, t0)
+
+    def infer_many(self, preps: list[Prepared]) -> list[tuple[FileAnalysis, Stages]]:
+        """The models on several files' patches at once: each front end's patches of every file
+        are concatenated and run in shared batches of ``batch_size`` (what keeps a GPU busy when
+        one file has only a few dozen patches), then split back per file. Track-level numbers
+        are per-file means, so they do not depend on which files shared a batch."""
+        t0 = time.perf_counter()
+        outs = [_Outputs(self.groups) for _ in preps]
+        stages = [Stages() for _ in preps]
+        total = sum(p.n_patches for p in preps) or 1
+        t_inf = time.perf_counter()
+        for key in self.groups:
+            parts = [(i, g.patches) for i, p in enumerate(preps) for g in p.groups if g.key == key]
+            if not parts:
+                continue
+            joint = _Outputs(self.groups)
+            self._run_batches(key, np.concatenate([x for _, x in parts]), joint, Stages())
+            for lm in self.groups[key]:
+                for name, arrays in joint.acc[lm.id].items():
+                    if not arrays:
+                        continue
+                    allrows = np.concatenate(arrays)
+                    at = 0
+                    for i, x in parts:
+                        outs[i].acc[lm.id].setdefault(name, []).append(
+                            allrows[at : at + x.shape[0]]
+                        )
+                        at += x.shape[0]
+        spent = time.perf_counter() - t_inf
+        results = []
+        for p, out, st in zip(preps, outs, stages, strict=True):
+            st.add("inference", spent * p.n_patches / total)
+            results.append((self._finish(p, out, st, t0), st))
+        return results
+
+    def _run_batches(self, key: FrontKey, patches: np.ndarray, out: _Outputs, st: Stages) -> None:
+        with st("inference"):
+            for i in range(0, patches.shape[0], self.batch_size):
+                batch = patches[i : i + self.batch_size]
+                for lm in self.groups.get(key, []):
+                    self._run_embedder(lm, batch, out.acc[lm.id])
+
+    def _finish(self, prep: Prepared, out: _Outputs, st: Stages, t0: float) -> FileAnalysis:
         results: dict[str, ModelResult] = {}
         warnings: list[str] = []
-        coverage = Coverage(info.duration)
         silent = False
-        groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
-        for lm in self.models.embedders():
-            inp = lm.manifest.input
-            key = (  # musicnn's front end where the manifest is silent
-                inp.sample_rate or 16000,
-                inp.n_fft or 512,
-                inp.hop_length or 256,
-                inp.n_mels or 96,
-                inp.patch_frames or 187,
-                inp.patch_hop or 187,
-            )
-            groups.setdefault(key, []).append(lm)
-        for (sr, n_fft, hop, n_mels, patch, patch_hop), members in groups.items():
-            spec = MelSpec(sr=sr, n_fft=n_fft, hop=hop, n_mels=n_mels)
-            per_model: dict[str, dict[str, list[np.ndarray]]] = {
-                m.id: {"s": [], "e": []} for m in members
-            }
-            n_patches = 0
-            energy = 0.0
-            cov = coverage if not results else None  # one decode per front end: count the first
-            for patch_batch, e in self._patch_batches(
-                path, windows, spec, patch, patch_hop, timing, cov
-            ):
-                energy += e
-                t1 = time.perf_counter()
-                for lm in members:
-                    self._run_embedder(lm, patch_batch, per_model[lm.id])
-                timing["inference"] += time.perf_counter() - t1
-                n_patches += patch_batch.shape[0]
-            if n_patches == 0:
-                raise (
-                    coverage.errors[0]
-                    if coverage.errors
-                    else AudioError(path, "no audio frames to analyse")
-                )
-            if energy == 0.0 and not silent:
+        for key, members in self.groups.items():
+            n = prep.counts.get(key, 0)
+            if n == 0:
+                raise AudioError(prep.path, "no audio frames to analyse")
+            if prep.energy.get(key, 0.0) == 0.0 and not silent:
                 silent = True
                 warnings.append("digital silence: nothing to describe, no tags are written")
-            t1 = time.perf_counter()
-            for lm in members:
-                results.update(self._collect(lm, per_model[lm.id], n_patches))
-            timing["inference"] += time.perf_counter() - t1
+            with st("inference"):
+                for lm in members:
+                    results.update(self._collect(lm, out.acc[lm.id], n))
         for lm in self.models.claps():
-            t1 = time.perf_counter()
-            results[lm.id] = self._run_clap(lm, path, windows)
-            timing["inference"] += time.perf_counter() - t1
+            with st("inference"):
+                results[lm.id] = self._run_clap(lm, prep.path, prep.windows)
         if not results:
             raise ModelError("no audio model selected")
-        duration = info.duration
+        coverage = prep.coverage
+        duration = prep.info.duration
         if not coverage.complete:
             warnings.append(coverage.warning())
             end = coverage.ended_at()
             if end is not None and (duration is None or end < duration):
                 duration = end  # the header's length is not what can be played
+        timing = st.as_dict()
+        timing["decode_mel"] = sum(
+            timing.get(k, 0.0) for k in ("open", "decode", "resample", "mel", "onset", "buffer")
+        )
+        timing.setdefault("inference", 0.0)
         timing["total"] = time.perf_counter() - t0
         timing["audio_seconds"] = float(duration or 0.0)
         return FileAnalysis(
-            path=path,
+            path=prep.path,
             duration=duration,
             profile=self.profile.name,
-            windows=windows,
+            windows=prep.windows,
             results=results,
             timing=timing,
             manifests={mid: lm.manifest for mid, lm in self.models.models.items()},
@@ -452,56 +513,6 @@ class Analyzer:
             decoded_s=coverage.decoded_s if self.models.embedders() else None,
             silent=silent,
         )
-
-    def _patch_batches(
-        self,
-        path: str,
-        windows: list[Window],
-        spec: MelSpec,
-        patch: int,
-        hop: int,
-        timing: dict[str, float],
-        coverage: Coverage | None = None,
-    ) -> Any:
-        """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
-
-        Time spent producing a batch (decode + mel) is added to ``timing["decode_mel"]``; time the
-        consumer spends between batches (inference) is not. With ``coverage``, what each window
-        delivered is recorded there, and a window that cannot be decoded (past the real end of a
-        truncated file) is recorded instead of ending the analysis.
-        """
-        energy = 0.0
-
-        def frames(w: Window) -> Iterator[np.ndarray]:
-            nonlocal energy
-            ms = MelStream(spec)
-            got = 0
-            try:
-                for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
-                    got += sig.shape[0]
-                    energy += float(np.dot(sig, sig))
-                    yield ms.push(sig)
-            except AudioError as e:
-                if coverage is None:
-                    raise
-                coverage.errors.append(e)
-            if coverage is not None:
-                coverage.add(w.start, w.duration, got / spec.sr)
-            yield ms.finish()
-
-        pending: list[np.ndarray] = []
-        t = time.perf_counter()
-        for w in windows:
-            for p in patches(frames(w), patch, hop):
-                pending.append(p)
-                if len(pending) == self.batch_size:
-                    timing["decode_mel"] += time.perf_counter() - t
-                    yield np.stack(pending), energy
-                    pending, energy = [], 0.0
-                    t = time.perf_counter()
-        timing["decode_mel"] += time.perf_counter() - t
-        if pending:
-            yield np.stack(pending), energy
 
     def _run_embedder(
         self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]

@@ -39,6 +39,7 @@ from typing import Any
 
 from nomarr.remote import worker as rworker
 from nomarr.remote.secrets import mac_ok
+from nomarr.results import WorkerResult, from_wire
 
 log = logging.getLogger("nomarr.remote")
 
@@ -51,7 +52,7 @@ class _Task:
     path: str
     mode: str
     rec: int | None
-    proxy: Future[dict[str, Any]]
+    proxy: Future[WorkerResult]
     st: tuple[int, int, int, int, int]
     probe: tuple[int, str]
     submitted: float = field(default_factory=time.monotonic)
@@ -80,7 +81,7 @@ class RemoteExecutor:
         models: list[str],
         profile: str,
         roots: list[str],
-        local_submit: Callable[[str, str, int | None], Future[dict[str, Any]]],
+        local_submit: Callable[[str, str, int | None], Future[WorkerResult]],
         connect_timeout: float = 10.0,
         slow_after: float = 60.0,
         slow_factor: float = 4.0,
@@ -240,9 +241,9 @@ class RemoteExecutor:
         with self._lock:
             return sum(w.nthreads for w in self.approved.values())
 
-    def submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
+    def submit(self, path: str, mode: str, rec: int | None) -> Future[WorkerResult]:
         """Run one scan job remotely (or, when that fails, locally); resolves exactly once."""
-        proxy: Future[dict[str, Any]] = Future()
+        proxy: Future[WorkerResult] = Future()
         try:
             st = os.stat(path)
             pr = rworker.probe(path)
@@ -377,7 +378,7 @@ class RemoteExecutor:
                 pw[k or "failed"] += 1
             if res.get("kind") == "analysed":
                 self.files[t.path] = who
-            t.proxy.set_result(res)
+            t.proxy.set_result(from_wire(res))
 
     def _local(self, t: _Task, why: str) -> None:
         """Run the task here too (or instead); the first result to land wins."""
@@ -396,36 +397,35 @@ class RemoteExecutor:
                     t.proxy.set_exception(e)
             return
 
-        def done(f: Future[dict[str, Any]]) -> None:
+        def done(f: Future[WorkerResult]) -> None:
             try:
-                res = f.result()
+                local = f.result()
             except BaseException as e:  # noqa: BLE001 - a dead local worker: the scan's rule
                 with self._lock:
                     if not t.proxy.done():
                         self.pending.discard(id(t.proxy))
                         t.proxy.set_exception(e)
                 return
-            res["worker"] = "local"
             with self._lock:
                 if t.proxy.done():
                     return
                 self.pending.discard(id(t.proxy))
                 if t.remote is not None:
                     t.remote.cancel()
-                if res.get("kind") == "analysed":
+                if local.kind == "analysed":
                     self.files[t.path] = "local"
-                t.proxy.set_result(res)
+                t.proxy.set_result(local)
 
         lf.add_done_callback(done)
 
-    def note_local(self, f: Future[dict[str, Any]]) -> None:
+    def note_local(self, f: Future[WorkerResult]) -> None:
         """A job the scan ran here directly (no remote worker free): count it as local's."""
         if f.cancelled() or f.exception() is not None:
             return
         res = f.result()
-        if res.get("kind") == "analysed":
+        if res.kind == "analysed":
             with self._lock:
-                self.files[res["path"]] = "local"
+                self.files[res.path] = "local"
 
     # -- watching -----------------------------------------------------------------------------
 

@@ -182,6 +182,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     bytes in ``spec["data"]``; with neither, ``kind`` is ``unseen`` and the agent sends the bytes.
     ``path`` in the answer is the agent's; ``worker`` names who did the work.
     """
+    from nomarr.results import to_wire
     from nomarr.workers import process_file
 
     agent_path = spec["path"]
@@ -203,7 +204,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 f.write(spec["data"])
             local = tmp
         analyzer = _analyzer(tuple(spec["models"]), spec["profile"])
-        out = process_file(local, spec["mode"], spec.get("rec"), analyzer=analyzer)
+        out = to_wire(process_file(local, spec["mode"], spec.get("rec"), analyzer=analyzer))
     finally:
         if tmp is not None:
             os.unlink(tmp)
@@ -211,6 +212,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     out["worker"] = _S["name"]
     out["via"] = "bytes" if tmp is not None else "path"
     out.pop("stat", None)  # the worker's stat means nothing to the agent's store
+    if out.get("prepared") is not None:
+        out["prepared"].path = agent_path
     if "error" in out and local is not None:
         out["error"] = str(out["error"]).replace(local, agent_path)
     return out

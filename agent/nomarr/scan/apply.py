@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ import numpy as np
 from nomarr.fingerprint import Fingerprint, match_recording
 from nomarr.library import desired_tags, reusable, tags_hash
 from nomarr.pipeline.profiles import Profile
+from nomarr.results import WorkerResult, WorkerStat
 from nomarr.scan.options import ScanOptions, ScanSummary
 from nomarr.share.exchange import adopt
+from nomarr.stages import Stages, collecting
 from nomarr.store import Analysis, Store
-from nomarr.workers import WorkerStat
 
 log = logging.getLogger("nomarr.scan")
 
@@ -31,15 +33,16 @@ log = logging.getLogger("nomarr.scan")
 FILE_OWN_WRITE_FAILURES = frozenset({"corrupt", "unsupported", "verify-failed", "outside-roots"})
 
 
-def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
+def _track_fields(res: WorkerResult, rec: int) -> dict[str, Any]:
     """The track columns a worker result fills (probe, identifiers read from the tags)."""
-    ids = res.get("ids") or {}
+    f = res.facts
+    ids = f.ids if f is not None else {}
     fields: dict[str, Any] = dict(
-        duration=res.get("duration"),
-        container=res.get("container"),
-        codec=res.get("codec"),
-        sample_rate=res.get("sample_rate"),
-        channels=res.get("channels"),
+        duration=res.ended_at if res.ended_at is not None else (f.duration if f else None),
+        container=f.container if f else None,
+        codec=f.codec if f else None,
+        sample_rate=f.sample_rate if f else None,
+        channels=f.channels if f else None,
         recording_id=rec,
         mb_recording=ids.get("musicbrainz_recordingid"),
         mb_track=ids.get("musicbrainz_trackid"),
@@ -52,8 +55,8 @@ def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
         status="ok",
         error=None,
     )
-    if res.get("fp") is not None:
-        fields["fingerprint"] = np.asarray(res["fp"], dtype=np.uint32)
+    if res.fp is not None:
+        fields["fingerprint"] = np.asarray(res.fp, dtype=np.uint32)
     return fields
 
 
@@ -66,6 +69,8 @@ class Applier:
     profile: Profile
     want: dict[str, str]
     journal_dir: Path
+    stages: Stages  # the main process's own stages
+    worker_stages: Stages  # summed from the workers' results
     _thresholds: dict[str, dict[str, tuple[float, float]]] | None
 
     def confine_roots(self, roots: list[str] | None = None) -> list[str]:
@@ -85,17 +90,17 @@ class Applier:
             self._thresholds = self.store.tier_thresholds()
         return self._thresholds
 
-    def identified(self, res: dict[str, Any]) -> int | None:
+    def identified(self, res: WorkerResult) -> int | None:
         """The stored recording an identified file belongs to, looked up again in this process
         (the worker's view of the database may predate analyses this scan has stored since)."""
-        rec = res.get("match")
+        rec = res.match
         if rec is not None and self.store.recording_exists(rec):
             return int(rec)
-        fp = res.get("fp")
-        if fp is None:
+        if res.fp is None:
             return None
-        f = Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
-        rec = match_recording(self.store, f)
+        f = Fingerprint(res.fp_duration or 0.0, np.asarray(res.fp, dtype=np.uint32))
+        with self.stages("match"):
+            rec = match_recording(self.store, f)
         if rec is None:  # an analysis imported from another agent (nomarr analyses import)?
             rec = adopt(self.store, f, self.want)
             if rec is not None:
@@ -107,64 +112,61 @@ class Applier:
         would record, from a complete decode (:func:`nomarr.library.reusable`)."""
         return reusable(self.store.analyses(rec), self.want)
 
-    def handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
+    def record_stages(self, res: WorkerResult) -> None:
+        """A worker result's stage times into the scan's profile (``worker.<stage>``)."""
+        self.worker_stages.merge(res.stages)
+
+    def handle(self, res: WorkerResult, st_walk: os.stat_result) -> int | None:
         """Store one worker result (and write the file's tags); returns its recording id, or
         None when the file failed."""
-        kind = res.get("kind")
-        if kind == "analysed" and res.get("silent"):
+        if res.kind == "analysed" and res.silent:
             # nothing to describe: scores of silence would be tags about no music
-            res = {
-                **res,
-                "kind": "failed",
-                "error": "digital silence: nothing to analyse (not tagged)",
-            }
-            kind = "failed"
-        if kind in ("failed", "changed"):
+            res = replace(
+                res, kind="failed", error="digital silence: nothing to analyse (not tagged)"
+            )
+        if res.kind in ("failed", "changed"):
             self._failed(res)
             return None
-        with self.store.tx():
+        with self.stages("database"), self.store.tx():
             stored = self._store(res)
         if stored is None:
             return None
         tid, rec, replaced = stored
         s = self.summary
-        if kind == "analysed":
+        if res.kind == "analysed":
             s.analysed += 1
-            s.audio_seconds += float(res.get("duration") or 0.0)
-            for k, v in (res.get("timing") or {}).items():
-                if k in ("decode_mel", "inference", "plan", "identify"):
-                    s.time[f"worker_{k}"] = s.time.get(f"worker_{k}", 0.0) + v
-            for wmsg in res.get("warnings") or []:
-                log.info("analysis warning", extra={"path": res["path"], "warning": wmsg})
+            s.audio_seconds += float(res.facts.duration or 0.0) if res.facts else 0.0
+            for wmsg in res.warnings:
+                log.info("analysis warning", extra={"path": res.path, "warning": wmsg})
         else:
             s.reused += 1
         if self.opts.write:
-            self._write(tid, res["path"])
+            self._write(tid, res.path)
             if replaced:  # a better analysis of the recording: its other files follow
                 for t in self.store.tracks_of_recordings([rec]).get(rec, []):
                     if t.id != tid and t.status == "ok":
                         self._write(t.id, t.path)
         return rec
 
-    def _failed(self, res: dict[str, Any]) -> None:
+    def _failed(self, res: WorkerResult) -> None:
         """A failed or changed file: reported; a failure that is the file's own is stored, so an
         unchanged broken file is not decoded again on every scan."""
-        path = res["path"]
-        if res.get("vanished"):
-            self._fail(path, res["error"])
+        path, err = res.path, res.error or "failed"
+        if res.vanished:
+            self._fail(path, err)
             return
-        if res.get("kind") == "changed":
-            self._fail(path, res["error"] + " (will be retried next scan)")
+        if res.kind == "changed":
+            self._fail(path, err + " (will be retried next scan)")
             return
-        self._fail(path, res["error"])
+        self._fail(path, err)
         try:
             st = os.stat(path)
         except OSError:
             return
-        with self.store.tx():
-            self.store.set_failed(path, st, res["error"])
+        with self.stages("database"), self.store.tx():
+            self.store.set_failed(path, st, err)
 
-    def _store(self, res: dict[str, Any]) -> tuple[int, int, bool] | None:
+    def _store(self, res: WorkerResult) -> tuple[int, int, bool] | None:
         """The result's track, recording and analyses into the store (inside the caller's
         transaction); (track id, recording id, whether a stored analysis of the recording was
         replaced by a better one), or None when the file must wait a scan.
@@ -173,49 +175,47 @@ class Applier:
         (:meth:`~nomarr.store.Analysis.rank`: complete over partial, then more audio decoded), so
         a damaged copy never displaces an intact one, whichever the scan met first."""
         store = self.store
-        path = res["path"]
-        kind = res.get("kind")
-        fp = res.get("fp")
-        rec = res.get("match")
+        fp = None if res.fp is None else np.asarray(res.fp, dtype=np.uint32)
+        rec = res.match
         if rec is not None and not store.recording_exists(rec):
             rec = None
-        if kind == "analysed" and rec is None and fp is not None:
+        if res.kind == "analysed" and rec is None and fp is not None:
             # a duplicate analysed by another worker in this same scan
-            rec = match_recording(store, Fingerprint(res.get("fp_duration") or 0.0, fp))
+            rec = match_recording(store, Fingerprint(res.fp_duration or 0.0, fp))
         if rec is None:
-            if kind == "reuse":  # the recording vanished since the worker looked: analyse again
-                self._fail(path, "matched recording disappeared; will be analysed next scan")
+            if res.kind == "reuse":  # the recording vanished since the worker looked: analyse again
+                self._fail(res.path, "matched recording disappeared; will be analysed next scan")
                 return None
             keys = Fingerprint(0.0, fp).keys() if fp is not None else set()
-            rec = store.new_recording(res.get("fp_duration"), keys)
-        tid = store.upsert_track(path, WorkerStat(res["stat"]), **_track_fields(res, rec))  # type: ignore[arg-type]
+            rec = store.new_recording(res.fp_duration, keys)
+        if res.facts is None:
+            raise ValueError(f"{res.path}: worker result without file facts")
+        tid = store.upsert_track(res.path, WorkerStat(res.facts.stat), **_track_fields(res, rec))  # type: ignore[arg-type]
         replaced = False
-        if kind == "analysed":
+        if res.kind == "analysed":
             stored = store.analyses(rec)
-            for r in res["results"]:
+            for r in res.outputs:
                 a = Analysis(
                     rec,
-                    r["model_id"],
-                    r["prefix"],
-                    r["provenance"],
+                    r.model_id,
+                    r.prefix,
+                    r.provenance,
                     self.profile.name,
-                    res["windows"],
-                    r["n_patches"],
-                    r["provider"],
-                    r["scores"],
-                    complete=bool(res.get("complete", True)),
-                    decoded_s=res.get("decoded_s"),
+                    res.windows,
+                    r.n_patches,
+                    r.provider,
+                    r.scores,
+                    complete=res.complete,
+                    decoded_s=res.decoded_s,
                 )
                 old = stored.get(a.model_id)
                 if old is not None and old.provenance == a.provenance:
                     if old.rank() >= a.rank():
                         continue  # the stored one represents the recording at least as well
                     replaced = True
-                store.put_analysis(rec, a, r["embedding"])
-            if not res.get("complete", True):
-                log.warning(
-                    "partial decode", extra={"path": path, "decoded_s": res.get("decoded_s")}
-                )
+                store.put_analysis(rec, a, r.embedding)
+            if not res.complete:
+                log.warning("partial decode", extra={"path": res.path, "decoded_s": res.decoded_s})
         return tid, int(rec), replaced
 
     def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
@@ -246,15 +246,16 @@ class Applier:
             return False
         tw = time.perf_counter()
         try:
-            wr = tagio.write_tags(
-                path,
-                nom,
-                mood=mood,
-                mood_owned=last[1] if last else None,
-                journal_dir=self.journal_dir,
-                verify=self.opts.verify_writes,
-                within=self.confine_roots(),
-            )
+            with collecting(self.stages), self.stages("tags"):
+                wr = tagio.write_tags(
+                    path,
+                    nom,
+                    mood=mood,
+                    mood_owned=last[1] if last else None,
+                    journal_dir=self.journal_dir,
+                    verify=self.opts.verify_writes,
+                    within=self.confine_roots(),
+                )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
             if e.reason == "read-only":
@@ -273,7 +274,7 @@ class Applier:
             st = os.stat(path)
         except OSError:
             return False
-        with store.tx():
+        with self.stages("database"), store.tx():
             store.record_write(
                 tid,
                 nom,

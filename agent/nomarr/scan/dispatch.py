@@ -17,11 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nomarr.fingerprint import Fingerprint, same_recording
+from nomarr.results import WorkerResult
 from nomarr.scan.plan import Job
 
 if TYPE_CHECKING:
@@ -32,27 +34,6 @@ log = logging.getLogger("nomarr.scan")
 Key = tuple[str, Any]
 
 
-def merge_identity(res: dict[str, Any], ident: dict[str, Any]) -> dict[str, Any]:
-    """An analysis result completed with the fingerprint its identification step computed.
-
-    A file that changed between the two steps is reported as changed (retried next scan): its
-    fingerprint may describe the old content.
-    """
-    out = dict(res)
-    for k in ("fp", "fp_duration", "fp_error"):
-        if k in ident and k not in out:
-            out[k] = ident[k]
-    if out.get("match") is None:
-        out["match"] = ident.get("match")
-    if out.get("kind") in ("analysed", "reuse") and ident.get("stat") and out.get("stat"):
-        if tuple(ident["stat"][:2]) != tuple(out["stat"][:2]):
-            out.update(kind="changed", error="file changed while it was being analysed")
-    t = dict(out.get("timing") or {})
-    t["identify"] = t.get("identify", 0.0) + float((ident.get("timing") or {}).get("identify", 0.0))
-    out["timing"] = t
-    return out
-
-
 class Dispatcher:
     """Runs a plan's jobs through the scanner's workers; results go to ``scanner.handle``."""
 
@@ -60,8 +41,8 @@ class Dispatcher:
         self.sc = scanner
         self.jobs = jobs
         self.on_done = on_done  # called once per finished file (the progress line)
-        self.in_flight: dict[Future[dict[str, Any]], Job] = {}
-        self.pools: dict[Future[dict[str, Any]], Any] = {}  # the executor each job went to
+        self.in_flight: dict[Future[WorkerResult], Job] = {}
+        self.pools: dict[Future[WorkerResult], Any] = {}  # the executor each job went to
         self.waiting: dict[Key, list[tuple[str, Any, os.stat_result]]] = {}
         self.new_fps: dict[Key, Fingerprint] = {}
         self.suspects: deque[Job] = deque()  # in flight when a worker died: re-run one at a time
@@ -75,11 +56,11 @@ class Dispatcher:
 
     def submit(self, job: Job) -> None:
         try:
-            f = self.sc.submit(job.path, job.mode, job.rec)
+            f = self.sc.submit(job)
         except BrokenProcessPool:  # a worker died while idle: start a fresh pool
             self.sc.summary.worker_crashes += 1
             self.sc.pool.reset()
-            f = self.sc.submit(job.path, job.mode, job.rec)
+            f = self.sc.submit(job)
         self.in_flight[f] = job
         self.pools[f] = self.sc.executor
 
@@ -88,12 +69,16 @@ class Dispatcher:
         path: str,
         st: os.stat_result,
         key: Key | None,
-        ident: dict[str, Any] | None,
+        ident: WorkerResult | None,
         rec: int | None,
     ) -> None:
+        """The models on an identified file: on its prepared patches when it has them (no second
+        decode), else (a file too long to ship, or one whose patches were dropped while it waited)
+        a job that decodes and analyses it."""
         if key is not None:
             self.waiting.setdefault(key, [])
-        self.submit(Job(path, st, "analyze", rec, key, ident))
+        mode = "infer" if ident is not None and ident.prepared is not None else "analyze"
+        self.submit(Job(path, st, mode, rec, key, ident))
 
     def _fill(self) -> None:
         """Start queued jobs up to the in-flight limit (none while a suspect runs alone)."""
@@ -129,11 +114,12 @@ class Dispatcher:
                 if not self.in_flight:
                     break
             self._fill()
-            finished, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            with self.sc.stages("wait"):
+                finished, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
             for f in finished:
                 self._finished(f)
 
-    def _finished(self, f: Future[dict[str, Any]]) -> None:
+    def _finished(self, f: Future[WorkerResult]) -> None:
         job = self.in_flight.pop(f)
         pool = self.pools.pop(f, None)
         try:
@@ -148,40 +134,44 @@ class Dispatcher:
             if not job.alone:
                 self.suspects.append(job)
                 return
-            res = {
-                "path": job.path,
-                "kind": "failed",
-                "error": f"worker crashed while processing this file ({type(e).__name__}: {e})",
-            }
-        if res.get("kind") == "identified":
+            res = WorkerResult(
+                job.path,
+                "failed",
+                error=f"worker crashed while processing this file ({type(e).__name__}: {e})",
+            )
+        self.sc.record_stages(res)
+        if res.kind == "identified":
             if self._identified(job, res):
                 return  # waiting for, or running, the recording's analysis
         else:
             if job.ident is not None:
-                res = merge_identity(res, job.ident)
+                res = res.with_identity(job.ident)
             rec = self.sc.handle(res, job.st)
             self._release(job.key, rec)
         self.on_done(job.path)
 
-    def _identified(self, job: Job, res: dict[str, Any]) -> bool:
+    def _identified(self, job: Job, res: WorkerResult) -> bool:
         """A file identified: reuse a current analysis (False: the file is done), or join or start
         its recording's analysis (True: it finishes later)."""
         rec = self.sc.identified(res)
+        res.stages = {}  # counted once, when it came back
         if rec is not None and self.sc.reusable(rec):
-            self.sc.handle({**res, "kind": "reuse", "match": rec}, job.st)
+            self.sc.handle(replace(res, kind="reuse", match=rec, prepared=None), job.st)
             return False
-        fp = res.get("fp")
+        fp = res.fp
         key: Key | None = ("rec", rec) if rec is not None else None
         if key is None and fp is not None:
-            mine = Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
+            mine = Fingerprint(res.fp_duration or 0.0, np.asarray(fp, dtype=np.uint32))
             key = next((k for k, o in self.new_fps.items() if same_recording(mine, o)), None)
             if key is None:
                 key = ("new", job.path)
                 self.new_fps[key] = mine
         if key is not None and key in self.waiting:
-            self.waiting[key].append(("result", {**res, "match": rec}, job.st))
+            # waits for the recording's analysis; its patches are dropped (memory), so should that
+            # analysis fail, this file is decoded again
+            self.waiting[key].append(("result", replace(res, match=rec, prepared=None), job.st))
             return True
-        self.start_analysis(job.path, job.st, key, {**res, "match": rec}, rec)
+        self.start_analysis(job.path, job.st, key, replace(res, match=rec), rec)
         return True
 
     def _release(self, key: Key | None, rec: int | None) -> None:
@@ -200,14 +190,14 @@ class Dispatcher:
             if fp is not None:
                 self.new_fps[key] = fp
             if kind == "result":
-                match = item.get("match") or rec
-                self.start_analysis(item["path"], st, key, {**item, "match": match}, match)
+                match = item.match or rec
+                self.start_analysis(item.path, st, key, replace(item, match=match), match)
             else:
                 self.submit(Job(item.path, item.st, item.mode, item.rec, key))
             return
         for kind, item, st in queue:
             if kind == "result":
-                self.sc.handle({**item, "kind": "reuse", "match": rec}, st)
-                self.on_done(item["path"])
+                self.sc.handle(replace(item, kind="reuse", match=rec), st)
+                self.on_done(item.path)
             else:
                 self.jobs.appendleft(item)  # an unchanged file of a re-analysed recording

@@ -27,6 +27,7 @@ class ScanOptions:
     verify_writes: bool = True
     nice: int = 0
     cpus: list[int] | None = None  # pin workers to these cores (the agent's CPU cap)
+    inference: str = "auto"  # auto | workers | central (see nomarr.scan.central)
     scheduler: str | None = None  # Dask scheduler address: analyse on remote workers too
     secrets: str | None = None  # the cluster's secrets folder (default ~/.config/nomarr/remote)
     insecure: bool = False  # allow a plain tcp:// scheduler

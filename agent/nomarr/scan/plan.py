@@ -17,6 +17,7 @@ from typing import Any
 
 from nomarr_client import tags as grammar
 
+from nomarr.results import WorkerResult
 from nomarr.scan.options import ScanOptions, ScanSummary
 from nomarr.store import Store, enc_path
 from nomarr.walk import WalkResult
@@ -25,14 +26,15 @@ from nomarr.walk import WalkResult
 @dataclass
 class Job:
     """One file on its way through the workers: ``key`` names the recording whose analysis this
-    job owns (see :mod:`nomarr.scan.dispatch`), ``ident`` is its earlier identification result."""
+    job owns (see :mod:`nomarr.scan.dispatch`), ``ident`` is its earlier identification result
+    (whose ``prepared`` patches an ``infer`` job runs the models on)."""
 
     path: str
     st: os.stat_result
-    mode: str  # identify | analyze
+    mode: str  # identify | analyze | infer
     rec: int | None
     key: tuple[str, Any] | None = None
-    ident: dict[str, Any] | None = None
+    ident: WorkerResult | None = None
     alone: bool = False  # re-run by itself after a worker died with it in flight
 
 

@@ -11,15 +11,29 @@ from typing import Any
 
 from nomarr import paths
 from nomarr.library import calibrate
+from nomarr.pipeline.prepare import Prepared
+from nomarr.results import WorkerResult
 from nomarr.scan.apply import Applier
+from nomarr.scan.central import CentralInference
 from nomarr.scan.dispatch import Dispatcher
 from nomarr.scan.options import Progress, ScanOptions, ScanSummary
-from nomarr.scan.plan import make_plan
+from nomarr.scan.plan import Job, make_plan
+from nomarr.stages import Stages
 from nomarr.store import Store
 from nomarr.walk import WalkResult, walk
-from nomarr.workers import WorkerPool, process_file, run_in_process
+from nomarr.workers import WorkerPool, infer_job, process_file, run_in_process
 
 log = logging.getLogger("nomarr.scan")
+
+GPU_PROVIDERS = frozenset(
+    {
+        "CUDAExecutionProvider",
+        "ROCMExecutionProvider",
+        "MIGraphXExecutionProvider",
+        "DmlExecutionProvider",
+        "CoreMLExecutionProvider",
+    }
+)
 
 
 class Scanner(Applier):
@@ -49,6 +63,9 @@ class Scanner(Applier):
         self.summary = ScanSummary()
         self.cancel = cancel
         self.journal_dir = paths.data_dir() / "journal"
+        self.stages = Stages()
+        self.worker_stages = Stages()
+        self.central: CentralInference | None = None  # one model session fed by all workers
         self._own_pool = pool is None
         self.pool = pool or WorkerPool(
             self.worker_count(), self.worker_initargs(opts, self.db_path, self.want)
@@ -56,6 +73,27 @@ class Scanner(Applier):
         self._local_busy = 0
         self._fallback: WorkerPool | None = None
         self.remote = self._connect_remote() if opts.scheduler else None
+        if self._central_wanted():
+            self.central = self._start_central()
+
+    def _central_wanted(self) -> bool:
+        """``--inference central``, or ``auto`` with a GPU provider named (docs: nomarr.scan.central)."""
+        mode = self.opts.inference
+        if mode == "central":
+            return True
+        return mode == "auto" and (self.opts.provider or "") in GPU_PROVIDERS
+
+    def _start_central(self) -> CentralInference:
+        from nomarr.pipeline.analyze import Analyzer, ModelSet
+
+        ms = ModelSet(
+            self.registry,
+            self.opts.models,
+            threads=self.opts.threads or 0,
+            provider=self.opts.provider,
+        )
+        batch = max(self.opts.batch, 64)  # a GPU wants many patches per run
+        return CentralInference(Analyzer(ms, self.profile, batch_size=batch))
 
     def _connect_remote(self) -> Any:
         """The remote executor (``--scheduler``): the one seam between the scan and Dask.
@@ -101,6 +139,8 @@ class Scanner(Applier):
             log.getEffectiveLevel(),
             opts.nice,
             opts.cpus,
+            opts.inference == "central"
+            or (opts.inference == "auto" and (opts.provider or "") in GPU_PROVIDERS),
         )
 
     @property
@@ -125,37 +165,60 @@ class Scanner(Applier):
         """Whether the agent asked the scan to stop (between files)."""
         return self.cancel is not None and bool(self.cancel.is_set())
 
-    def submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
-        """One :func:`~nomarr.workers.process_file` job: in a local worker while one is free,
-        else on a remote worker (``--scheduler``), else queued locally or (``--workers 0``) here."""
-        if self.remote is not None and self.remote.usable():
-            if self._local_busy >= self.worker_count():
-                return self.remote.submit(path, mode, rec)
-        f = self._submit_local(path, mode, rec)
+    def submit(self, job: Job) -> Future[WorkerResult]:
+        """One job: :func:`~nomarr.workers.process_file` (identify, analyze) or
+        :func:`~nomarr.workers.infer_job` (the models on an identified file's patches); in the
+        central session when the scan has one, in a local worker while one is free, else on a
+        remote worker (``--scheduler``; an infer job goes there as an analysis of the file), else
+        queued locally or (``--workers 0``) here."""
+        spare_remote = (
+            self.remote is not None
+            and self.remote.usable()
+            and self._local_busy >= self.worker_count()
+        )
+        if job.mode == "infer":
+            assert job.ident is not None and job.ident.prepared is not None
+            if self.central is not None:
+                return self.central.submit(job.path, job.ident.prepared)
+            if spare_remote:
+                return self.remote.submit(job.path, "analyze", job.rec)
+            f = self._submit_local(job.path, "infer", job.rec, job.ident.prepared)
+        elif job.mode == "analyze" and self.central is not None:
+            return self.central.submit_file(job.path, job.rec)
+        elif spare_remote:
+            return self.remote.submit(job.path, job.mode, job.rec)
+        else:
+            f = self._submit_local(job.path, job.mode, job.rec)
         if self.remote is not None:  # the summary says who analysed what, here included
             f.add_done_callback(self.remote.note_local)
         return f
 
-    def _submit_local(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
+    def _submit_local(
+        self, path: str, mode: str, rec: int | None, prepared: Prepared | None = None
+    ) -> Future[WorkerResult]:
         """A job on this machine: the scan's workers, in this process (``--workers 0``), or, for
         a remote job that must run here while the scan has no workers, one fallback worker."""
+        fn: Any = process_file
+        args: tuple[Any, ...] = (path, mode, rec)
+        if mode == "infer":
+            fn, args = infer_job, (path, prepared)
         if self.remote is not None and self.worker_count() == 0:
             if self._fallback is None:
                 self._fallback = WorkerPool(
                     1, self.worker_initargs(self.opts, self.db_path, self.want)
                 )
-            return self._fallback.get().submit(process_file, path, mode, rec)
+            return self._fallback.get().submit(fn, *args)
         if self.worker_count() == 0:
             o = self.opts
             key = (self.db_path, tuple(o.models), o.profile, tuple(sorted(self.want.items())))
             key += (o.threads, o.batch, o.provider)
             initargs = (self.db_path, o.models, o.profile, self.want, o.threads or 0)
             initargs += (max(o.batch, 4), o.provider, log.getEffectiveLevel(), 0)
-            return run_in_process(key, initargs, process_file, path, mode, rec)
-        f = self.pool.get().submit(process_file, path, mode, rec)
+            return run_in_process(key, initargs, fn, *args)
+        f = self.pool.get().submit(fn, *args)
         self._local_busy += 1
 
-        def done(_: Future[dict[str, Any]]) -> None:
+        def done(_: Future[WorkerResult]) -> None:
             self._local_busy -= 1
 
         f.add_done_callback(done)
@@ -197,6 +260,9 @@ class Scanner(Applier):
             Dispatcher(self, plan.jobs, one_done).run()
         finally:
             prog.close()
+            if self.central is not None:
+                self.central.close()
+                s.time["central_batches"] = float(len(self.central.batches))
             if self._own_pool:
                 self.pool.shutdown(wait=True)
             if self._fallback is not None:
@@ -211,6 +277,11 @@ class Scanner(Applier):
             self.store.gc_recordings()
         self._calibrate(roots)
         s.elapsed_s = time.perf_counter() - t0
+        for k, v in self.stages.as_dict().items():
+            s.time[f"main.{k}"] = v
+        for k, v in self.worker_stages.as_dict().items():
+            s.time[f"worker.{k}"] = v
+        s.time["workers"] = float(self.worker_count())
         self.store.end_scan(scan_id, s.to_dict())
         return s
 

@@ -13,6 +13,7 @@ import mutagen
 from mutagen.wave import WAVE
 from nomarr_client.tags import LEGACY_PREFIX, PREFIX
 
+from nomarr.stages import timed
 from nomarr.tagio.codecs import codec_for
 from nomarr.tagio.codecs.base import Item, _is_owned_name
 from nomarr.tagio.codecs.iff import _mirror_info
@@ -122,16 +123,20 @@ def _tag_copy(
         raise TagError(src, "verify-failed", "edit would change tags nomarr does not own")
     expected = _state(obj)
     try:
-        _save(obj, tmp)
+        with timed("tag_write"):
+            _save(obj, tmp)
     except Exception as e:
         raise TagError(src, "io", f"mutagen could not write the copy: {e}") from e
-    _fsync_path(tmp)
-    back = _load_copy(tmp, cls, src)
+    with timed("tag_fsync"):
+        _fsync_path(tmp)
+    with timed("tag_verify"):
+        back = _load_copy(tmp, cls, src)
     if _state(back) != expected or _plan(back, req) is not None:
         raise TagError(src, "verify-failed", "tags read back differ from the tags written")
     if audio is not None:
         try:
-            got, _ = _audio_md5(tmp, audio[1], src)
+            with timed("tag_verify"):
+                got, _ = _audio_md5(tmp, audio[1], src)
         except TagError as e:
             raise TagError(src, "verify-failed", f"audio of the copy unreadable: {e.detail}") from e
         if got != audio[0]:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import stat
 
+from nomarr.stages import timed
 from nomarr.tagio import edit
 from nomarr.tagio.edit import _Plan, _Request
 from nomarr.tagio.errors import TagError, _os_reason
@@ -56,7 +57,8 @@ def _write_replace(
         raise TagError(real, _os_reason(e), f"cannot create temp copy: {e}") from e
     try:
         try:
-            _copy_fd(real, fd)
+            with timed("tag_copy"):
+                _copy_fd(real, fd)
             fst = os.fstat(fd)
             if hasattr(os, "fchown") and (fst.st_uid, fst.st_gid) != (st.st_uid, st.st_gid):
                 try:

@@ -20,6 +20,7 @@ from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
 from nomarr_client.tags import parse_key
 
+from nomarr.stages import timed
 from nomarr.tagio.codecs.iff import _iff_check
 from nomarr.tagio.edit import _plan, _Request
 from nomarr.tagio.errors import TagError
@@ -27,7 +28,7 @@ from nomarr.tagio.files import _load, _stat
 from nomarr.tagio.inplace import _write_inplace
 from nomarr.tagio.journal import _JOURNAL_SUFFIX, _journal_name, _path_lock, _recover_record
 from nomarr.tagio.replace import _NeedInplace, _write_replace
-from nomarr.tagio.verify import _audio_md5
+from nomarr.tagio.verify import MP3_BYTES, _audio_md5
 
 log = logging.getLogger("nomarr.tagio")  # one logger name for all of tag I/O
 
@@ -129,7 +130,10 @@ def _write(
             return WriteResult(False, {}, [], None, "unchanged")
         _check_writable(real, st)
         cls = type(obj)
-        audio = _audio_md5(real) if verify else None
+        with timed("tag_verify"):
+            audio = None
+            if verify:
+                audio = _audio_md5(real, MP3_BYTES if isinstance(obj, MP3) else None)
         d = os.path.dirname(real)
         method = "replace"
         if st.st_nlink > 1 or not _can_chown(st) or not _dir_writable(d):
