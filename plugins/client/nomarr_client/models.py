@@ -280,7 +280,7 @@ class TagKey(_Response):
     tracks: int = Field(
         description="ok tracks whose file carries this key (per the agent's last write)"
     )
-    kind: Literal["score", "tier", "provenance"]
+    kind: Literal["score", "tier", "provenance", "descriptor"]
     prefix: str = Field(description="nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_")
     label: str | None = Field(default=None, description="label slug for score and tier keys")
     tier: Literal["high", "medium", "low"] | None = None
