@@ -30,7 +30,7 @@ from nomarr_client import tags as grammar
 from nomarr_client.tags import fmt_score, slug, tier_of
 from nomarr_client.vocab import is_mood
 
-from nomarr.store import Analysis, Store
+from nomarr.store import DSP_ID, Analysis, Store
 
 Thresholds = Mapping[str, Mapping[str, tuple[float, float]]]  # model id → label → (high, medium)
 
@@ -86,9 +86,20 @@ def tags_hash(tags: Mapping[str, str], mood: str | None) -> str:
     return hashlib.sha256(json.dumps([sorted(tags.items()), mood]).encode()).hexdigest()[:16]
 
 
-def is_current(analyses: Mapping[str, Analysis], want: Mapping[str, str]) -> bool:
-    """Whether a recording's stored analyses are what an analysis would record now."""
-    return grammar.is_current({mid: a.provenance for mid, a in analyses.items()}, want)
+def is_current(
+    analyses: Mapping[str, Analysis], want: Mapping[str, str], dsp: str | None = None
+) -> bool:
+    """Whether a recording's stored analyses (and descriptors, provenance ``dsp``) are what an
+    analysis would record now."""
+    have = {mid: a.provenance for mid, a in analyses.items()}
+    if dsp is not None:
+        have[DSP_ID] = dsp
+    return grammar.is_current(have, want)
+
+
+def recording_current(store: Store, rec: int, want: Mapping[str, str]) -> bool:
+    """:func:`is_current` for a stored recording, descriptors included."""
+    return is_current(store.analyses(rec), want, store.descriptor_provenance(rec))
 
 
 def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
@@ -208,7 +219,7 @@ def stored_answer(
     if (s.st_size, s.st_mtime_ns) != (t.size, t.mtime_ns):
         return None
     analyses = store.analyses(t.recording_id)
-    if not is_current(analyses, want):
+    if not is_current(analyses, want, store.descriptor_provenance(t.recording_id)):
         return None
     th = store.tier_thresholds()
     tags, _ = desired_tags(analyses.values(), th, False)

@@ -29,7 +29,8 @@ import numpy as np
 
 from nomarr import paths
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DSP_ID = "nomarr-dsp"  # the descriptors' entry in provenance maps (nomarr.pipeline.analyze too)
 
 
 def _driver() -> Any:
@@ -149,6 +150,26 @@ _MIGRATIONS: list[str] = [
         summary TEXT
     );
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: DSP descriptors (tempo, key, loudness, energy, regions) and the per-track timeline, one
+    # row per recording like analyses; the columns queries filter on, the whole document as JSON.
+    # writes.std remembers the standard fields (BPM, key, ReplayGain) nomarr last wrote, for the
+    # ownership rule.
+    """
+    CREATE TABLE descriptors (
+        recording_id INTEGER PRIMARY KEY REFERENCES recordings(id) ON DELETE CASCADE,
+        provenance TEXT NOT NULL,
+        bpm REAL, bpm_confidence REAL,
+        key TEXT, camelot TEXT, key_strength REAL,
+        energy REAL, danceability REAL,
+        lufs REAL, true_peak REAL,
+        doc TEXT NOT NULL,
+        timeline BLOB,
+        created REAL NOT NULL
+    );
+    CREATE INDEX descriptors_bpm ON descriptors(bpm);
+    CREATE INDEX descriptors_camelot ON descriptors(camelot);
+    ALTER TABLE writes ADD COLUMN std TEXT;
     """,
 ]
 
@@ -626,6 +647,8 @@ class Store:
             "SELECT recording_id, model_id, provenance FROM analyses"
         ):
             out.setdefault(rid, {})[mid] = prov
+        for rid, prov in self.db.execute("SELECT recording_id, provenance FROM descriptors"):
+            out.setdefault(rid, {})[DSP_ID] = prov
         return out
 
     def put_analysis(self, rec_id: int, a: Analysis, embedding: np.ndarray | None) -> None:
@@ -788,6 +811,87 @@ class Store:
         self.db.execute(
             "INSERT OR REPLACE INTO writes (track_id, tags, tags_hash, mood, method, written) VALUES (?, ?, ?, ?, ?, ?)",
             (track_id, json.dumps(tags, sort_keys=True), tags_hash, mood, method, time.time()),
+        )
+
+    # -- DSP descriptors --------------------------------------------------------------------------
+
+    def put_descriptors(self, rec_id: int, doc: dict[str, Any], timeline: bytes | None) -> None:
+        """Store (replace) a recording's descriptors (``TrackDescriptors.to_dict()``)."""
+        t, k, e, lo = (
+            doc.get("tempo") or {},
+            doc.get("key") or {},
+            doc.get("energy") or {},
+            doc.get("loudness") or {},
+        )
+        self.db.execute(
+            "INSERT OR REPLACE INTO descriptors (recording_id, provenance, bpm, bpm_confidence, key, "
+            "camelot, key_strength, energy, danceability, lufs, true_peak, doc, timeline, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec_id,
+                str(doc.get("provenance") or ""),
+                t.get("bpm"),
+                t.get("confidence"),
+                k.get("key"),
+                k.get("camelot"),
+                k.get("strength") if k.get("key") else None,
+                e.get("energy"),
+                e.get("danceability"),
+                lo.get("integrated_lufs"),
+                lo.get("true_peak_dbtp"),
+                json.dumps(doc, separators=(",", ":")),
+                timeline,
+                time.time(),
+            ),
+        )
+
+    def descriptors(self, rec_id: int) -> dict[str, Any] | None:
+        """A recording's descriptor document, or None."""
+        row = self.db.execute(
+            "SELECT doc FROM descriptors WHERE recording_id = ?", (rec_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def timeline(self, rec_id: int) -> bytes | None:
+        """A recording's stored timeline blob (see nomarr.analyzers.timeline)."""
+        row = self.db.execute(
+            "SELECT timeline FROM descriptors WHERE recording_id = ?", (rec_id,)
+        ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def descriptor_provenance(self, rec_id: int) -> str | None:
+        """The provenance a recording's descriptors were computed with (None: none stored)."""
+        row = self.db.execute(
+            "SELECT provenance FROM descriptors WHERE recording_id = ?", (rec_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def descriptor_columns(self, rec_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """recording id → {bpm, key, camelot, energy, danceability, lufs} for filters."""
+        ids = list(rec_ids)
+        out: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in self.db.execute(
+                "SELECT recording_id, bpm, key, camelot, energy, danceability, lufs FROM descriptors "
+                f"WHERE recording_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                out[r[0]] = dict(
+                    bpm=r[1], key=r[2], camelot=r[3], energy=r[4], danceability=r[5], lufs=r[6]
+                )
+        return out
+
+    def last_std(self, track_id: int) -> dict[str, str]:
+        """The standard fields (bpm, initial_key, replaygain…) nomarr last wrote into a file."""
+        row = self.db.execute("SELECT std FROM writes WHERE track_id = ?", (track_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
+
+    def set_last_std(self, track_id: int, std: dict[str, str]) -> None:
+        """Remember the standard fields written (after :meth:`record_write`)."""
+        self.db.execute(
+            "UPDATE writes SET std = ? WHERE track_id = ?",
+            (json.dumps(std, sort_keys=True), track_id),
         )
 
     # -- scans ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import FingerprintError, fingerprint, match_recording
-from nomarr.library import is_current
+from nomarr.library import recording_current
 from nomarr.store import Store
 
 _W: dict[str, Any] = {}
@@ -210,7 +210,7 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         out["match"] = rec
         t_id = time.perf_counter() - t0
         store = _worker_store() if rec is not None else None
-        if store is not None and rec is not None and is_current(store.analyses(rec), _W["want"]):
+        if store is not None and rec is not None and recording_current(store, rec, _W["want"]):
             kind = "reuse"
         elif mode == "identify":
             kind = "identified"
@@ -297,6 +297,9 @@ def _analyse(path: str, out: dict[str, Any]) -> None:
     ]
     out["warnings"] = fa.warnings
     out["timing"] = dict(fa.timing)
+    if fa.descriptors is not None:
+        out["descriptors"] = fa.descriptors.to_dict()
+        out["timeline"] = fa.descriptors.timeline.encode()
 
 
 def _stat_tuple(st: os.stat_result) -> tuple[int, int, int, int, int]:

@@ -57,11 +57,6 @@ def _freqs32() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _band_matrix32() -> np.ndarray:
-    return _band_matrix().astype(np.float32)
-
-
-@lru_cache(maxsize=1)
 def _band_weights() -> np.ndarray:
     """Flux weight per band, 1.0 at 40 Hz falling to 0.3 at 7.6 kHz: kick, bass and snare carry
     the beat; hi-hats and cymbals mostly subdivide it."""
@@ -69,20 +64,15 @@ def _band_weights() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _band_matrix() -> np.ndarray:
-    """[N_BANDS, N_FFT//2+1] rectangular log-spaced bands between 40 Hz and 7.6 kHz."""
+def _band_edges() -> tuple[np.ndarray, np.ndarray]:
+    """Rectangular log-spaced bands from 40 Hz up as ``np.add.reduceat`` start bins (the last
+    band runs to 8 kHz); bands narrower than a bin at the low end share one: the second array maps
+    each band to its reduceat row."""
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / SR)
-    edges = np.geomspace(40.0, 7600.0, N_BANDS + 1)
-    m = np.zeros((N_BANDS, freqs.size))
-    for b in range(N_BANDS):
-        sel = (freqs >= edges[b]) & (freqs < edges[b + 1])
-        if not sel.any():  # narrow low bands: the nearest bin
-            sel = np.abs(freqs - np.sqrt(edges[b] * edges[b + 1])) == np.min(
-                np.abs(freqs - np.sqrt(edges[b] * edges[b + 1]))
-            )
-        m[b, sel] = 1.0
-    m.setflags(write=False)
-    return m
+    hz = np.geomspace(40.0, 7600.0, N_BANDS + 1)
+    starts = np.searchsorted(freqs, hz[:-1])
+    uniq, rows = np.unique(starts, return_inverse=True)
+    return uniq, rows
 
 
 def _frames(buf: np.ndarray, n_fft: int, hop: int) -> tuple[np.ndarray, int]:
@@ -243,15 +233,18 @@ class Frontend:
     def _onset_frames(self, seg: Segment, frames: np.ndarray) -> None:
         spec = np.fft.rfft(frames * _hann32(N_FFT), axis=1)
         power = np.abs(spec) ** 2 * np.float32(4.0 / N_FFT**2)  # full-scale sine ≈ 1
-        bands = power @ _band_matrix32().T
+        # bands are contiguous bin ranges: sums, not a matrix product (BLAS threads cost more
+        # than this tiny product, and spin against the models' threads)
+        edges, lows = _band_edges()
+        bands = np.add.reduceat(power, edges, axis=1)[:, lows]
         db = 10.0 * np.log10(np.maximum(bands, np.float32(10 ** (DB_FLOOR / 10))))
         prev = self._prev_db if self._prev_db is not None else db[:1]
         d = np.diff(np.concatenate([prev, db]), axis=0)
         self._prev_db = db[-1:]
-        seg.flux.append((np.maximum(d, 0.0) @ _band_weights()).astype(np.float32))
+        seg.flux.append((np.maximum(d, 0.0) * _band_weights()).sum(axis=1).astype(np.float32))
         seg.rms.append(np.sqrt(np.mean(frames * frames, axis=1)).astype(np.float32))
         tot = power.sum(axis=1)
-        cen = (power @ _freqs32()) / np.maximum(tot, np.float32(1e-30))
+        cen = (power * _freqs32()).sum(axis=1) / np.maximum(tot, np.float32(1e-30))
         seg.centroid.append(np.where(tot > 1e-12, cen, 0.0).astype(np.float32))
 
     def _chroma_frames(self, seg: Segment, frames: np.ndarray) -> None:

@@ -6,16 +6,21 @@ mono average of a wide stereo mix would read up to 3 dB low.
 
 - **K-weighting**: the standard's two biquads (high shelf +4 dB around 1.7 kHz, high-pass at
   38 Hz), designed for the file's sample rate from the analogue parameters the 48 kHz
-  coefficients of BS.1770 correspond to. They are applied as one FIR — the cascade's impulse
-  response, 150 ms long, where it has decayed by more than 200 dB — by FFT overlap-add: numpy has
-  no recursive filter and a Python loop per sample would cost more than the models.
+  coefficients of BS.1770 correspond to. Only the K-weighted *mean square* of each 100 ms
+  sub-block is needed, so it is computed in the frequency domain: one FFT per sub-block and
+  channel, the power spectrum weighted by the cascade's exact |H(f)|² (Parseval). That is
+  circular rather than linear filtering within each 100 ms; the filters' impulse responses decay
+  within a few milliseconds, so the energy that wraps around equals, on average, the energy a
+  linear filter would carry across the boundary (measured: bench/bench_descriptors.py against
+  FFmpeg's ebur128 and pyloudnorm). numpy has no recursive filter, and a Python loop per sample
+  would cost more than the models.
 - **Gating** (BS.1770-4): mean squares per 100 ms, 400 ms blocks overlapping by 75 %, absolute gate
   at −70 LUFS, relative gate 10 LU below the absolute-gated mean; channel weights 1.0 (L, R, C),
   1.41 (surrounds), LFE left out.
 - **Loudness range** (EBU Tech 3342): 3 s short-term loudness every 100 ms, gates −70 LUFS and
   −20 LU, the spread between its 10th and 95th percentiles.
-- **True peak** (BS.1770-4 Annex 2): 4× oversampling (soxr's medium-quality linear-phase filter), the maximum absolute
-  value, in dBTP. Only blocks whose sample peak comes within 6 dB of the true peak so far are
+- **True peak** (BS.1770-4 Annex 2): 4× oversampling by a 64-tap polyphase windowed-sinc
+  interpolator (a matrix product per phase, cheap in numpy), the maximum absolute value, in dBTP. Only blocks whose sample peak comes within 6 dB of the true peak so far are
   oversampled: inter-sample overshoot of real audio is far below that.
 - **ReplayGain 2.0**: track gain = −18 LUFS − integrated loudness; peak = the true peak (linear).
   Opus (RFC 7845) gets ``R128_TRACK_GAIN``: (−23 LUFS − integrated) in Q7.8 fixed point.
@@ -30,7 +35,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import soxr
 
 ABS_GATE = -70.0
 REL_GATE = -10.0
@@ -38,6 +42,7 @@ LRA_REL_GATE = -20.0
 RG2_REFERENCE = -18.0
 R128_REFERENCE = -23.0
 TP_MARGIN_DB = 6.0
+TP_TAPS = 16  # per phase: a 64-tap 4x interpolator
 _SURROUND = {4: 1.41, 5: 1.41}  # FL FR FC LFE BL BR: indices of the surrounds in the usual order
 
 
@@ -115,30 +120,38 @@ def _biquads(sr: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-@lru_cache(maxsize=8)
-def k_weighting_ir(sr: int) -> np.ndarray:
-    """Impulse response of the K-weighting cascade, 150 ms long (decayed by > 200 dB)."""
-    n = max(64, int(0.15 * sr))
-    x = np.zeros(n)
-    x[0] = 1.0
+@lru_cache(maxsize=16)
+def _power_weights(sr: int, n: int) -> np.ndarray:
+    """|H(f)|² of the K-weighting cascade at the rfft bins of an n-point frame, times the
+    one-sided spectrum's factor 2 (DC and Nyquist once), so that
+    ``sum(|X|² · w) / n²`` is the filtered frame's mean square."""
+    z = np.exp(-1j * 2 * np.pi * np.fft.rfftfreq(n))
+    h2 = np.ones(z.size)
     for b, a in _biquads(sr):
-        y = np.zeros(n)
-        x1 = x2 = y1 = y2 = 0.0
-        b0, b1, b2 = (float(v) for v in b)
-        a1, a2 = float(a[1]), float(a[2])
-        for i in range(n):  # once per sample rate, cached
-            xi = float(x[i])
-            yi = b0 * xi + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2
-            x2, x1, y2, y1 = x1, xi, y1, yi
-            y[i] = yi
-        x = y
-    x.setflags(write=False)
-    return x
+        h = (b[0] + b[1] * z + b[2] * z * z) / (a[0] + a[1] * z + a[2] * z * z)
+        h2 *= np.abs(h) ** 2
+    h2[1:] *= 2.0
+    if n % 2 == 0:
+        h2[-1] /= 2.0
+    return h2
 
 
-@lru_cache(maxsize=8)
-def _spectrum(sr: int, nfft: int) -> np.ndarray:
-    return np.fft.rfft(k_weighting_ir(sr).astype(np.float32), nfft).astype(np.complex64)
+@lru_cache(maxsize=1)
+def _interpolator() -> np.ndarray:
+    """[TP_TAPS, 3] taps of the phases ¼, ½, ¾ of a 4× interpolator: a sinc cut at the original
+    Nyquist frequency under a Kaiser window (β = 7), each phase normalised to unit DC gain."""
+    n = np.arange(TP_TAPS)
+    out = np.zeros((TP_TAPS, 3))
+    for j, frac in enumerate((0.25, 0.5, 0.75)):
+        t = n - (TP_TAPS // 2 - 1) - frac  # distance of each input sample from the output point
+        h = (
+            np.sinc(t)
+            * np.kaiser(2 * TP_TAPS + 1, 7.0)[
+                np.clip(np.rint(2 * t + TP_TAPS).astype(int), 0, 2 * TP_TAPS)
+            ]
+        )
+        out[:, j] = h / h.sum()
+    return out[::-1].astype(np.float32)
 
 
 class LoudnessMeter:
@@ -147,11 +160,9 @@ class LoudnessMeter:
     def __init__(self) -> None:
         self.sr: int | None = None
         self.channels = 0
-        self._tail: np.ndarray | None = None  # overlap-add carry [ch, L-1]
-        self._sub: list[np.ndarray] = []  # per-100 ms mean squares [ch]
-        self._acc: np.ndarray | None = None
-        self._acc_n = 0
-        self._pos = 0  # samples seen
+        self._pending: np.ndarray | None = None  # samples of the unfinished sub-block
+        self._sub: list[np.ndarray] = []  # per-100 ms K-weighted mean squares [ch]
+        self._pos = 0  # samples metered (whole sub-blocks)
         self._sub_end = 0
         self._tp = 0.0
         self._sp = 0.0
@@ -167,7 +178,6 @@ class LoudnessMeter:
             return
         if self.sr is None:
             self.sr, self.channels = int(sr), x.shape[0]
-            self._acc = np.zeros(self.channels)
             self._sub_end = self._boundary(1)
         elif sr != self.sr or x.shape[0] != self.channels:
             self.error = "sample rate or channel count changed mid-stream"
@@ -175,48 +185,31 @@ class LoudnessMeter:
         if not np.all(np.isfinite(x)):
             x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
         self._true_peak(x)
-        self._mean_squares(self._kweight(x))
+        self._mean_squares(x)
 
     def _boundary(self, k: int) -> int:
         """Sample index where the k-th 100 ms sub-block ends (exact for any rate)."""
         assert self.sr is not None
         return (k * self.sr) // 10
 
-    def _kweight(self, x: np.ndarray) -> np.ndarray:
-        """Overlap-add FIR filtering in fixed FFT sizes (float32: the FFT is the meter's cost)."""
-        assert self.sr is not None
-        h = k_weighting_ir(self.sr)
-        L = h.shape[0]
-        nfft = 1 << max(12, int(np.ceil(np.log2(4 * L))))
-        step = nfft - L + 1
-        H = _spectrum(self.sr, nfft)
-        outs = []
-        for i in range(0, x.shape[1], step):
-            part = x[:, i : i + step]
-            n = part.shape[1]
-            y = np.fft.irfft(np.fft.rfft(part, nfft, axis=1) * H, nfft, axis=1)
-            if self._tail is not None:
-                y[:, : L - 1] += self._tail
-            self._tail = y[:, n : n + L - 1].copy()
-            outs.append(y[:, :n])
-        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=1)
-
-    def _mean_squares(self, y: np.ndarray) -> None:
-        assert self._acc is not None
+    def _mean_squares(self, x: np.ndarray) -> None:
+        """K-weighted mean square of every whole 100 ms sub-block, by Parseval: one FFT of the
+        sub-block, its power spectrum weighted by the filters' exact |H(f)|² (see the module
+        docstring for why this is the filter)."""
+        buf = x if self._pending is None else np.concatenate([self._pending, x], axis=1)
         i = 0
-        n = y.shape[1]
-        sq = (y * y).astype(np.float64)
-        while i < n:
-            take = min(n - i, self._sub_end - self._pos)
-            self._acc += sq[:, i : i + take].sum(axis=1)
-            self._acc_n += take
-            self._pos += take
-            i += take
-            if self._pos == self._sub_end:
-                self._sub.append(self._acc / max(self._acc_n, 1))
-                self._acc = np.zeros(self.channels)
-                self._acc_n = 0
-                self._sub_end = self._boundary(len(self._sub) + 1)
+        while True:
+            n = self._sub_end - self._pos
+            if buf.shape[1] - i < n:
+                break
+            part = buf[:, i : i + n]
+            spec = np.fft.rfft(part, axis=1)
+            p = spec.real**2 + spec.imag**2
+            self._sub.append((p @ _power_weights(self.sr or 0, n)) / (n * n))
+            i += n
+            self._pos += n
+            self._sub_end = self._boundary(len(self._sub) + 1)
+        self._pending = buf[:, i:]
 
     def _true_peak(self, x: np.ndarray) -> None:
         """Track the sample peak, and the 4× oversampled peak of blocks that could raise it."""
@@ -238,12 +231,35 @@ class LoudnessMeter:
         self._tp = max(self._tp, self._oversampled_peak(buf, start, end))
 
     def _oversampled_peak(self, buf: np.ndarray, start: int, end: int) -> float:
-        assert self.sr is not None
-        if self.sr >= 192000:  # already 4× of 48 kHz
-            return float(np.max(np.abs(buf[:, start:end])))
-        factor = 4 if self.sr < 96000 else 2
-        up = soxr.resample(buf.T.astype(np.float32), self.sr, self.sr * factor, quality="MQ")
-        return float(np.max(np.abs(up[start * factor : end * factor])))
+        """Max |x| of ``buf[:, start:end]`` interpolated 4×: the samples themselves, and the three
+        in-between phases of a polyphase windowed-sinc interpolator evaluated next to every
+        sample within ``TP_MARGIN_DB`` of the largest so far (only there can the interpolated
+        signal exceed it; elsewhere it would need an overshoot real audio does not have)."""
+        x = buf.astype(np.float32, copy=False)
+        if end <= start:
+            return 0.0
+        a = np.abs(x)
+        peak = float(a[:, start:end].max())
+        thr = max(peak, self._tp) * 10 ** (-TP_MARGIN_DB / 20.0)
+        taps = _interpolator()  # [TP_TAPS, 3]
+        half = TP_TAPS // 2
+        lo, hi = max(start, half - 1), min(end, x.shape[1] - half)
+        if hi <= lo:
+            return peak
+        for c in range(x.shape[0]):
+            near = np.nonzero(a[c, lo:hi] >= thr)[0] + lo  # interpolate after each such sample
+            if near.size == 0:
+                continue
+            idx = near[:, None] + np.arange(-(half - 1), half + 1)[None, :]
+            win = x[c][idx]  # [k, TP_TAPS]
+            vals = (win[:, :, None] * taps[None, :, :]).sum(axis=1)
+            peak = max(peak, float(np.abs(vals).max()))
+            before = near[near > lo] - 1  # and before it
+            if before.size:
+                idx = before[:, None] + np.arange(-(half - 1), half + 1)[None, :]
+                vals = (x[c][idx][:, :, None] * taps[None, :, :]).sum(axis=1)
+                peak = max(peak, float(np.abs(vals).max()))
+        return peak
 
     def finish(self) -> LoudnessResult:
         """Gate the measurements and return the result."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,18 +144,28 @@ def _planar(frame: av.AudioFrame) -> np.ndarray:
     return arr
 
 
-def _to_mono(arr: np.ndarray, fmt_name: str) -> np.ndarray:
+def _to_float(arr: np.ndarray, fmt_name: str) -> np.ndarray:
+    """[channels, n] samples of any PyAV sample format as float32 in −1…1."""
     fmt = fmt_name.rstrip("p")
     if fmt == "u8":
-        data = (arr.astype(np.float32) - 128.0) / 128.0
-    elif fmt in _INT_SCALE:
-        data = (arr.astype(np.float64) / _INT_SCALE[fmt]).astype(np.float32)
-    else:
-        data = arr.astype(np.float32, copy=False)
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    if fmt in _INT_SCALE:
+        return (arr.astype(np.float64) / _INT_SCALE[fmt]).astype(np.float32)
+    return arr.astype(np.float32, copy=False)
+
+
+def _to_mono(arr: np.ndarray, fmt_name: str, native: NativeTap | None = None) -> np.ndarray:
+    data = _to_float(arr, fmt_name)
+    if native is not None:
+        native(data)
     if data.shape[0] == 1:
         return np.ascontiguousarray(data[0])
     return data.mean(axis=0, dtype=np.float32)
 
+
+# A consumer of the decoded audio before downmix and resampling: called with each block as float32
+# [channels, n] at the file's own rate (the loudness meter needs exactly that).
+NativeTap = Callable[[np.ndarray], None]
 
 # Decoded frames are small (1152 samples for MP3, 1024 for AAC); converting, resampling and
 # framing them one by one costs more in Python overhead than the decoding itself, so samples are
@@ -172,8 +182,12 @@ def stream_mono(
     sr: int = 16000,
     start: float = 0.0,
     duration: float | None = None,
+    native: NativeTap | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield float32 mono blocks at ``sr`` from ``start`` seconds for ``duration`` seconds.
+
+    ``native``, if given, also receives every block before the downmix, as float32
+    [channels, n] at the file's own sample rate (one decode feeds both: see nomarr.analyzers).
 
     Seeks to near ``start`` and trims by presentation timestamps, so windowed profiles decode only
     what they analyse. Corrupt packets in the middle of a file are skipped with a warning (as
@@ -210,7 +224,7 @@ def stream_mono(
             nonlocal pending, pending_n
             raw = pending[0] if len(pending) == 1 else np.concatenate(pending, axis=1)
             pending, pending_n = [], 0
-            mono = _to_mono(raw, pending_fmt)
+            mono = _to_mono(raw, pending_fmt, native)
             return resampler.resample_chunk(mono) if resampler else mono
 
         packets = container.demux(stream)

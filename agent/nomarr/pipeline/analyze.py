@@ -26,6 +26,7 @@ from nomarr_client.tags import (
     tier_of,
 )
 
+from nomarr import analyzers as dsp
 from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
 from nomarr.models.backends import make_backend
@@ -41,6 +42,7 @@ from nomarr.models.manifest import HeadSpec, Manifest
 from nomarr.models.registry import ModelError, Registry
 from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
+from nomarr.store import DSP_ID  # the DSP descriptors' entry in provenance maps
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,8 @@ def planned_provenance(
             if text is not None and registry.installed(text):
                 text_sha = registry.verify(text)[0].actual_sha256 or ""
         out[m.id] = provenance_hash(chain, profile, text_sha)
+    if any(m.kind == "embedder" for m in ms):
+        out[DSP_ID] = dsp.provenance(profile.params(), loudness=True)
     return out
 
 
@@ -249,6 +253,7 @@ class FileAnalysis:
     timing: dict[str, float]
     manifests: dict[str, Manifest]
     warnings: list[str] = field(default_factory=list)
+    descriptors: dsp.TrackDescriptors | None = None
 
     def tags(
         self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
@@ -262,6 +267,8 @@ class FileAnalysis:
                 out[score_key(ns, label)] = fmt_score(s)
                 out[tier_key(ns, label, tiers[label])] = fmt_score(s)
             out[provenance_key(ns)] = r.provenance
+        if self.descriptors is not None:
+            out.update(dsp.descriptor_tags(self.descriptors.to_dict()))
         return out
 
     def to_dict(self, with_embeddings: bool = False) -> dict[str, Any]:
@@ -288,6 +295,7 @@ class FileAnalysis:
             "windows": [w.to_dict() for w in self.windows],
             "models": models,
             "tags": self.tags(),
+            "descriptors": None if self.descriptors is None else self.descriptors.to_dict(),
             "timing": {k: round(v, 4) for k, v in self.timing.items()},
             "warnings": self.warnings,
         }
@@ -296,10 +304,21 @@ class FileAnalysis:
 class Analyzer:
     """Runs a :class:`ModelSet` over files with one sampling profile."""
 
-    def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        models: ModelSet,
+        profile: Profile,
+        batch_size: int = 4,
+        descriptors: bool = True,
+        loudness: bool = True,
+    ) -> None:
         self.models = models
         self.profile = profile
         self.batch_size = max(1, batch_size)
+        # DSP descriptors ride on the first mel group's decode; loudness (which needs the whole
+        # file) only when the windows cover the file
+        self.descriptors = descriptors
+        self.loudness = loudness
 
     def _onset_finder(self, path: str) -> Any:
         spec = MelSpec()
@@ -324,6 +343,16 @@ class Analyzer:
         timing = {"plan": t_plan, "decode_mel": 0.0, "inference": 0.0}
         results: dict[str, ModelResult] = {}
         warnings: list[str] = []
+        whole = windows == [Window(0.0, None)]
+        run = (
+            dsp.DescriptorRun(
+                loudness=self.loudness and whole,
+                provenance=dsp.provenance(self.profile.params(), self.loudness),
+            )
+            if self.descriptors and self.models.embedders()
+            else None
+        )
+        timeline = dsp.Timeline()
         groups: dict[tuple[Any, ...], list[LoadedModel]] = {}
         for lm in self.models.embedders():
             inp = lm.manifest.input
@@ -343,8 +372,9 @@ class Analyzer:
             }
             n_patches = 0
             energy = 0.0
+            starts: list[float] = []
             for patch_batch, e in self._patch_batches(
-                path, windows, spec, patch, patch_hop, timing
+                path, windows, spec, patch, patch_hop, timing, run, starts
             ):
                 energy += e
                 t1 = time.perf_counter()
@@ -360,6 +390,12 @@ class Analyzer:
             for lm in members:
                 results.update(self._collect(lm, per_model[lm.id], n_patches))
             timing["inference"] += time.perf_counter() - t1
+            if run is not None and not timeline.scores:  # the first group fed the analyzers
+                self._add_timeline(timeline, members, per_model, starts, patch * hop / sr)
+                t1 = time.perf_counter()
+                descriptors = run.finish(info.duration, whole, timeline)
+                timing["descriptors"] = timing.get("descriptors", 0.0) + (time.perf_counter() - t1)
+                run = None
         for lm in self.models.claps():
             t1 = time.perf_counter()
             results[lm.id] = self._run_clap(lm, path, windows)
@@ -367,6 +403,7 @@ class Analyzer:
         if not results:
             raise ModelError("no audio model selected")
         timing["total"] = time.perf_counter() - t0
+        desc = locals().get("descriptors")
         timing["audio_seconds"] = float(info.duration or 0.0)
         return FileAnalysis(
             path=path,
@@ -377,7 +414,29 @@ class Analyzer:
             timing=timing,
             manifests={mid: lm.manifest for mid, lm in self.models.models.items()},
             warnings=warnings,
+            descriptors=desc,
         )
+
+    def _add_timeline(
+        self,
+        timeline: dsp.Timeline,
+        members: list[LoadedModel],
+        per_model: dict[str, dict[str, list[np.ndarray]]],
+        starts: list[float],
+        patch_seconds: float,
+    ) -> None:
+        """Per-patch scores of a mel group's models (and their heads) into the timeline."""
+        timeline.patch_seconds = patch_seconds
+        timeline.patch_starts = [round(t, 3) for t in starts]
+        for lm in members:
+            acc = per_model[lm.id]
+            if acc["s"]:
+                timeline.add_scores(lm.id, lm.manifest.labels, np.concatenate(acc["s"]))
+            for head in self.models.heads_of(lm.id):
+                if acc.get(f"head:{head.id}"):
+                    timeline.add_scores(
+                        head.id, head.manifest.labels, np.concatenate(acc[f"head:{head.id}"])
+                    )
 
     def _patch_batches(
         self,
@@ -387,26 +446,53 @@ class Analyzer:
         patch: int,
         hop: int,
         timing: dict[str, float],
+        run: dsp.DescriptorRun | None = None,
+        starts: list[float] | None = None,
     ) -> Any:
         """Yield ([b, patch, n_mels] float32, signal energy) batches across all windows.
 
         Time spent producing a batch (decode + mel) is added to ``timing["decode_mel"]``; time the
         consumer spends between batches (inference) is not.
+
+        SEAM (issue 16 → the shared decode of issue 15): ``run`` is fed the very blocks the mel
+        front end gets (16 kHz mono, with their time in the file) and, when it meters loudness,
+        the native multichannel blocks of the same decode (``stream_mono(native=…)``). Time spent
+        in the analyzers goes to ``timing["descriptors"]``. ``starts`` receives each patch's
+        start time (for the timeline).
         """
         energy = 0.0
+        frame_s = spec.hop / spec.sr
 
         def frames(w: Window) -> Iterator[np.ndarray]:
             nonlocal energy
             ms = MelStream(spec)
-            for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
+            t_in = w.start
+            native = None
+            if run is not None and run.meter is not None:
+
+                def native(block: np.ndarray, _sr: int = self._native_sr(path)) -> None:
+                    t = time.perf_counter()
+                    run.feed_native(block, _sr)
+                    timing["descriptors"] = timing.get("descriptors", 0.0) + time.perf_counter() - t
+
+            for sig in stream_mono(
+                path, sr=spec.sr, start=w.start, duration=w.duration, native=native
+            ):
                 energy += float(np.dot(sig, sig))
+                if run is not None:
+                    t = time.perf_counter()
+                    run.feed(sig, spec.sr, t_in)
+                    timing["descriptors"] = timing.get("descriptors", 0.0) + time.perf_counter() - t
+                t_in += sig.shape[0] / spec.sr
                 yield ms.push(sig)
             yield ms.finish()
 
         pending: list[np.ndarray] = []
         t = time.perf_counter()
         for w in windows:
-            for p in patches(frames(w), patch, hop):
+            for i, p in enumerate(patches(frames(w), patch, hop)):
+                if starts is not None:
+                    starts.append(w.start + i * hop * frame_s)
                 pending.append(p)
                 if len(pending) == self.batch_size:
                     timing["decode_mel"] += time.perf_counter() - t
@@ -416,6 +502,10 @@ class Analyzer:
         timing["decode_mel"] += time.perf_counter() - t
         if pending:
             yield np.stack(pending), energy
+
+    @staticmethod
+    def _native_sr(path: str) -> int:
+        return probe(path).sample_rate
 
     def _run_embedder(
         self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]

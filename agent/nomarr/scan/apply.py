@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import Fingerprint, match_recording
-from nomarr.library import desired_tags, is_current, tags_hash
+from nomarr.library import desired_tags, recording_current, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.scan.options import ScanOptions, ScanSummary
 from nomarr.store import Analysis, Store
@@ -89,7 +89,7 @@ class Applier:
 
     def is_current(self, rec: int) -> bool:
         """Whether a stored recording's analyses are what this scan would record."""
-        return is_current(self.store.analyses(rec), self.want)
+        return recording_current(self.store, rec, self.want)
 
     def handle(self, res: dict[str, Any], st_walk: os.stat_result) -> int | None:
         """Store one worker result (and write the file's tags); returns its recording id, or
@@ -108,7 +108,7 @@ class Applier:
             s.analysed += 1
             s.audio_seconds += float(res.get("duration") or 0.0)
             for k, v in (res.get("timing") or {}).items():
-                if k in ("decode_mel", "inference", "plan", "identify"):
+                if k in ("decode_mel", "inference", "plan", "identify", "descriptors"):
                     s.time[f"worker_{k}"] = s.time.get(f"worker_{k}", 0.0) + v
             for wmsg in res.get("warnings") or []:
                 log.info("analysis warning", extra={"path": res["path"], "warning": wmsg})
@@ -170,6 +170,8 @@ class Applier:
                     r["scores"],
                 )
                 store.put_analysis(rec, a, r["embedding"])
+            if res.get("descriptors") is not None:
+                store.put_descriptors(rec, res["descriptors"], res.get("timeline"))
         return tid, int(rec)
 
     def _write(self, tid: int, path: str, trust_db: bool = False) -> bool:
