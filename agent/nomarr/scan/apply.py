@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import Fingerprint, match_recording
-from nomarr.library import desired_tags, recording_current, tags_hash
+from nomarr.library import desired_std, desired_tags, recording_current, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.scan.options import ScanOptions, ScanSummary
 from nomarr.store import Analysis, Store
@@ -189,10 +189,12 @@ class Applier:
         if t is None or t.recording_id is None:
             return False
         epoch = int(store.meta("tier_epoch", "0") or 0)
+        desc = store.descriptors(t.recording_id)
         nom, mood = desired_tags(
-            store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field
+            store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field, desc
         )
-        h = tags_hash(nom, mood)
+        std = desired_std(desc) if self.opts.std_fields else {}
+        h = tags_hash(nom, mood, std)
         last = store.last_write(tid)
         if trust_db and last is not None and last[0].split(":")[0] == h:
             with store.tx():
@@ -207,6 +209,8 @@ class Applier:
                 mood_owned=last[1] if last else None,
                 journal_dir=self.journal_dir,
                 verify=self.opts.verify_writes,
+                std=std,
+                std_owned=store.last_std(tid),
             )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
@@ -232,6 +236,8 @@ class Applier:
                 wr.mood_written if wr.mood_written is not None else (last[1] if last else None),
                 wr.method,
             )
+            if wr.std_owned is not None:
+                store.set_last_std(tid, wr.std_owned)
             store.touch_stat(tid, st)
         if wr.changed:
             s.written += 1

@@ -23,6 +23,7 @@ class ScanOptions:
     batch: int = 1
     provider: str | None = None
     mood_field: bool = False
+    std_fields: bool = True  # BPM, initial key, ReplayGain under the ownership rule (docs/tags.md)
     retry_failed: bool = False
     verify_writes: bool = True
     nice: int = 0

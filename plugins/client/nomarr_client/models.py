@@ -11,7 +11,7 @@ library.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -166,6 +166,12 @@ class TrackDetail(Track):
     )
     same_recording: list[int] = Field(
         default_factory=list, description="other files of the same recording"
+    )
+    descriptors: dict[str, Any] | None = Field(
+        default=None,
+        description="DSP descriptors: tempo (bpm, confidence, first beat, octave choice), key "
+        "(ID3, Camelot, Open Key, strength), energy, danceability, onset rate, dynamic range, "
+        "loudness (LUFS, LRA, true peak, ReplayGain), silence and regions (docs/descriptors.md)",
     )
 
 

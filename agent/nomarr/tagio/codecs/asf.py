@@ -46,6 +46,31 @@ class ASFCodec:
         if value is not None:
             tags["WM/Mood"] = [ASFUnicodeAttribute(value)]
 
+    _STD = {
+        "bpm": "WM/BeatsPerMinute",
+        "initial_key": "WM/InitialKey",
+        "replaygain_track_gain": "REPLAYGAIN_TRACK_GAIN",
+        "replaygain_track_peak": "REPLAYGAIN_TRACK_PEAK",
+    }
+    _STD_LOW = {v.lower(): k for k, v in _STD.items()}
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in tags or []:
+            name = self._STD_LOW.get(k.lower())
+            if name and str(v) and name not in out:
+                out[name] = str(v)
+        return out
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        field = self._STD.get(name)
+        if field is None:
+            return
+        for k in {k for k, _ in tags if k.lower() == field.lower()}:
+            del tags[k]
+        if value is not None:
+            tags[field] = [ASFUnicodeAttribute(value)]
+
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:
         low: dict[str, str] = {}
         for k, v in tags or []:
@@ -57,5 +82,5 @@ class ASFCodec:
         return sorted(
             (k, _digest(v))
             for k, v in obj.tags or []
-            if not _is_owned_name(k) and k.lower() != "wm/mood"
+            if not _is_owned_name(k) and k.lower() != "wm/mood" and k.lower() not in self._STD_LOW
         )
