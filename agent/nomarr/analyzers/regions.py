@@ -1,7 +1,6 @@
 """Silence and regions: where the sound is, and the parts a long file is analysed in.
 
-A 16 ms frame is silent when the RMS over the 200 ms around it is below ``SILENCE_DB`` (−60
-dBFS: below the noise floor of any mastered recording, above dither and tape hiss between
+A 16 ms frame is silent when its RMS is below ``SILENCE_DB`` (−60 dBFS: below the noise floor of any mastered recording, above dither and tape hiss between
 tracks). Leading and trailing silence are the silent runs at the ends, any length. An internal
 silent run of at least ``MIN_GAP`` seconds (2 s: longer than any musical rest or fermata in a
 song, shorter than the gap between two tracks of a concatenated file or the pauses of a field
@@ -46,12 +45,9 @@ class Region:
 
 
 def voiced_frames(rms: np.ndarray) -> np.ndarray:
-    """Boolean per frame: not silent (200 ms RMS at or above ``SILENCE_DB``)."""
-    if rms.size == 0:
-        return np.zeros(0, dtype=bool)
-    w = max(1, int(0.2 * FPS))
-    p = np.convolve(rms.astype(np.float64) ** 2, np.ones(w) / w, mode="same")
-    return p >= 10 ** (SILENCE_DB / 10)
+    """Boolean per 16 ms frame: not silent (RMS at or above ``SILENCE_DB``). Short dips are
+    harmless: only silent runs of ``MIN_GAP`` seconds split regions."""
+    return rms.astype(np.float64) >= 10 ** (SILENCE_DB / 20)
 
 
 def split(voiced: np.ndarray, t0: float, total: float) -> tuple[float, float, list[Region]]:

@@ -52,6 +52,19 @@ def _track_fields(res: dict[str, Any], rec: int) -> dict[str, Any]:
     return fields
 
 
+def _count_descriptors(acc: dict[str, Any], doc: dict[str, Any] | None) -> None:
+    """Add one analysed file's descriptors to the scan summary (``--json``'s ``descriptors``)."""
+    if not doc:
+        return
+    for name, value in (("tempo", "bpm"), ("key", "key"), ("loudness", "integrated_lufs")):
+        part = doc.get(name) or {}
+        if part.get(value) is not None:
+            acc[name] += 1
+        elif part.get("reason"):
+            why = acc["none"].setdefault(name, {})
+            why[part["reason"]] = why.get(part["reason"], 0) + 1
+
+
 class Applier:
     """The scanner's writing half (a base of :class:`~nomarr.scan.scanner.Scanner`)."""
 
@@ -110,6 +123,7 @@ class Applier:
             for k, v in (res.get("timing") or {}).items():
                 if k in ("decode_mel", "inference", "plan", "identify", "descriptors"):
                     s.time[f"worker_{k}"] = s.time.get(f"worker_{k}", 0.0) + v
+            _count_descriptors(s.descriptors, res.get("descriptors"))
             for wmsg in res.get("warnings") or []:
                 log.info("analysis warning", extra={"path": res["path"], "warning": wmsg})
         else:

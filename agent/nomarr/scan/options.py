@@ -57,6 +57,10 @@ class ScanSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     walk_errors: list[dict[str, str]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
+    # files analysed in this scan: how many got a tempo, a key, a loudness; why the others did not
+    descriptors: dict[str, Any] = field(
+        default_factory=lambda: {"tempo": 0, "key": 0, "loudness": 0, "none": {}}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""

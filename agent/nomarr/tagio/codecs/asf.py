@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.asf import ASFUnicodeAttribute
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class ASFCodec:
@@ -55,12 +55,11 @@ class ASFCodec:
     _STD_LOW = {v.lower(): k for k, v in _STD.items()}
 
     def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
-        out: dict[str, str] = {}
+        vals: dict[str, list[str]] = {}
         for k, v in tags or []:
-            name = self._STD_LOW.get(k.lower())
-            if name and str(v) and name not in out:
-                out[name] = str(v)
-        return out
+            if name := self._STD_LOW.get(k.lower()):
+                vals.setdefault(name, []).append(str(v))
+        return {n: v for n, vs in vals.items() if (v := _std_value(vs))}
 
     def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
         field = self._STD.get(name)

@@ -37,6 +37,14 @@ STD_FIELDS = (
 )
 
 
+def _std_value(values: list[str]) -> str | None:
+    """A standard field's value from every stored spelling of it (``BPM`` and ``bpm``, an iTunes
+    atom TagLib re-spelt): one value when they agree, else all distinct values joined — never
+    nomarr's own value alone, so a field someone else also wrote counts as theirs."""
+    distinct = sorted({v for v in values if v})
+    return "; ".join(distinct) if distinct else None
+
+
 def _first(values: list[str]) -> str | None:
     for v in values:
         if v:

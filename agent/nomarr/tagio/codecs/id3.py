@@ -6,7 +6,7 @@ import mutagen
 from mutagen.id3 import TXXX, Encoding
 from mutagen.id3 import Frames as ID3Frames
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class ID3Codec:
@@ -67,10 +67,11 @@ class ID3Codec:
                 if v := _first([str(t) for t in f.text]):
                     out[name] = v
                     break
+        vals: dict[str, list[str]] = {}
         for it in self.items(tags):
-            low = it.name.lower()
-            if low in self._STD_TXXX and low not in out and (v := _first(it.values)):
-                out[low] = v
+            if (low := it.name.lower()) in self._STD_TXXX:
+                vals.setdefault(low, []).extend(it.values)
+        out.update({n: v for n, vs in vals.items() if (v := _std_value(vs))})
         return out
 
     def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:

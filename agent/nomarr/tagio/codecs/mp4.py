@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.mp4 import AtomDataType, MP4FreeForm
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 _ITUNES = "com.apple.itunes"
 
@@ -69,10 +69,11 @@ class MP4Codec:
         if tmpo and tmpo[0]:
             out["bpm"] = str(tmpo[0])
         by_name = {self._STD_NAME.get(n, n): n for n in self._STD_FF}
+        vals: dict[str, list[str]] = {}
         for it in self.items(tags):
-            name = by_name.get(it.name.lower())
-            if name and name not in out and (v := _first(it.values)):
-                out[name] = v
+            if name := by_name.get(it.name.lower()):
+                vals.setdefault(name, []).extend(it.values)
+        out.update({n: v for n, vs in vals.items() if (v := _std_value(vs))})
         return out
 
     def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:

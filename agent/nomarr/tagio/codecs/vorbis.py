@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.flac import Padding, VCFLACDict
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class VorbisCodec:
@@ -60,12 +60,11 @@ class VorbisCodec:
     _STD_LOW = {v.lower(): k for k, v in _STD.items()}
 
     def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
-        out: dict[str, str] = {}
+        vals: dict[str, list[str]] = {}
         for k, v in tags or []:
-            name = self._STD_LOW.get(k.lower())
-            if name and v and name not in out:
-                out[name] = v
-        return out
+            if name := self._STD_LOW.get(k.lower()):
+                vals.setdefault(name, []).append(v)
+        return {n: v for n, vs in vals.items() if (v := _std_value(vs))}
 
     def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
         field = self._STD[name]
