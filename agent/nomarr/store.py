@@ -240,6 +240,32 @@ def _track_filter(
     return sql, args
 
 
+def _descriptor_clause(f: Any) -> tuple[str, list[Any]]:
+    """`` AND recording_id IN (…)`` for BPM / Camelot key / energy filters (a query.Filters)."""
+    conds: list[str] = []
+    args: list[Any] = []
+    for col, op, val in (
+        ("bpm", ">=", f.min_bpm),
+        ("bpm", "<=", f.max_bpm),
+        ("energy", ">=", f.min_energy),
+        ("energy", "<=", f.max_energy),
+    ):
+        if val is not None:
+            conds.append(f"{col} {op} ?")
+            args.append(float(val))
+    if f.keys:
+        conds.append(f"camelot IN ({','.join('?' * len(f.keys))})")
+        args += list(f.keys)
+    if not conds:
+        return "", []
+    return (
+        " AND recording_id IN (SELECT recording_id FROM descriptors WHERE "
+        + " AND ".join(conds)
+        + ")",
+        args,
+    )
+
+
 def _track(row: Any) -> Track:
     r = list(row)
     r[1] = dec_path(r[1])
@@ -375,19 +401,33 @@ class Store:
         under: Iterable[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        descriptors: Any = None,
     ) -> list[Track]:
-        """Tracks, optionally only those with a status and under some roots, ordered by id."""
+        """Tracks, optionally only those with a status, under some roots and passing descriptor
+        filters (a ``query.Filters``: BPM, key, energy), ordered by id."""
         # "+status": walk in id order and stop at the page, not sort every 'ok' row first
         where, args = _track_filter(status, under, "+status")
+        if descriptors is not None:
+            extra, more = _descriptor_clause(descriptors)
+            where, args = where + extra, args + more
         sql = f"SELECT {_TRACK_COLS} FROM tracks WHERE {where} ORDER BY id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [limit, offset]
         return [_track(r) for r in self.db.execute(sql, args)]
 
-    def count_tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None) -> int:
+    def count_tracks(
+        self,
+        *,
+        status: str | None = "ok",
+        under: Iterable[str] | None = None,
+        descriptors: Any = None,
+    ) -> int:
         """How many tracks :meth:`tracks` would list without a limit (for paged answers)."""
         where, args = _track_filter(status, under, "status")
+        if descriptors is not None:
+            extra, more = _descriptor_clause(descriptors)
+            where, args = where + extra, args + more
         return int(
             self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()[0]
         )

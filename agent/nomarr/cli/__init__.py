@@ -6,7 +6,7 @@ usage errors.
 
 One module per command group, each holding its commands and their parsers: :mod:`.analyze`
 (analyze, scan), :mod:`.models` (models, doctor), :mod:`.serve`, :mod:`.tags`, :mod:`.query`
-(similar, playlist); :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
+(similar, playlist), :mod:`.export`; :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
 store) happen inside the commands, so ``--help`` and usage errors stay fast.
 """
 
@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from nomarr import __version__, logs
-from nomarr.cli import analyze, models, query, serve, tags
+from nomarr.cli import analyze, export, models, query, serve, tags
 from nomarr.cli.common import UserError
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     tags.add_tags(sub)
     query.add_similar(sub)
     query.add_playlist(sub)
+    export.add_export(sub)
     return p
 
 
