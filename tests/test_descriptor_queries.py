@@ -214,3 +214,73 @@ def test_http_descriptor_filters_and_detail(served):
         assert ra.request("GET", bad)[0] == 400
     st, body = ra.request("POST", "/similar", {"track_id": tid, "filters": {"keys": ["X9"]}})
     assert st == 400
+
+
+# ---------------------------------------------------------------- host plugins
+
+
+def test_navidrome_declares_descriptor_tags_and_builds_dj_playlists():
+    from nomarr_navidrome import nsp, tagconfig
+
+    keys = [
+        api.TagKey(
+            key="nom:onnx_musicnn_msd-1_msd50_1_happy",
+            tracks=9,
+            kind="score",
+            prefix="nom:onnx_musicnn_msd-1_msd50_1_",
+            label="happy",
+        ),
+        api.TagKey(
+            key="nom:onnx_musicnn_msd-1_msd50_1_happy_high",
+            tracks=3,
+            kind="tier",
+            prefix="nom:onnx_musicnn_msd-1_msd50_1_",
+            label="happy",
+            tier="high",
+        ),
+        api.TagKey(
+            key="nom:dsp_nomarr_1_tempo_1_bpm",
+            tracks=9,
+            kind="descriptor",
+            prefix="nom:dsp_nomarr_1_tempo_1_",
+        ),
+        api.TagKey(
+            key="nom:dsp_nomarr_1_key_1_camelot",
+            tracks=9,
+            kind="descriptor",
+            prefix="nom:dsp_nomarr_1_key_1_",
+        ),
+        api.TagKey(
+            key="nom:dsp_nomarr_1_energy_1_energy",
+            tracks=9,
+            kind="descriptor",
+            prefix="nom:dsp_nomarr_1_energy_1_",
+        ),
+    ]
+    ts = tagconfig.build_tags(keys)
+    assert ts.descriptor("camelot").type == "string" and ts.descriptor("bpm").type == "float"
+    assert ts.labels() == ["happy"]  # descriptors are not mood/genre labels
+    block = tagconfig.render(ts)
+    assert "[Tags.nom_dsp_camelot]" in block and 'Type = "string"' in block
+    pls = {p.slug: p for p in nsp.Catalogue(ts).build()}
+    assert "bpm-125-135" in pls and pls["bpm-125-135"].doc["all"] == [
+        {"gt": {"bpm": 125}},
+        {"lt": {"bpm": 135}},
+    ]
+    assert pls["key-8a"].doc["all"] == [{"is": {"nom_dsp_camelot": "8A"}}]
+    assert len([s for s in pls if s.startswith("key-")]) == 24
+
+
+def test_beets_fills_typed_bpm_and_key_only_when_empty():
+    from beetsplug.nomarr import NomarrPlugin
+
+    class Item(dict):
+        pass
+
+    tags = {"nom:dsp_nomarr_1_tempo_1_bpm": "127.60", "nom:dsp_nomarr_1_key_1_key": "Am"}
+    empty = Item()
+    assert NomarrPlugin._standard_fields(empty, tags)
+    assert empty == {"bpm": 128, "initial_key": "Am"}
+    mine = Item(bpm=90, initial_key="C")
+    assert not NomarrPlugin._standard_fields(mine, tags)
+    assert mine == {"bpm": 90, "initial_key": "C"}
