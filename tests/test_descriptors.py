@@ -337,3 +337,20 @@ def test_store_migrates_v1_database(tmp_path):
         assert st.descriptors(rec)["tempo"]["bpm"] == 120.0
         assert st.descriptor_columns([rec])[rec]["camelot"] == "8A"
         assert st.timeline(rec) == b"blob"
+
+
+def test_level_invariant_profile(analyzer, tmp_path):
+    from nomarr.pipeline.analyze import Analyzer
+    from nomarr.pipeline.profiles import get_profile
+
+    x = song(110, 2, "minor", seconds=20, seed=8)
+    a = encode(tmp_path / "a.flac", x, SR)
+    b = encode(tmp_path / "b.flac", x * 10 ** (-6 / 20), SR)
+    lvl = Analyzer(analyzer.models, get_profile("balanced+level"), descriptors=False)
+    ra, rb = (lvl.analyze(f).results["msd-musicnn-1"] for f in (a, b))
+    assert max(abs(ra.scores[k] - rb.scores[k]) for k in ra.scores) <= 0.01
+    plain = analyzer.analyze(a).results["msd-musicnn-1"]
+    assert plain.provenance != ra.provenance  # its own provenance
+    assert "level_norm" not in get_profile("balanced").params()  # the default's is unchanged
+    with pytest.raises(ValueError):
+        get_profile("nope+level")

@@ -122,8 +122,13 @@ def ffmpeg_md5(p: Path) -> str:
 
 def check_nom_keys(nom: dict[str, str]) -> None:
     """One model group: every label has a score key, exactly one tier key with the same value, and
-    the group has its provenance key."""
+    the group has its provenance key; the DSP descriptor groups (tempo, key…) beside it each have
+    theirs."""
     parsed = [parse_key(k) for k in nom]
+    dsp = {p.group for p in parsed if p.namespace.framework == "dsp"}
+    for g in dsp:
+        assert f"nom:{g}_provenance" in nom
+    parsed = [p for p in parsed if p.namespace.framework != "dsp"]
     groups = {p.group for p in parsed}
     assert groups == {"onnx_musicnn_msd-1_msd50_1"}
     scores = {p.label: nom[p.key] for p in parsed if p.kind == "score"}

@@ -219,6 +219,69 @@ def planned_provenance(
     return out
 
 
+class LevelScaler:
+    """The level-invariant option (profiles ``<name>+level``): the models see the analysed audio
+    scaled to ``reference`` dBFS.
+
+    The level is the gated RMS of the 16 kHz mono input (the models' own samples): mean squares
+    per 100 ms, blocks below −70 dBFS dropped, then blocks more than 10 dB below the mean of the
+    rest (BS.1770's gating, unweighted). The gain is applied to the power mel *before* musicnn's
+    log compression — exactly what scaling the samples would do, with no second decode: the power
+    mel of a stretch is buffered until its level is known. A stretch is a window of the profile,
+    or 5 minutes of a longer one (bounded memory: 5 min of 96-band mel is 11 MB), so a −6 dB copy
+    gets exactly the same model input up to its codec's noise.
+    """
+
+    CHUNK_S = 300.0
+
+    def __init__(self, spec: MelSpec, reference: float) -> None:
+        self.spec = spec
+        self.reference = reference
+        self._ms: list[float] = []
+        self._acc = 0.0
+        self._n = 0
+
+    def measure(self, sig: np.ndarray) -> None:
+        """Add samples to the level measurement (100 ms blocks)."""
+        block = self.spec.sr // 10
+        x = sig.astype(np.float64)
+        i = 0
+        while i < x.shape[0]:
+            take = min(block - self._n, x.shape[0] - i)
+            self._acc += float(np.dot(x[i : i + take], x[i : i + take]))
+            self._n += take
+            i += take
+            if self._n == block:
+                self._ms.append(self._acc / block)
+                self._acc, self._n = 0.0, 0
+
+    def _gain(self) -> float:
+        ms = np.asarray(self._ms)
+        self._ms = []
+        ms = ms[ms > 1e-7]  # −70 dBFS
+        if ms.size == 0:
+            return 1.0
+        ms = ms[ms > ms.mean() * 0.1]  # −10 dB relative gate
+        level = 10 * np.log10(ms.mean())
+        return float(10 ** ((self.reference - level) / 10))  # a power gain
+
+    def frames(self, power: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """Log-mel frames of a stretch of power-mel frames, each chunk scaled once measured."""
+        pending: list[np.ndarray] = []
+        n = 0
+        limit = int(self.CHUNK_S * self.spec.sr / self.spec.hop)
+        for block in power:
+            pending.append(block)
+            n += block.shape[0]
+            if n >= limit:
+                g = self._gain()
+                yield from (self.spec.log_compress(b * g) for b in pending)
+                pending, n = [], 0
+        if pending:
+            g = self._gain()
+            yield from (self.spec.log_compress(b * g) for b in pending)
+
+
 @dataclass
 class ModelResult:
     """One model's track-level output for one file."""
@@ -463,9 +526,18 @@ class Analyzer:
         energy = 0.0
         frame_s = spec.hop / spec.sr
 
+        level = LevelScaler(spec, self.profile.level_norm) if self.profile.level_norm else None
+
         def frames(w: Window) -> Iterator[np.ndarray]:
             nonlocal energy
-            ms = MelStream(spec)
+            if level is not None:  # level-invariant option: scale the power mel, then the log
+                yield from level.frames(raw_frames(w))
+                return
+            yield from raw_frames(w)
+
+        def raw_frames(w: Window) -> Iterator[np.ndarray]:
+            nonlocal energy
+            ms = MelStream(spec, log=level is None)
             t_in = w.start
             native = None
             if run is not None and run.meter is not None:
@@ -484,6 +556,8 @@ class Analyzer:
                     run.feed(sig, spec.sr, t_in)
                     timing["descriptors"] = timing.get("descriptors", 0.0) + time.perf_counter() - t
                 t_in += sig.shape[0] / spec.sr
+                if level is not None:
+                    level.measure(sig)
                 yield ms.push(sig)
             yield ms.finish()
 
