@@ -87,7 +87,12 @@ def audio_files(d: Path) -> list[Path]:
 def expected_tags(store: Store, path: Path | str) -> dict[str, str]:
     t = store.track_by_path(path)
     assert t is not None and t.status == "ok" and t.recording_id is not None, (path, t)
-    return desired_tags(store.analyses(t.recording_id).values(), store.tier_thresholds(), False)[0]
+    return desired_tags(
+        store.analyses(t.recording_id).values(),
+        store.tier_thresholds(),
+        False,
+        store.descriptors(t.recording_id),
+    )[0]
 
 
 def similar(
