@@ -302,7 +302,7 @@ def merge(existing: str, tagset: TagSet, source: str = "the config") -> str:
             "remove any nom_ entries under [Tags] written by hand and run again"
         )
     ours = {k: v for t in (after.get("Tags") or {},) for k, v in t.items() if k.startswith("nom_")}
-    want = {n: {"Aliases": sorted(t.aliases), "Type": "float"} for n, t in tagset.tags.items()}
+    want = {n: {"Aliases": sorted(t.aliases), "Type": t.type} for n, t in tagset.tags.items()}
     if ours != want:
         raise ConfigError(
             f"{source} declares Tags.nom_* in a form this tool cannot rewrite; remove them and run again"
