@@ -283,15 +283,22 @@ def cost(paths: list[Path]) -> None:
     prof = get_profile(DEFAULT_PROFILE)
     on, off = Analyzer(ms, prof, batch_size=1), Analyzer(ms, prof, batch_size=1, descriptors=False)
     on.analyze(paths[0])  # warm-up
+
+    def pair(f: Path):
+        """(extra time with descriptors as a share of the time without, analyzers' share, the
+        analysis with descriptors), the two runs back to back."""
+        t0 = time.perf_counter()
+        fa = on.analyze(f)
+        t1 = time.perf_counter()
+        off.analyze(f)
+        t2 = time.perf_counter()
+        return (t1 - t0) / (t2 - t1) - 1.0, fa.timing["descriptors"] / fa.timing["total"], fa
+
     ratios, shares, sizes = [], [], []
     for p in paths:
-        t0 = time.perf_counter()
-        fa = on.analyze(p)
-        t1 = time.perf_counter()
-        off.analyze(p)
-        t2 = time.perf_counter()
-        ratios.append((t1 - t0) / (t2 - t1) - 1.0)
-        shares.append(fa.timing["descriptors"] / fa.timing["total"])
+        r, sh, fa = pair(p)
+        ratios.append(r)
+        shares.append(sh)
         sizes.append(len(fa.descriptors.timeline.encode()))
     print(
         f"   extra time with descriptors (loudness on: corpus tracks are analysed whole): median {100 * statistics.median(ratios):+.1f} % of the analysis without (target <= 10 %)"
@@ -309,13 +316,9 @@ def cost(paths: list[Path]) -> None:
         f = encode(Path(td) / "long.flac", song(122, 5, "minor", seconds=240, seed=9), 44100)
         rr, sh = [], []
         for _ in range(3):
-            t0 = time.perf_counter()
-            fa = on.analyze(f)
-            t1 = time.perf_counter()
-            off.analyze(f)
-            t2 = time.perf_counter()
-            rr.append((t1 - t0) / (t2 - t1) - 1.0)
-            sh.append(fa.timing["descriptors"] / fa.timing["total"])
+            r, s_, fa = pair(f)
+            rr.append(r)
+            sh.append(s_)
         print(
             f"   4-minute track ({len(fa.windows)} windows, no loudness): extra time median {100 * statistics.median(rr):+.1f} %, analyzers' share {100 * statistics.median(sh):.1f} %, timeline {len(fa.descriptors.timeline.encode())} bytes"
         )

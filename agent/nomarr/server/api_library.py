@@ -14,7 +14,7 @@ from nomarr_client import models as api
 from nomarr_client import tags as tagkeys
 
 from nomarr import library, query
-from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop
+from nomarr.server.http import ApiError, agent_of, float_param, int_param, json_body, off_loop
 from nomarr.server.service import Agent
 
 
@@ -27,20 +27,6 @@ def track_model(t: Any, desc: dict[str, Any] | None = None) -> api.Track:
 
 def hit_models(hits: list[query.Hit]) -> list[api.Hit]:
     return [api.Hit(**h.to_dict()) for h in hits]
-
-
-def float_param(request: web.Request, name: str, lo: float, hi: float) -> float | None:
-    """An optional numeric query parameter within [lo, hi]; 400 otherwise."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ApiError(400, "bad-request", f"{name} must be a number") from None
-    if not lo <= v <= hi:
-        raise ApiError(400, "bad-request", f"{name} must be within {lo}..{hi}")
-    return v
 
 
 def parse_filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
