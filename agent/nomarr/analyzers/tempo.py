@@ -6,12 +6,14 @@ Method, on the front end's onset strength (spectral flux of 24 log bands, 62.5 f
    autocorrelated in 8 s windows (hop 4 s) and the windows are summed (a tempogram averaged over
    the audio). Each lag's strength is read with parabolic interpolation.
 2. **Metrical level (the octave).** Autocorrelation peaks come in families: the beat period P
-   shows peaks at P, 2P, 3P… and the eighth-note period P/2 as well. Each candidate period in
-   30–300 BPM is scored by the autocorrelation at its first four multiples (weights 1, ½, ⅓, ¼),
-   which favours the period that *organises* the onsets over any one subdivision, multiplied by a
-   log-normal tempo prior centred on 120 BPM with a standard deviation of one octave (listeners'
-   preferred tapping rate). Candidates related to the winner by 2, 3, ½ or ⅓ are reported with
-   their scores, so the choice can be audited (``octave``: the alternatives and their ratios).
+   shows peaks at P, 2P, 3P… and the eighth-note period P/2 as well. The strongest peak in the beat
+   range 50–210 BPM (periodicity × a log-normal prior centred on 120 BPM, 1.5 octaves wide) is
+   moved to its slowest octave relative in range, then subdivided (÷2 or ÷3) while the inner
+   points of its beat grid carry at least 35 % of the onset strength of the grid points: the beat
+   is the fastest level whose off-beats are clearly weaker than its beats (see :func:`_choose`).
+   The rule, the alternatives related to the winner by 2, 3, ½ or ⅓ with their periodicity and
+   prior, and the off-beat share of every step are reported (``octave``), so a choice can be
+   audited.
 3. **Precision and phase.** The chosen period is refined on a 0.1 % grid (±3 %) together with the
    beat phase by maximising the mean onset strength at the beat positions of a constant-tempo grid
    over the longest stretch of audio. The grid gives the BPM and the first beat's time.
@@ -128,11 +130,12 @@ def _choose(
     cands: list[tuple[float, float, float]], env: np.ndarray
 ) -> tuple[float, float, dict[str, float]]:
     """The beat period: the slowest octave relative in range of the strongest candidate
-    (periodicity × prior), then twice as fast while
-    the half-way points of its beat grid carry onsets at least ``FASTER_SHARE`` as strong as the
-    grid points themselves (medians, above the median background). A level whose off-beats are as busy as
-    its beats is a half-bar or a bar, not the beat; a level whose off-beats are quiet is the beat.
-    Returns (lag, periodicity, evidence of each step)."""
+    (periodicity × prior), then two (or three) times as fast while the half-way (third-way) points
+    of its beat grid carry onsets at least ``FASTER_SHARE`` as strong as the grid points
+    themselves (medians, above the median background; the weaker of the inner points counts, and
+    the better-supported subdivision wins). A level whose off-beats are as busy as its beats is a
+    half-bar or a bar, not the beat; a level whose off-beats are quiet is the beat. Returns (lag,
+    periodicity, the off-beat share of each step tried, keyed "<bpm>/<subdivision>")."""
     lag, h, _ = max(cands, key=lambda c: c[2])
     while 60.0 * FPS / (2 * lag) >= MIN_BPM:  # start from the slowest level in range
         lag *= 2
@@ -143,15 +146,21 @@ def _choose(
     sm = np.convolve(env, np.array([0.25, 0.5, 0.25]), mode="same")
     bg = float(np.median(sm))
     steps: dict[str, float] = {}
-    while 60.0 * FPS / (lag / 2) <= MAX_BPM:
+    while True:
         period, phase, _ = _refine(env, lag, span=0.01)
         on = _grid_strength(sm, period, phase) - bg
-        mid = _grid_strength(sm, period, phase + period / 2) - bg
-        share = mid / on if on > 0 else 0.0
-        steps[f"{60.0 * FPS / lag:.1f}"] = round(share, 3)
-        if share < FASTER_SHARE:
+        best_m, best_share = 0, 0.0
+        for m in (2, 3):  # duple, then triple subdivision of the current level
+            if 60.0 * FPS / (lag / m) > MAX_BPM:
+                continue
+            inner = [_grid_strength(sm, period, phase + j * period / m) - bg for j in range(1, m)]
+            share = min(inner) / on if on > 0 else 0.0
+            steps[f"{60.0 * FPS / lag:.1f}/{m}"] = round(share, 3)
+            if share >= FASTER_SHARE and share > best_share:
+                best_m, best_share = m, share
+        if not best_m:
             break
-        lag /= 2
+        lag /= best_m
         near = [c for c in cands if abs(c[0] / lag - 1) < 0.04]
         if near:
             lag, h, _ = max(near, key=lambda c: c[1])
