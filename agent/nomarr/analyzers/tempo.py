@@ -126,6 +126,18 @@ def _grid_strength(sm: np.ndarray, period: float, phase: float) -> float:
     return float(np.median(np.maximum(np.maximum(sm[i - 1], sm[i]), sm[i + 1])))
 
 
+def _threshold(slow: float, fast: float) -> float:
+    """Off-beat share needed to step from period ``slow`` to the faster ``fast``: ``FASTER_SHARE``,
+    raised by the square of how much less likely the faster tempo is than the slower one under a
+    one-octave log-normal prior around 120 BPM (never lowered). A smooth rule rather than a hard
+    ceiling, so a copy played 10 % faster or slower makes the same choice: stepping from 100 to
+    200 BPM needs a share of 0.56, from 85 to 170 the plain 0.35."""
+    ps, pf = (
+        float(np.exp(-0.5 * np.log2(60.0 * FPS / lag / PRIOR_BPM) ** 2)) for lag in (slow, fast)
+    )
+    return FASTER_SHARE * max(1.0, ps / max(pf, 1e-9)) ** 2
+
+
 def _choose(
     cands: list[tuple[float, float, float]], env: np.ndarray
 ) -> tuple[float, float, dict[str, float]]:
@@ -156,7 +168,7 @@ def _choose(
             inner = [_grid_strength(sm, period, phase + j * period / m) - bg for j in range(1, m)]
             share = min(inner) / on if on > 0 else 0.0
             steps[f"{60.0 * FPS / lag:.1f}/{m}"] = round(share, 3)
-            if share >= FASTER_SHARE and share > best_share:
+            if share >= _threshold(lag, lag / m) and share > best_share:
                 best_m, best_share = m, share
         if not best_m:
             break
