@@ -314,16 +314,18 @@ def test_standard_fields_filled_by_scan_user_values_kept(tmp_path):
 
 
 def test_store_migrates_v1_database(tmp_path):
-    from nomarr.store import _MIGRATIONS, Store
+    from nomarr.store import Store
+    from nomarr.store.schema import MIGRATIONS
 
     path = tmp_path / "old.db"
     con = sqlite3.connect(path)
-    con.executescript(_MIGRATIONS[0])
+    con.executescript(MIGRATIONS[0][1])  # a database from before the descriptors
     con.execute("PRAGMA user_version = 1")
     con.commit()
     con.close()
     with Store(path) as st:
-        assert st.db.execute("PRAGMA user_version").fetchone()[0] >= 2
+        names = {r[0] for r in st.db.execute("SELECT name FROM migrations")}
+        assert "0002-descriptors" in names
         rec = st.new_recording(10.0, [])
         st.put_descriptors(
             rec,

@@ -47,6 +47,33 @@ def test_schema_wal_and_reopen(tmp_path):
         assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_named_migrations_upgrade_a_first_schema_database(tmp_path, monkeypatch):
+    """A database made when the schema was one numbered step (user_version 1) opens with its data,
+    gains only the steps it lacks, each once; a step this nomarr does not know is refused."""
+    from nomarr.store import schema, sqlite3
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript(schema.MIGRATIONS[0][1])
+    con.execute("INSERT INTO recordings (id, fp_duration, created) VALUES (7, 12.5, 0)")
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    extra = ("9999-test-step", "CREATE TABLE test_step (x INTEGER)")
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, extra])
+    monkeypatch.setattr("nomarr.store.db.MIGRATIONS", schema.MIGRATIONS)
+    with Store(db) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.schema()[0] == "0001-initial" and "9999-test-step" in s.schema()
+        assert s.recording_fp_duration(7) == 12.5
+        s.db.execute("INSERT INTO test_step VALUES (1)")
+    with Store(db) as s:  # nothing applied twice (a second CREATE TABLE would fail)
+        assert s.db.execute("SELECT count(*) FROM test_step").fetchone()[0] == 1
+    monkeypatch.setattr("nomarr.store.db.MIGRATIONS", schema.MIGRATIONS[:-1])
+    with pytest.raises(StoreError, match="9999-test-step"):
+        Store(db)
+
+
 def test_newer_schema_and_garbage_refused(tmp_path):
     db = tmp_path / "lib.db"
     with Store(db) as s:

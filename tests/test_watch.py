@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from nomarr import watch
 from nomarr.watch import LibrarySpec, LibraryWatcher
+from nomarr.watch import fs as watch_fs
+from nomarr.watch import watcher as watch
 
 SETTLE = 0.3
 DEBOUNCE = 0.1
@@ -369,7 +370,7 @@ def test_watch_that_breaks_while_running_is_restarted_with_a_rescan(
 
 
 def test_network_filesystem_is_polled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(watch, "_fs_type", lambda path: "nfs4")
+    monkeypatch.setattr(watch, "fs_type", lambda path: "nfs4")
     rec = Recorder()
 
     async def main() -> None:
@@ -382,8 +383,8 @@ def test_network_filesystem_is_polled(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_fs_type_reads_mountinfo() -> None:
-    assert watch._fs_type("/") is not None
-    assert watch._unescape(r"/mnt/my\040music") == "/mnt/my music"
+    assert watch_fs.fs_type("/") is not None
+    assert watch_fs.unescape_mount(r"/mnt/my\040music") == "/mnt/my music"
 
 
 def test_stop_is_idempotent_and_leaves_no_tasks(tmp_path: Path) -> None:

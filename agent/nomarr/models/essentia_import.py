@@ -261,6 +261,43 @@ def _outputs(
     return outputs
 
 
+def _checked_outputs(meta: dict, stem: str) -> tuple[dict | None, dict | None]:
+    """The predictions and embeddings outputs; at least one must exist, and predictions need
+    their class names."""
+    predictions = _output(meta, "predictions")
+    embeddings = _output(meta, "embeddings")
+    if predictions is None and embeddings is None:
+        raise ValueError(
+            f"{stem}: no output has output_purpose 'predictions' or 'embeddings'; nothing to read"
+        )
+    classes = meta.get("classes")
+    if predictions is not None and (
+        not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+    ):
+        raise ValueError(
+            f"{stem}: a predictions output needs a non-empty 'classes' list of strings"
+        )
+    return predictions, embeddings
+
+
+def _io_names(
+    schema_in: dict,
+    predictions: dict | None,
+    embeddings: dict | None,
+    from_tensorflow: bool,
+    is_head: bool,
+) -> tuple[str, str, str]:
+    """(input, scores, embedding) tensor names. Essentia's ONNX exports of TensorFlow models use
+    fixed names; a model published as ONNX names them in its schema."""
+    if from_tensorflow:
+        return ("embeddings" if is_head else "melspectrogram"), "activations", "embeddings"
+    return (
+        str(schema_in["name"]),
+        str(predictions["name"]) if predictions else "",
+        str(embeddings["name"]) if embeddings else "",
+    )
+
+
 def manifest_from_essentia_json(
     meta: dict, *, onnx_file: str | None = None, url: str | None = None
 ) -> dict:
@@ -285,33 +322,16 @@ def manifest_from_essentia_json(
     file_name = onnx_file or (url.rstrip("/").rsplit("/", 1)[-1] if url else f"{stem}.onnx")
     url = url or _download_url(meta, stem, file_name)
 
-    predictions = _output(meta, "predictions")
-    embeddings = _output(meta, "embeddings")
-    if predictions is None and embeddings is None:
-        raise ValueError(
-            f"{stem}: no output has output_purpose 'predictions' or 'embeddings'; nothing to read"
-        )
-    classes = meta.get("classes")
-    if predictions is not None and (
-        not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
-    ):
-        raise ValueError(
-            f"{stem}: a predictions output needs a non-empty 'classes' list of strings"
-        )
+    predictions, embeddings = _checked_outputs(meta, stem)
 
     embedder, embedder_id, model, model_id = _components(
         meta, stem, is_head, predictions is not None
     )
 
     schema_in = meta["schema"]["inputs"][0]
-    if from_tensorflow:
-        input_name = "embeddings" if is_head else "melspectrogram"
-        scores_name = "activations"
-        embedding_name = "embeddings"
-    else:
-        input_name = str(schema_in["name"])
-        scores_name = str(predictions["name"]) if predictions else ""
-        embedding_name = str(embeddings["name"]) if embeddings else ""
+    input_name, scores_name, embedding_name = _io_names(
+        schema_in, predictions, embeddings, from_tensorflow, is_head
+    )
 
     licence, licence_url = _licence(meta)
     files: list[dict[str, Any]] = [{"name": file_name, "role": "model", "url": url}]

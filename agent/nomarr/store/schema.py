@@ -1,0 +1,116 @@
+"""The database schema as a list of named migrations, applied in order and each exactly once.
+
+Named rather than numbered so that features developed side by side (descriptors, listening
+history, shared analyses…) each add their own entry without fighting over the next number: a
+database records the names it has applied (table ``migrations``), a new nomarr applies the ones it
+lacks in list order, each in one transaction, and an older nomarr refuses a database that has
+applied a name it does not know. Never edit or reorder an entry that has shipped: append.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001-initial",
+        """
+    CREATE TABLE recordings (
+        id INTEGER PRIMARY KEY,
+        fp_duration REAL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE tracks (
+        id INTEGER PRIMARY KEY,
+        path BLOB NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        dev INTEGER, inode INTEGER,
+        duration REAL, container TEXT, codec TEXT, sample_rate INTEGER, channels INTEGER,
+        fingerprint BLOB,
+        recording_id INTEGER REFERENCES recordings(id) ON DELETE SET NULL,
+        mb_recording TEXT, mb_track TEXT, mb_album TEXT, mb_artist TEXT, isrc TEXT,
+        title TEXT, artist TEXT, album TEXT,
+        status TEXT NOT NULL DEFAULT 'new',   -- new | ok | failed | missing
+        error TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    );
+    CREATE INDEX tracks_recording ON tracks(recording_id);
+    CREATE INDEX tracks_inode ON tracks(dev, inode);
+    CREATE INDEX tracks_mbid ON tracks(mb_recording);
+    CREATE INDEX tracks_isrc ON tracks(isrc);
+    CREATE INDEX tracks_status ON tracks(status);
+    CREATE TABLE fp_index (
+        key INTEGER NOT NULL,
+        recording_id INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+        PRIMARY KEY (key, recording_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX fp_index_recording ON fp_index(recording_id);
+    CREATE TABLE analyses (
+        recording_id INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+        model_id TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        provenance TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        windows TEXT NOT NULL,
+        n_patches INTEGER NOT NULL,
+        provider TEXT,
+        scores TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (recording_id, model_id)
+    );
+    CREATE TABLE spaces (
+        name TEXT PRIMARY KEY,
+        model_id TEXT NOT NULL,
+        dim INTEGER NOT NULL
+    );
+    CREATE TABLE writes (
+        track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+        tags TEXT NOT NULL,
+        tags_hash TEXT NOT NULL,
+        mood TEXT,
+        method TEXT,
+        written REAL NOT NULL
+    );
+    CREATE TABLE tiers (
+        model_id TEXT NOT NULL,
+        label TEXT NOT NULL,
+        high REAL NOT NULL,
+        medium REAL NOT NULL,
+        n INTEGER NOT NULL,
+        computed REAL NOT NULL,
+        PRIMARY KEY (model_id, label)
+    );
+    CREATE TABLE scans (
+        id INTEGER PRIMARY KEY,
+        started REAL NOT NULL,
+        finished REAL,
+        roots TEXT NOT NULL,
+        summary TEXT
+    );
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    ),
+    # DSP descriptors (tempo, key, loudness, energy, regions) and the per-track timeline, one row
+    # per recording like analyses: the columns queries filter on, the whole document as JSON.
+    # writes.std remembers the standard fields (BPM, key, ReplayGain) nomarr last wrote, for the
+    # ownership rule.
+    (
+        "0002-descriptors",
+        """
+    CREATE TABLE descriptors (
+        recording_id INTEGER PRIMARY KEY REFERENCES recordings(id) ON DELETE CASCADE,
+        provenance TEXT NOT NULL,
+        bpm REAL, bpm_confidence REAL,
+        key TEXT, camelot TEXT, key_strength REAL,
+        energy REAL, danceability REAL,
+        lufs REAL, true_peak REAL,
+        doc TEXT NOT NULL,
+        timeline BLOB,
+        created REAL NOT NULL
+    );
+    CREATE INDEX descriptors_bpm ON descriptors(bpm);
+    CREATE INDEX descriptors_camelot ON descriptors(camelot);
+    ALTER TABLE writes ADD COLUMN std TEXT;
+    """,
+    ),
+]
