@@ -16,7 +16,8 @@ Method, on the front end's onset strength (spectral flux of 24 log bands, 62.5 f
    audited.
 3. **Precision and phase.** The chosen period is refined on a 0.1 % grid (±3 %) together with the
    beat phase by maximising the mean onset strength at the beat positions of a constant-tempo grid
-   over the longest stretch of audio. The grid gives the BPM and the first beat's time.
+   over the first 3 minutes of the longest stretch of audio (a long mix drifts off any constant
+   grid; its regions get tempi of their own). The grid gives the BPM and the first beat's time.
 4. **Confidence.** Mean onset strength on the beat grid divided by the mean over all frames
    ("pulse clarity"), mapped to 0…1: 1.0 is a ratio ≥ 3 (a click track is about 20), 0 a ratio
    ≤ 1.25, which aperiodic noise reaches by chance. Below 0.05 there is no tempo.
@@ -39,6 +40,7 @@ FASTER_SHARE = 0.35  # off-beats this strong (vs. the beats, medians above the b
 # the beat is twice as fast
 ACF_WIN, ACF_HOP = 8.0, 4.0
 MIN_SECONDS = 6.0  # shorter audio has too few beats to call a tempo
+GRID_SECONDS = 180.0  # the beat grid is fitted on at most this much audio (see estimate_tempo)
 MIN_CONFIDENCE = 0.05
 
 
@@ -214,6 +216,12 @@ def estimate_tempo(segments: list[Segment]) -> TempoResult:
     if not cands or acf[0] <= 0:
         return TempoResult(None, 0.0, None, reason="no periodicity in the onsets")
     seg, env = max(envs, key=lambda se: se[1].size)
+    # the grid is fitted on at most the first GRID_SECONDS of the longest stretch: a constant
+    # tempo drifts off a long DJ mix (regions get their own), and the anchor that matters for a
+    # beat grid is the start
+    start = int(np.argmax(env > 0)) if np.any(env > 0) else 0
+    env = env[start : start + int(GRID_SECONDS * FPS)]
+    t_start = seg.t0 + start / FPS
     lag, h, steps = _choose(cands, env)
     period, phase, on_grid = _refine(env, lag)
     ratio = on_grid / max(float(env.mean()), 1e-12)
@@ -226,7 +234,7 @@ def estimate_tempo(segments: list[Segment]) -> TempoResult:
             None, conf, None, octave, reason=f"no steady pulse (pulse clarity {ratio:.2f})"
         )
     centre = (N_FFT / 2) / SR  # a frame's time is its window's centre
-    t_phase = seg.t0 + phase / FPS + centre - 0.5 * HOP / SR  # flux at frame i compares i-1 → i
+    t_phase = t_start + phase / FPS + centre - 0.5 * HOP / SR  # flux at frame i compares i-1 → i
     beat = 60.0 / bpm
     first = t_phase - np.floor(t_phase / beat) * beat
     return TempoResult(bpm, conf, float(first), octave)
