@@ -459,7 +459,7 @@ def test_tag_keys_are_exactly_what_the_files_carry(served: Any) -> None:
     listed = {k.key: k.tracks for k in keys.items}
     assert listed == found
     by_kind = {k.kind for k in keys.items}
-    assert by_kind == {"score", "tier", "provenance"}
+    assert by_kind == {"score", "tier", "provenance", "descriptor"}  # + tempo, key… (dsp)
     happy = [k for k in keys.items if k.kind == "score" and k.label == "happy"]
     assert (
         len(happy) == 1

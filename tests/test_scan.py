@@ -87,7 +87,12 @@ def audio_files(d: Path) -> list[Path]:
 def expected_tags(store: Store, path: Path | str) -> dict[str, str]:
     t = store.track_by_path(path)
     assert t is not None and t.status == "ok" and t.recording_id is not None, (path, t)
-    return desired_tags(store.analyses(t.recording_id).values(), store.tier_thresholds(), False)[0]
+    return desired_tags(
+        store.analyses(t.recording_id).values(),
+        store.tier_thresholds(),
+        False,
+        store.descriptors(t.recording_id),
+    )[0]
 
 
 def similar(
@@ -122,8 +127,13 @@ def ffmpeg_md5(p: Path) -> str:
 
 def check_nom_keys(nom: dict[str, str]) -> None:
     """One model group: every label has a score key, exactly one tier key with the same value, and
-    the group has its provenance key."""
+    the group has its provenance key; the DSP descriptor groups (tempo, key…) beside it each have
+    theirs."""
     parsed = [parse_key(k) for k in nom]
+    dsp = {p.group for p in parsed if p.namespace.framework == "dsp"}
+    for g in dsp:
+        assert f"nom:{g}_provenance" in nom
+    parsed = [p for p in parsed if p.namespace.framework != "dsp"]
     groups = {p.group for p in parsed}
     assert groups == {"onnx_musicnn_msd-1_msd50_1"}
     scores = {p.label: nom[p.key] for p in parsed if p.kind == "score"}

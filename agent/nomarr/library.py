@@ -30,7 +30,8 @@ from nomarr_client import tags as grammar
 from nomarr_client.tags import fmt_score, slug, tier_of
 from nomarr_client.vocab import is_mood
 
-from nomarr.store import Analysis, Store
+from nomarr.analyzers import descriptor_tags
+from nomarr.store import DSP_ID, Analysis, Store
 
 Thresholds = Mapping[str, Mapping[str, tuple[float, float]]]  # model id → label → (high, medium)
 
@@ -59,12 +60,18 @@ def tiers_of(
 
 
 def desired_tags(
-    analyses: Iterable[Scored], thresholds: Thresholds, mood_field: bool
+    analyses: Iterable[Scored],
+    thresholds: Thresholds,
+    mood_field: bool,
+    descriptors: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, str], str | None]:
     """The complete ``nom:`` key set (and optional MOOD value) a file of this recording should
-    carry: per model a score key and the current tier's key per label, and the provenance key.
-    MOOD lists the labels of the shared mood vocabulary at tier high, strongest first."""
+    carry: per model a score key and the current tier's key per label, and the provenance key;
+    the DSP descriptors' keys. MOOD lists the labels of the shared mood vocabulary at tier high,
+    strongest first."""
     out: dict[str, str] = {}
+    if descriptors:
+        out.update(descriptor_tags(dict(descriptors)))
     moods: list[tuple[float, str]] = []
     for a in analyses:
         tiers = tiers_of(a.scores, thresholds.get(a.model_id))
@@ -81,23 +88,71 @@ def desired_tags(
     return out, mood
 
 
-def tags_hash(tags: Mapping[str, str], mood: str | None) -> str:
+def desired_std(descriptors: Mapping[str, Any] | None) -> dict[str, str]:
+    """The standard fields (BPM, initial key, ReplayGain 2.0 / Opus R128 track gain) a file of
+    this recording should carry where the ownership rule lets nomarr write them (docs/tags.md).
+    Values as players read them: integer BPM, ID3v2.4 key (``Am``), ``-6.52 dB``, a linear peak,
+    a Q7.8 integer."""
+    if not descriptors:
+        return {}
+    out: dict[str, str] = {}
+    bpm = (descriptors.get("tempo") or {}).get("bpm")
+    if bpm:
+        out["bpm"] = str(int(round(float(bpm))))
+    key = (descriptors.get("key") or {}).get("key")
+    if key:
+        out["initial_key"] = str(key)
+    lo = descriptors.get("loudness") or {}
+    if lo.get("replaygain_track_gain_db") is not None:
+        out["replaygain_track_gain"] = f"{float(lo['replaygain_track_gain_db']):+.2f} dB"
+    if lo.get("replaygain_track_peak") is not None:
+        out["replaygain_track_peak"] = f"{float(lo['replaygain_track_peak']):.6f}"
+    if lo.get("r128_track_gain") is not None:
+        out["r128_track_gain"] = str(int(lo["r128_track_gain"]))
+    return out
+
+
+def tags_hash(
+    tags: Mapping[str, str], mood: str | None, std: Mapping[str, str] | None = None
+) -> str:
     """Hash of a file's desired nomarr tag state (what write records are compared with)."""
-    return hashlib.sha256(json.dumps([sorted(tags.items()), mood]).encode()).hexdigest()[:16]
+    doc: list[Any] = [sorted(tags.items()), mood]
+    if std:
+        doc.append(sorted(std.items()))
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
-def is_current(analyses: Mapping[str, Analysis], want: Mapping[str, str]) -> bool:
-    """Whether a recording's stored analyses are what an analysis would record now."""
-    return grammar.is_current({mid: a.provenance for mid, a in analyses.items()}, want)
+def is_current(
+    analyses: Mapping[str, Analysis], want: Mapping[str, str], dsp: str | None = None
+) -> bool:
+    """Whether a recording's stored analyses (and descriptors, provenance ``dsp``) are what an
+    analysis would record now."""
+    have = {mid: a.provenance for mid, a in analyses.items()}
+    if dsp is not None:
+        have[DSP_ID] = dsp
+    return grammar.is_current(have, want)
 
 
-def reusable(analyses: Mapping[str, Analysis], want: Mapping[str, str]) -> bool:
+def recording_current(store: Store, rec: int, want: Mapping[str, str]) -> bool:
+    """:func:`is_current` for a stored recording, descriptors included."""
+    return is_current(store.analyses(rec), want, store.descriptor_provenance(rec))
+
+
+def reusable(
+    analyses: Mapping[str, Analysis], want: Mapping[str, str], dsp: str | None = None
+) -> bool:
     """Whether another file of the recording may take these analyses instead of being analysed:
-    current, and from a complete decode. A partial analysis (a damaged copy analysed first) is
-    never final: each further file of the recording is analysed until a complete decode replaces
-    it, so which file represents a recording does not depend on scan order (docs/reliability.md).
+    current (descriptors included, provenance ``dsp``), and from a complete decode. A partial
+    analysis (a damaged copy analysed first) is never final: each further file of the recording
+    is analysed until a complete decode replaces it, so which file represents a recording does
+    not depend on scan order (docs/reliability.md).
     """
-    return is_current(analyses, want) and all(a.complete for a in analyses.values())
+    return is_current(analyses, want, dsp) and all(a.complete for a in analyses.values())
+
+
+def recording_reusable(store: Store, rec: int, want: Mapping[str, str]) -> bool:
+    """:func:`reusable` for a stored recording, its descriptors included."""
+    return reusable(store.analyses(rec), want, store.descriptor_provenance(rec))
 
 
 def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
@@ -135,7 +190,9 @@ def calibrate(store: Store, force: bool = False) -> dict[str, Any]:
 # -- answers ------------------------------------------------------------------------------------
 
 
-def track_detail(store: Store, track_id: int, mood_field: bool) -> api.TrackDetail | None:
+def track_detail(
+    store: Store, track_id: int, mood_field: bool, std_fields: bool = True
+) -> api.TrackDetail | None:
     """``GET /tracks/{id}``: the track, its recording's analyses with the library's tiers, the
     tags its file should carry and whether the last write put exactly those there."""
     t = store.track(track_id)
@@ -170,10 +227,13 @@ def track_detail(store: Store, track_id: int, mood_field: bool) -> api.TrackDeta
         for o in store.tracks_of_recordings([t.recording_id]).get(t.recording_id, [])
         if o.id != t.id
     ]
-    tags, mood = desired_tags(analyses.values(), th, mood_field)
+    desc = store.descriptors(t.recording_id)
+    tags, mood = desired_tags(analyses.values(), th, mood_field, desc)
     d.tags = tags
+    d.descriptors = desc
     lw = store.last_write(t.id)
-    d.tags_written = lw is not None and lw[0].split(":")[0] == tags_hash(tags, mood)
+    std = desired_std(desc) if std_fields else None
+    d.tags_written = lw is not None and lw[0].split(":")[0] == tags_hash(tags, mood, std)
     return d
 
 
@@ -220,10 +280,10 @@ def stored_answer(
     if (s.st_size, s.st_mtime_ns) != (t.size, t.mtime_ns):
         return None
     analyses = store.analyses(t.recording_id)
-    if not is_current(analyses, want):
+    if not is_current(analyses, want, store.descriptor_provenance(t.recording_id)):
         return None
     th = store.tier_thresholds()
-    tags, _ = desired_tags(analyses.values(), th, False)
+    tags, _ = desired_tags(analyses.values(), th, False, store.descriptors(t.recording_id))
     models = {
         mid: _model_result(
             a,
@@ -281,7 +341,11 @@ def fresh_answer(
         if m.get("embedding") is None and m.get("embedding_dim") is not None:
             models[mid].embedding_dim = int(m["embedding_dim"])
     # silence gets no tags (the scan writes none either): its scores describe no music
-    tags = {} if doc.get("silent") else desired_tags(fresh, thresholds, False)[0]
+    tags = (
+        {}
+        if doc.get("silent")
+        else desired_tags(fresh, thresholds, False, doc.get("descriptors"))[0]
+    )
     return api.AnalyzeResponse(
         path=path,
         filename=filename,

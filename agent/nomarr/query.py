@@ -46,10 +46,14 @@ class Hit:
     distance: float
     same_recording: bool = False
     score: float | None = None
+    desc: dict[str, Any] | None = None  # bpm, key, camelot, energy of its recording
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form: the track plus ``distance`` / ``similarity`` (1 − cosine distance)."""
         d = self.track.to_dict()
+        for k in ("bpm", "key", "camelot", "energy"):
+            v = (self.desc or {}).get(k)
+            d[k] = round(v, 2) if isinstance(v, float) else v
         d["distance"] = round(self.distance, 6)
         d["similarity"] = round(1.0 - self.distance, 6)
         d["same_recording"] = self.same_recording
@@ -68,9 +72,50 @@ class Filters:
     min_scores: dict[str, float] | None = (
         None  # label slug → minimum score (any model with the label)
     )
+    min_bpm: float | None = None
+    max_bpm: float | None = None
+    keys: list[str] | None = None  # Camelot codes (any notation is normalised on the way in)
+    min_energy: float | None = None
+    max_energy: float | None = None
 
-    def accepts(self, t: Track, scores: dict[str, float] | None = None) -> bool:
-        """Whether a track passes every filter."""
+    @property
+    def needs_descriptors(self) -> bool:
+        """Whether a descriptor filter is set (answers then need their recordings' columns)."""
+        return any(
+            x is not None
+            for x in (self.min_bpm, self.max_bpm, self.keys, self.min_energy, self.max_energy)
+        )
+
+    def accepts_descriptors(self, desc: dict[str, Any] | None) -> bool:
+        """Whether a recording's descriptor columns pass the BPM, key and energy filters (a
+        recording without the value asked about does not)."""
+        if not self.needs_descriptors:
+            return True
+        d = desc or {}
+        bpm, energy = d.get("bpm"), d.get("energy")
+        if (self.min_bpm is not None or self.max_bpm is not None) and bpm is None:
+            return False
+        if self.min_bpm is not None and bpm < self.min_bpm:
+            return False
+        if self.max_bpm is not None and bpm > self.max_bpm:
+            return False
+        if self.keys and d.get("camelot") not in self.keys:
+            return False
+        if (self.min_energy is not None or self.max_energy is not None) and energy is None:
+            return False
+        if self.min_energy is not None and energy < self.min_energy:
+            return False
+        return not (self.max_energy is not None and energy > self.max_energy)
+
+    def accepts(
+        self,
+        t: Track,
+        scores: dict[str, float] | None = None,
+        desc: dict[str, Any] | None = None,
+    ) -> bool:
+        """Whether a track passes every filter (``desc``: its recording's descriptor columns)."""
+        if not self.accepts_descriptors(desc):
+            return False
         if self.under:
             p = os.fsencode(t.path)
             if not any(
@@ -153,14 +198,21 @@ def similar_to_vector(
         recs = [r for r, _ in hits if r not in exclude_recordings]
         files = store.tracks_of_recordings(recs)
         scores = _scores_of(store, recs) if filters.min_scores else {}
+        descs = store.descriptor_columns(recs)
         out: list[Hit] = []
         for rid, dist in hits:
             if rid in exclude_recordings:
                 continue
             for t in files.get(rid, []):
-                if t.id in exclude_tracks or not filters.accepts(t, scores.get(rid)):
+                if t.id in exclude_tracks or not filters.accepts(
+                    t, scores.get(rid), descs.get(rid)
+                ):
                     continue
-                out.append(Hit(t, max(0.0, dist), same_recording=rid == seed_recording))
+                out.append(
+                    Hit(
+                        t, max(0.0, dist), same_recording=rid == seed_recording, desc=descs.get(rid)
+                    )
+                )
                 if distinct:
                     break
             if len(out) >= n:
@@ -235,19 +287,20 @@ def mood_playlist(
         order = np.argsort(-col, kind="stable")  # NaN (label not scored) sorts last
         chunk = max(4 * n, 64)
         files: dict[int, list[Track]] = {}
+        descs: dict[int, dict[str, Any]] = {}
         out: list[Hit] = []
         filters = filters or Filters()
         for pos, i in enumerate(order):
             if pos % chunk == 0:  # files fetched a chunk at a time: filters may skip many
-                files.update(
-                    store.tracks_of_recordings([recs[j] for j in order[pos : pos + chunk]])
-                )
+                part = [recs[j] for j in order[pos : pos + chunk]]
+                files.update(store.tracks_of_recordings(part))
+                descs.update(store.descriptor_columns(part))
             s = float(col[i])
             if s < min_score or s != s:
                 break
             for t in files.get(recs[i], []):
-                if filters.accepts(t):
-                    out.append(Hit(t, 1.0 - s, score=s))
+                if filters.accepts(t, None, descs.get(recs[i])):
+                    out.append(Hit(t, 1.0 - s, score=s, desc=descs.get(recs[i])))
                     break
             if len(out) >= n:
                 break
@@ -263,6 +316,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
+def harmonic_match(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether a DJ can mix from ``a`` into ``b``: tempi within ±6 % (or one half or double the
+    other, within 6 %) and Camelot-compatible keys (same key, ±1 hour, or relative major/minor).
+    A track without a tempo or a key never matches."""
+    from nomarr.analyzers.key import compatible, parse_key
+
+    if not a or not b or not a.get("bpm") or not b.get("bpm"):
+        return False
+    ka, kb = parse_key(a.get("camelot") or ""), parse_key(b.get("camelot") or "")
+    if ka is None or kb is None or not compatible(ka, kb):
+        return False
+    r = float(b["bpm"]) / float(a["bpm"])
+    return any(abs(r * m - 1.0) <= HARMONIC_BPM_TOLERANCE for m in (1.0, 2.0, 0.5))
+
+
+HARMONIC_BPM_TOLERANCE = 0.06
+
+
 def radio(
     store: Store,
     ref: str | int,
@@ -270,30 +341,41 @@ def radio(
     *,
     model: str | None = None,
     filters: Filters | None = None,
+    harmonic: bool = False,
 ) -> list[Hit]:
     """A seed radio: the seed, then its neighbourhood ordered as a smooth walk (each next track is
-    the nearest unplayed one to the current), one file per recording."""
+    the nearest unplayed one to the current), one file per recording.
+
+    ``harmonic``: each next track must also mix into the current one (:func:`harmonic_match`):
+    the walk draws from a larger neighbourhood and ends early rather than break the rule."""
     seed = resolve_track(store, ref)
     space = pick_space(store, model)
     pool = similar_to_vector(
         store,
         store.embedding(space, seed.recording_id or 0),
         space,
-        n * 2,
+        n * (8 if harmonic else 2),
         filters=filters,
         exclude_recordings={seed.recording_id or 0},
         distinct=True,
     )
     vecs = {h.track.recording_id: store.embedding(space, h.track.recording_id or 0) for h in pool}
-    out = [Hit(seed, 0.0, same_recording=True)]
+    seed_desc = store.descriptor_columns([seed.recording_id or 0]).get(seed.recording_id or 0)
+    out = [Hit(seed, 0.0, same_recording=True, desc=seed_desc)]
     cur = store.embedding(space, seed.recording_id or 0)
+    cur_desc = seed_desc
     left = list(pool)
     while left and len(out) < n:
-        dists = [1.0 - float(np.dot(_unit(cur), _unit(vecs[h.track.recording_id]))) for h in left]  # type: ignore[arg-type]
+        cand = [h for h in left if not harmonic or harmonic_match(cur_desc, h.desc)]
+        if not cand:
+            break
+        dists = [1.0 - float(np.dot(_unit(cur), _unit(vecs[h.track.recording_id]))) for h in cand]  # type: ignore[arg-type]
         i = int(np.argmin(dists))
-        h = left.pop(i)
-        out.append(Hit(h.track, dists[i]))
+        h = cand[i]
+        left.remove(h)
+        out.append(Hit(h.track, dists[i], desc=h.desc))
         cur = vecs[h.track.recording_id]  # type: ignore[assignment]
+        cur_desc = h.desc
     return out
 
 
@@ -305,9 +387,14 @@ def path_playlist(
     *,
     model: str | None = None,
     filters: Filters | None = None,
+    harmonic: bool = False,
 ) -> list[Hit]:
     """A song path: ``n`` tracks from ``start`` to ``end`` that walk through embedding space along the
-    great circle between them, each step the nearest unused recording to its waypoint."""
+    great circle between them, each step the nearest unused recording to its waypoint.
+
+    ``harmonic``: each step is the nearest of the waypoint's 32 neighbours that mixes into the
+    previous track (:func:`harmonic_match`); a waypoint with none is skipped. The last step into
+    ``end`` is whatever ``end`` is."""
     a, b = resolve_track(store, start), resolve_track(store, end)
     space = pick_space(store, model)
     va, vb = (
@@ -319,7 +406,8 @@ def path_playlist(
     ua, ub = _unit(va), _unit(vb)
     omega = float(np.arccos(np.clip(np.dot(ua, ub), -1.0, 1.0)))
     used = {a.recording_id or 0, b.recording_id or 0}
-    out = [Hit(a, 0.0)]
+    ends = store.descriptor_columns([a.recording_id or 0, b.recording_id or 0])
+    out = [Hit(a, 0.0, desc=ends.get(a.recording_id or 0))]
     n = max(2, n)
     for i in range(1, n - 1):
         t = i / (n - 1)
@@ -331,16 +419,20 @@ def path_playlist(
             store,
             target.astype(np.float32),
             space,
-            1,
+            32 if harmonic else 1,
             filters=filters,
             exclude_recordings=used,
             distinct=True,
         )
+        if harmonic:
+            hits = [h for h in hits if harmonic_match(out[-1].desc, h.desc)][:1]
+            if not hits:
+                continue
         if not hits:
             break
         used.add(hits[0].track.recording_id or 0)
         out.append(hits[0])
-    out.append(Hit(b, 1.0 - float(np.dot(ua, ub))))
+    out.append(Hit(b, 1.0 - float(np.dot(ua, ub)), desc=ends.get(b.recording_id or 0)))
     return out
 
 

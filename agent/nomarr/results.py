@@ -78,6 +78,8 @@ class WorkerResult:
     decoded_s: float | None = None  # seconds of audio the models saw
     silent: bool = False  # digital silence throughout: failed by the applier, never tagged
     ended_at: float | None = None  # where a partial file's audio really ends (not the header's)
+    descriptors: dict[str, Any] | None = None  # DSP descriptors (nomarr.analyzers), JSON form
+    timeline: bytes | None = None  # their compact per-track timeline (Timeline.encode)
 
     def with_identity(self, ident: WorkerResult) -> WorkerResult:
         """An analysis completed with what its identification step found (facts, fingerprint,
@@ -139,6 +141,8 @@ def to_wire(res: WorkerResult) -> dict[str, Any]:
             "decoded_s",
             "silent",
             "ended_at",
+            "descriptors",
+            "timeline",
         )
     }
     d["facts"] = res.facts
@@ -176,4 +180,6 @@ def from_wire(d: dict[str, Any]) -> WorkerResult:
         decoded_s=d.get("decoded_s"),
         silent=bool(d.get("silent")),
         ended_at=d.get("ended_at"),
+        descriptors=d.get("descriptors"),
+        timeline=d.get("timeline"),
     )

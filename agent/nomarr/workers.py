@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nomarr.fingerprint import match_recording
-from nomarr.library import reusable
+from nomarr.library import recording_reusable
 from nomarr.results import FileFacts, ModelOutput, WorkerResult, stat_tuple
 from nomarr.stages import Stages
 from nomarr.store import Store
@@ -272,7 +272,7 @@ def process_file(
             return _identify(path, out, st, an)
         rec = rec_hint
         store = _worker_store() if rec is not None else None
-        if store is not None and rec is not None and reusable(store.analyses(rec), _W["want"]):
+        if store is not None and rec is not None and recording_reusable(store, rec, _W["want"]):
             out.kind, out.match = "reuse", rec
             return out
         out.match = rec
@@ -362,7 +362,7 @@ def _identify(path: str, out: WorkerResult, st: Stages, analyzer: Any) -> Worker
             store = _worker_store()
             out.match = match_recording(store, prep.fp) if store is not None else None
             if out.match is not None and store is not None:
-                if reusable(store.analyses(out.match), _W.get("want", {})):
+                if recording_reusable(store, out.match, _W.get("want", {})):
                     return False
         return True
 
@@ -397,6 +397,9 @@ def _analysed(out: WorkerResult, fa: FileAnalysis) -> None:
     out.warnings = list(fa.warnings)
     out.stages = {k: v for k, v in fa.timing.items() if k not in _NOT_STAGES}
     out.complete, out.decoded_s, out.silent = fa.complete, fa.decoded_s, fa.silent
+    if fa.descriptors is not None:
+        out.descriptors = fa.descriptors.to_dict()
+        out.timeline = fa.descriptors.timeline.encode()
     if not fa.complete:  # shorter than the header's when the file is truncated
         out.ended_at = fa.duration
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,14 +167,25 @@ def _planar(frame: av.AudioFrame) -> np.ndarray:
     return arr
 
 
-def _to_mono(arr: np.ndarray, fmt_name: str) -> np.ndarray:
+def _to_float(arr: np.ndarray, fmt_name: str) -> np.ndarray:
+    """[channels, n] samples of any PyAV sample format as float32 in −1…1."""
     fmt = fmt_name.rstrip("p")
     if fmt == "u8":
-        data = (arr.astype(np.float32) - 128.0) / 128.0
-    elif fmt in _INT_SCALE:
-        data = (arr.astype(np.float64) / _INT_SCALE[fmt]).astype(np.float32)
-    else:
-        data = arr.astype(np.float32, copy=False)
+        return (arr.astype(np.float32) - 128.0) / 128.0
+    if fmt in _INT_SCALE:
+        return (arr.astype(np.float64) / _INT_SCALE[fmt]).astype(np.float32)
+    return arr.astype(np.float32, copy=False)
+
+
+# A consumer of the decoded audio before downmix and resampling: called with each block as float32
+# [channels, n] at the file's own rate (the loudness meter needs exactly that).
+NativeTap = Callable[[np.ndarray], None]
+
+
+def _to_mono(arr: np.ndarray, fmt_name: str, native: NativeTap | None = None) -> np.ndarray:
+    data = _to_float(arr, fmt_name)
+    if native is not None:
+        native(data)
     if data.shape[0] == 1:
         return np.ascontiguousarray(data[0])
     return data.mean(axis=0, dtype=np.float32)
@@ -196,6 +207,7 @@ def _native_blocks(
     path: str | os.PathLike[str],
     start: float = 0.0,
     duration: float | None = None,
+    native: NativeTap | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index of the block's first sample on the stream's timeline, float32 mono block) at
     the stream's own rate, from ``start`` seconds for ``duration`` seconds.
@@ -207,6 +219,9 @@ def _native_blocks(
     by timestamps, so windowed profiles decode only what they analyse. Corrupt packets in the
     middle of a file are skipped with a warning (as players do); a file that yields no audio at
     all raises :class:`AudioError`.
+
+    ``native``, if given, also receives every block before the downmix, as float32
+    [channels, n] at the file's own rate (one decode feeds the loudness meter too).
     """
     in_sr = int(stream.codec_context.sample_rate)
     first_needed = max(0, int(round(start * in_sr)))  # first input sample we keep
@@ -240,7 +255,7 @@ def _native_blocks(
         else:
             raw = np.frombuffer(b"".join(p[0] for p in pending), dt).reshape(-1, ch).T
         pending, pending_n = [], 0
-        return pending_pos, _to_mono(raw, fmt)
+        return pending_pos, _to_mono(raw, fmt, native)
 
     packets = container.demux(stream)
     try:

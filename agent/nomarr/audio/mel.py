@@ -95,8 +95,9 @@ class MelStream:
     Produces exactly ``1 + n_samples // hop`` frames in total, like ``librosa.stft(center=True)``.
     """
 
-    def __init__(self, spec: MelSpec = MelSpec()) -> None:
+    def __init__(self, spec: MelSpec = MelSpec(), log: bool = True) -> None:
         self.spec = spec
+        self.log = log  # False: power mel (float32), for callers that scale before the log
         self._buf = np.zeros(spec.n_fft // 2, dtype=np.float64)  # leading centre padding
         self._n_samples = 0
         self._frames_out = 0
@@ -112,7 +113,7 @@ class MelStream:
         mel = power_mel(self._buf[idx], s)
         self._buf = self._buf[n * s.hop :]
         self._frames_out += n
-        return s.log_compress(mel)
+        return s.log_compress(mel) if self.log else mel.astype(np.float32)
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add samples; returns the log-mel frames [n, n_mels] that became complete."""

@@ -31,6 +31,7 @@ import numpy as np
 from nomarr.audio.decode import (
     AudioError,
     AudioInfo,
+    NativeTap,
     _info,
     _native_blocks,
     _open,
@@ -135,9 +136,16 @@ class FileReader:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], model_rate: int = 16000, stages: Stages | None = None
+        self,
+        path: str | os.PathLike[str],
+        model_rate: int = 16000,
+        stages: Stages | None = None,
+        native_tap: NativeTap | None = None,
     ) -> None:
+        """``native_tap``: fed the continuous read's blocks before the downmix (float32
+        [channels, n] at the file's rate), e.g. a loudness meter; windows read by seeking skip it."""
         self.path = os.fspath(path)
+        self.native_tap = native_tap
         self.stages = stages or Stages()
         self.model_rate = model_rate
         self.container, self.stream = _open(path)
@@ -199,7 +207,9 @@ class FileReader:
         self._wants = {id(c): True for c in live}
         try:
             if self._blocks is None and not self.ended:
-                self._blocks = _native_blocks(self.container, self.stream, self.path)
+                self._blocks = _native_blocks(
+                    self.container, self.stream, self.path, native=self.native_tap
+                )
             while live and not self.ended and (until is None or self.position < until):
                 assert self._blocks is not None
                 t = time.perf_counter()

@@ -6,7 +6,8 @@ usage errors.
 
 One module per command group, each holding its commands and their parsers: :mod:`.analyze`
 (analyze, scan), :mod:`.models` (models, doctor), :mod:`.serve`, :mod:`.tags`, :mod:`.query`
-(similar, playlist), :mod:`.analyses` (export/import of shared analyses), :mod:`.remote` (worker, scheduler); :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
+(similar, playlist), :mod:`.export`, :mod:`.analyses` (export/import of shared analyses), :mod:`.remote`
+(worker, scheduler); :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
 store) happen inside the commands, so ``--help`` and usage errors stay fast.
 """
 
@@ -16,7 +17,7 @@ import argparse
 import sys
 
 from nomarr import __version__, logs
-from nomarr.cli import analyses, analyze, models, query, remote, serve, tags
+from nomarr.cli import analyses, analyze, export, models, query, remote, serve, tags
 from nomarr.cli.common import DeferredParser, UserError
 
 __all__ = ["UserError", "build_parser", "main"]
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     tags.add_tags(sub)
     query.add_similar(sub)
     query.add_playlist(sub)
+    export.add_export(sub)
     analyses.add_analyses(sub)
     remote.add_worker(sub)
     remote.add_scheduler(sub)

@@ -53,6 +53,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ranked = sorted(r["scores"].items(), key=lambda kv: -kv[1])
         for label, s in ranked[: args.top]:
             print(f"  {s:.4f}  {r['tiers'][label]:6s}  {label}")
+    if d.get("descriptors"):
+        _print_descriptors(d["descriptors"])
     t = d["timing"]
     xrt = (t["audio_seconds"] / t["total"]) if t["total"] > 0 and t["audio_seconds"] else 0.0
     print(
@@ -80,6 +82,39 @@ PRECISION_HELP = (
 )
 
 
+def _print_descriptors(ds: dict) -> None:
+    """Tempo, key, loudness and energy as a few lines of text."""
+    t, k, e, lo = ds["tempo"], ds["key"], ds["energy"], ds.get("loudness")
+    print()
+    if t["bpm"] is not None:
+        print(
+            f"tempo     {t['bpm']:.2f} BPM (confidence {t['confidence']:.2f}, first beat "
+            f"{t['first_beat']:.3f} s)"
+        )
+    else:
+        print(f"tempo     none: {t['reason']}")
+    if k["key"]:
+        print(
+            f"key       {k['key']} / {k['camelot']} / {k['open_key']} (strength {k['strength']:.2f})"
+        )
+    else:
+        print(f"key       none: {k['reason']}")
+    if e["energy"] is not None:
+        print(
+            f"energy    {e['energy']:.2f}, danceability {e['danceability']:.2f}, "
+            f"{e['onset_rate']:.1f} onsets/s, dynamic range {e['dynamic_range_db'] or 0:.1f} dB"
+        )
+    if lo and lo["integrated_lufs"] is not None:
+        print(
+            f"loudness  {lo['integrated_lufs']:.1f} LUFS, LRA {lo['lra_lu'] or 0:.1f} LU, true peak "
+            f"{lo['true_peak_dbtp']:.1f} dBTP, ReplayGain {lo['replaygain_track_gain_db']:+.2f} dB"
+        )
+    elif lo:
+        print(f"loudness  none: {lo['reason']}")
+    if len(ds.get("regions") or []) > 1:
+        print(f"regions   {len(ds['regions'])} (split by silence ≥ 2 s)")
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     """Analyse a library incrementally, write tags, store vectors."""
     from nomarr.models.registry import ModelError
@@ -102,6 +137,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             models=args.model or ["msd-musicnn-1"],
             workers=args.workers,
             mood_field=args.mood_field,
+            std_fields=not args.no_standard_fields,
             retry_failed=args.retry_failed,
             provider=args.provider,
             nice=args.nice,
@@ -157,7 +193,9 @@ def add_analyze(sub: argparse._SubParsersAction) -> None:
         "analyze",
         help="run the models on one file (no database, no writes)",
         description="Analyse one audio file and print per-label scores, tiers, "
-        "embedding size, provenance, the execution provider and timing.",
+        "embedding size, provenance, the execution provider and timing, and the DSP "
+        "descriptors: tempo, key (ID3/Camelot/Open Key), energy, danceability, and with the "
+        "whole file analysed (profile full, or a short file) loudness and ReplayGain.",
     )
     a.add_argument("file", help="audio file (mp3, flac, ogg, opus, m4a, wav, aiff, wma, ...)")
     a.add_argument(
@@ -225,6 +263,12 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
         "--mood-field",
         action="store_true",
         help="also fill the standard MOOD tag from high-tier mood labels (only when empty or nomarr's)",
+    )
+    sc.add_argument(
+        "--no-standard-fields",
+        action="store_true",
+        help="never fill BPM, initial key or ReplayGain (by default nomarr fills them where "
+        "empty or written by nomarr before; a value you set is never touched)",
     )
     sc.add_argument(
         "--retry-failed",

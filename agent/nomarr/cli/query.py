@@ -21,11 +21,33 @@ def _filters(args: argparse.Namespace) -> Any:
             mins[lab.strip().lower().replace(" ", "_")] = float(val)
         except ValueError as e:
             raise UserError(f"--min-score {spec!r}: {val!r} is not a number") from e
+    lo = hi = None
+    if args.bpm:
+        a, _, b = args.bpm.partition("-")
+        try:
+            lo, hi = float(a), float(b or a)
+        except ValueError as e:
+            raise UserError(f"--bpm wants MIN-MAX (e.g. 120-128), not {args.bpm!r}") from e
+    keys = None
+    if args.key:
+        from nomarr.analyzers.key import camelot_of, parse_key
+
+        keys = []
+        for k in args.key:
+            p = parse_key(k)
+            if p is None:
+                raise UserError(f"--key {k!r}: not a key (Am, F#, 8A, 1m)")
+            keys.append(camelot_of(*p))
     return Filters(
         under=args.under,
         min_duration=args.min_duration,
         max_duration=args.max_duration,
         min_scores=mins or None,
+        min_bpm=lo,
+        max_bpm=hi,
+        keys=keys,
+        min_energy=args.min_energy,
+        max_energy=args.max_energy,
     )
 
 
@@ -44,7 +66,12 @@ def _print_hits(hits: list[Any], fmt: str, header: dict[str, Any] | None = None)
                 if h.score is not None
                 else f"similarity {1 - h.distance:.4f}"
             )
-            print(f"{i:3d}. {val}  {h.track.path}{extra}")
+            d = h.desc or {}
+            dj = ""
+            if d.get("bpm") or d.get("key"):
+                bpm = f"{d['bpm']:.1f} BPM" if d.get("bpm") else "- BPM"
+                dj = f"  [{bpm} {d.get('key') or '-'} {d.get('camelot') or ''}]"
+            print(f"{i:3d}. {val}  {h.track.path}{extra}{dj}")
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
@@ -80,11 +107,21 @@ def cmd_playlist(args: argparse.Namespace) -> int:
                 store, args.mood, args.n, model=args.model, min_score=args.min, filters=f
             )
         elif args.seed:
-            hits = radio(store, args.seed, args.n, model=args.model, filters=f)
+            hits = radio(
+                store, args.seed, args.n, model=args.model, filters=f, harmonic=args.harmonic
+            )
         elif args.start or args.end:
             if not (args.start and args.end):
                 raise UserError("--from and --to go together")
-            hits = path_playlist(store, args.start, args.end, args.n, model=args.model, filters=f)
+            hits = path_playlist(
+                store,
+                args.start,
+                args.end,
+                args.n,
+                model=args.model,
+                filters=f,
+                harmonic=args.harmonic,
+            )
         else:
             hits = text_playlist(store, args.text, args.n, filters=f)
     except QueryError as e:
@@ -116,6 +153,15 @@ def _query_opts(q: argparse.ArgumentParser) -> None:
         metavar="LABEL=X",
         help="only tracks scoring at least X for LABEL",
     )
+    q.add_argument("--bpm", metavar="MIN-MAX", help="only tracks in this tempo range (120-128)")
+    q.add_argument(
+        "--key",
+        action="append",
+        metavar="KEY",
+        help="only tracks in this key (Am, F#, 8A, 1m; repeatable)",
+    )
+    q.add_argument("--min-energy", type=float, metavar="X", help="only tracks with energy >= X")
+    q.add_argument("--max-energy", type=float, metavar="X", help="only tracks with energy <= X")
     q.add_argument("--format", choices=["text", "json", "m3u"], default="text")
     q.add_argument("--json", action="store_true", help="same as --format json")
 
@@ -155,5 +201,11 @@ def add_playlist(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--text", metavar="TEXT")
     pl.add_argument("--to", dest="end", metavar="FILE|TRACK_ID")
     pl.add_argument("--min", type=float, default=0.0, help="(--mood) minimum score")
+    pl.add_argument(
+        "--harmonic",
+        action="store_true",
+        help="(--seed, --from/--to) DJ mode: each next track within ±6 %% BPM (or half/double) "
+        "and in a compatible Camelot key",
+    )
     _query_opts(pl)
     pl.set_defaults(func=cmd_playlist, n=25)

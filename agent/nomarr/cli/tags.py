@@ -76,6 +76,11 @@ def _tag_groups(nom: dict[str, str]) -> tuple[dict[str, dict[str, Any]], list[st
             g["provenance"] = v
         elif pk.kind == "tier":
             g["tiers"][pk.label] = pk.tier
+        elif pk.kind == "descriptor":  # tempo, key, loudness, energy (docs/descriptors.md)
+            try:
+                g.setdefault("descriptors", {})[pk.label] = float(v) if pk.numeric else v
+            except ValueError:
+                invalid.append(k)
         else:
             try:
                 g["scores"][pk.label] = float(v)
@@ -124,6 +129,8 @@ def cmd_tags(args: argparse.Namespace) -> int:
         print(f"{name}  provenance {g['provenance']}")
         for lab, sc in sorted(g["scores"].items(), key=lambda kv: -kv[1])[: args.top]:
             print(f"  {sc:.4f}  {g['tiers'].get(lab, '-'):6s}  {lab}")
+        for lab, val in (g.get("descriptors") or {}).items():
+            print(f"  {val!s:>7}  {lab}")
     if ft.mood:
         print(f"MOOD: {ft.mood}")
     for k in invalid:

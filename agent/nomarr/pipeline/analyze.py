@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from nomarr_client.tags import (
     tier_of,
 )
 
+from nomarr import analyzers as dsp
 from nomarr.audio.decode import AudioError
 from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
@@ -41,6 +43,7 @@ from nomarr.models.runtime import Backend, ProviderChoice, ProviderSelector
 from nomarr.pipeline.prepare import FrontKey, Prepared, prepare
 from nomarr.pipeline.profiles import Profile, Window
 from nomarr.stages import Stages
+from nomarr.store import DSP_ID  # the DSP descriptors' entry in provenance maps
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,8 @@ def planned_provenance(
             if text is not None and registry.installed(text):
                 text_sha = registry.verify(text)[0].actual_sha256 or ""
         out[m.id] = provenance_hash(chain, profile, text_sha)
+    if any(m.kind == "embedder" for m in ms):
+        out[DSP_ID] = dsp.provenance(profile.params(), loudness=True)
     return out
 
 
@@ -252,6 +257,7 @@ class FileAnalysis:
     complete: bool = True  # every planned second of audio was decoded (see Coverage)
     decoded_s: float | None = None  # seconds of audio the models saw
     silent: bool = False  # digital silence throughout: nothing to describe, so no tags
+    descriptors: dsp.TrackDescriptors | None = None
 
     def tags(
         self, thresholds: dict[str, dict[str, tuple[float, float]]] | None = None
@@ -268,6 +274,8 @@ class FileAnalysis:
                 out[score_key(ns, label)] = fmt_score(s)
                 out[tier_key(ns, label, tiers[label])] = fmt_score(s)
             out[provenance_key(ns)] = r.provenance
+        if self.descriptors is not None:
+            out.update(dsp.descriptor_tags(self.descriptors.to_dict()))
         return out
 
     def to_dict(self, with_embeddings: bool = False) -> dict[str, Any]:
@@ -294,6 +302,7 @@ class FileAnalysis:
             "windows": [w.to_dict() for w in self.windows],
             "models": models,
             "tags": self.tags(),
+            "descriptors": None if self.descriptors is None else self.descriptors.to_dict(),
             "timing": {k: round(v, 4) for k, v in self.timing.items()},
             "warnings": self.warnings,
             "complete": self.complete,
@@ -329,16 +338,29 @@ def front_keys(registry: Registry, model_ids: list[str] | tuple[str, ...]) -> li
     return keys
 
 
+def dsp_factory(profile: Profile, loudness: bool = True) -> Callable[[bool], dsp.DescriptorRun]:
+    """The DSP descriptors' run for one file under ``profile`` (``whole``: the whole file is
+    analysed, so loudness can be metered)."""
+    prov = dsp.provenance(profile.params(), loudness)
+
+    def make(whole: bool) -> dsp.DescriptorRun:
+        return dsp.DescriptorRun(loudness=loudness and whole, provenance=prov)
+
+    return make
+
+
 class FrontEnds:
     """The decode-and-patches half of an :class:`Analyzer`, without any model: what a worker runs
-    when the models run elsewhere (the central session of a GPU scan)."""
+    when the models run elsewhere (the central session of a GPU scan). The DSP descriptors are
+    computed here too, from the same decode."""
 
-    def __init__(self, keys: list[FrontKey], profile: Profile) -> None:
+    def __init__(self, keys: list[FrontKey], profile: Profile, descriptors: bool = True) -> None:
         self.keys, self.profile = keys, profile
+        self.describe = dsp_factory(profile) if descriptors else None
 
     def prepare(self, path: str | Path, **kw: Any) -> Prepared:
         """As :meth:`Analyzer.prepare`."""
-        return prepare(str(path), self.profile, self.keys, **kw)
+        return prepare(str(path), self.profile, self.keys, describe=self.describe, **kw)
 
     def analyze(self, path: str | Path) -> FileAnalysis:
         raise ModelError("this worker loads no models (the scan runs them centrally)")
@@ -361,10 +383,19 @@ class Analyzer:
     file, streaming patches into the models so memory stays bounded for any length.
     """
 
-    def __init__(self, models: ModelSet, profile: Profile, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        models: ModelSet,
+        profile: Profile,
+        batch_size: int = 4,
+        descriptors: bool = True,
+        loudness: bool = True,
+    ) -> None:
         self.models = models
         self.profile = profile
         self.batch_size = max(1, batch_size)
+        # DSP descriptors ride on the models' decode (loudness only when the whole file is read)
+        self.describe = dsp_factory(profile, loudness) if descriptors else None
         self.groups: dict[FrontKey, list[LoadedModel]] = {}
         for lm in models.embedders():
             self.groups.setdefault(_front_key(lm), []).append(lm)
@@ -388,6 +419,7 @@ class Analyzer:
             max_patches=max_patches,
             consumers=self.consumers(),
             stages=stages,
+            describe=self.describe,
         )
 
     def consumers(self) -> list[Any]:
@@ -410,7 +442,13 @@ class Analyzer:
                 pending[key] = []
 
         prep = prepare(
-            path, self.profile, list(self.groups), sink=sink, consumers=self.consumers(), stages=st
+            path,
+            self.profile,
+            list(self.groups),
+            sink=sink,
+            consumers=self.consumers(),
+            stages=st,
+            describe=self.describe,
         )
         for key, parts in pending.items():
             if parts:
@@ -493,6 +531,10 @@ class Analyzer:
             end = coverage.ended_at()
             if end is not None and (duration is None or end < duration):
                 duration = end  # the header's length is not what can be played
+        desc = None
+        if prep.descriptors is not None:
+            with st("descriptors"):
+                desc = dsp.attach_scores(prep.descriptors, self._timeline(prep, out))
         timing = st.as_dict()
         timing["decode_mel"] = sum(
             timing.get(k, 0.0) for k in ("open", "decode", "resample", "mel", "onset", "buffer")
@@ -512,7 +554,27 @@ class Analyzer:
             complete=coverage.complete,
             decoded_s=coverage.decoded_s if self.models.embedders() else None,
             silent=silent,
+            descriptors=desc,
         )
+
+    def _timeline(self, prep: Prepared, out: _Outputs) -> dsp.Timeline | None:
+        """Per-patch scores of the first front end's models (and their heads), with each patch's
+        start: the timeline a track page draws and regions average."""
+        if not self.groups:
+            return None
+        key, members = next(iter(self.groups.items()))
+        tl = dsp.Timeline(patch_seconds=key[4] * key[2] / key[0])
+        tl.patch_starts = [round(t, 3) for t in prep.starts.get(key, [])]
+        for lm in members:
+            acc = out.acc[lm.id]
+            if acc.get("s"):
+                tl.add_scores(lm.id, lm.manifest.labels, np.concatenate(acc["s"]))
+            for head in self.models.heads_of(lm.id):
+                if acc.get(f"head:{head.id}"):
+                    tl.add_scores(
+                        head.id, head.manifest.labels, np.concatenate(acc[f"head:{head.id}"])
+                    )
+        return tl
 
     def _run_embedder(
         self, lm: LoadedModel, batch: np.ndarray, acc: dict[str, list[np.ndarray]]

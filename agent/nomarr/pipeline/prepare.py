@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,12 +27,18 @@ from nomarr.audio.decode import AudioError, AudioInfo, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel
 from nomarr.audio.reader import FileReader, HeadBuffer, PcmConsumer
 from nomarr.fingerprint import FP_LENGTH_S, ChromaprintFeed, Fingerprint
+from nomarr.pipeline.level import LevelScaler
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
 from nomarr.stages import Stages
+
+if TYPE_CHECKING:
+    from nomarr.analyzers import DescriptorRun, TrackDescriptors
 
 # (sample rate, n_fft, hop, n_mels, patch frames, patch hop): one mel front end
 FrontKey = tuple[int, int, int, int, int, int]
 Sink = Callable[[FrontKey, np.ndarray], None]
+# whole file analysed? → the DSP descriptors' run for one file (nomarr.analyzers)
+DspFactory = Callable[[bool], "DescriptorRun"]
 
 
 # a window is short when it lacks more than this share of its planned audio (or one second)
@@ -106,6 +113,8 @@ class Prepared:
     stopped: bool = False  # ``decide`` said no: nothing after the fingerprint was computed
     too_long: bool = False  # more patches than ``max_patches``: none were kept
     coverage: Coverage = field(default_factory=lambda: Coverage(None))
+    starts: dict[FrontKey, list[float]] = field(default_factory=dict)  # each patch's start (s)
+    descriptors: TrackDescriptors | None = None  # DSP descriptors, without the models' scores
 
     @property
     def n_patches(self) -> int:
@@ -117,8 +126,17 @@ class _Patcher:
     non-overlapping by default, a trailing partial patch dropped, a window shorter than one patch
     repeat-padded to one."""
 
-    def __init__(self, spec: MelSpec, patch: int, hop: int, out: Callable[[np.ndarray], None]):
-        self.mel = MelStream(spec)
+    def __init__(
+        self,
+        spec: MelSpec,
+        patch: int,
+        hop: int,
+        out: Callable[[np.ndarray], None],
+        level: float | None = None,
+    ):
+        # level: the level-invariant option's reference (dBFS), see nomarr.pipeline.level
+        self.level = LevelScaler(spec, level) if level is not None else None
+        self.mel = MelStream(spec, log=self.level is None)
         self.patch, self.hop, self.out = patch, hop, out
         self.buf: np.ndarray | None = None
         self.made = 0
@@ -144,10 +162,19 @@ class _Patcher:
         self.buf = self.buf[n * self.hop :]
 
     def push(self, samples: np.ndarray) -> None:
-        self._frames(self.mel.push(samples))
+        if self.level is None:
+            self._frames(self.mel.push(samples))
+            return
+        self.level.measure(samples)
+        for f in self.level.push(self.mel.push(samples)):
+            self._frames(f)
 
     def finish(self) -> None:
-        self._frames(self.mel.finish())
+        if self.level is None:
+            self._frames(self.mel.finish())
+        else:
+            for f in self.level.push(self.mel.finish()) + self.level.flush():
+                self._frames(f)
         if self.made == 0 and self.buf is not None and self.buf.shape[0] > 0:
             reps = -(-self.patch // self.buf.shape[0])
             self.out(np.tile(self.buf, (reps, 1))[None, : self.patch])
@@ -157,22 +184,43 @@ class _Patcher:
 class _Fronts:
     """The front ends one window feeds, with their patch output and the window's energy."""
 
-    def __init__(self, keys: list[FrontKey], prep: Prepared, sink: Sink, stages: Stages) -> None:
+    def __init__(
+        self,
+        keys: list[FrontKey],
+        prep: Prepared,
+        sink: Sink,
+        stages: Stages,
+        level: float | None = None,
+        dsp: DescriptorRun | None = None,
+    ) -> None:
         self.keys, self.prep, self.sink, self.stages = keys, prep, sink, stages
+        self.level, self.dsp = level, dsp
         self.patchers: list[_Patcher] = []
         self._out: list[tuple[FrontKey, np.ndarray]] = []
         self.samples = 0  # model-rate samples of the current window
+        self.t0 = 0.0  # the current window's start (s)
+        self._made: dict[FrontKey, int] = {}  # patches of the current window so far
 
-    def open(self) -> None:
+    def open(self, start: float = 0.0) -> None:
         self.patchers = []
         self.samples = 0
+        self.t0 = start
+        self._made = {}
         for k in self.keys:
             spec = MelSpec(sr=k[0], n_fft=k[1], hop=k[2], n_mels=k[3])
-            self.patchers.append(_Patcher(spec, k[4], k[5], self._emit(k)))
+            self.patchers.append(_Patcher(spec, k[4], k[5], self._emit(k), self.level))
 
     def _emit(self, key: FrontKey) -> Callable[[np.ndarray], None]:
+        step = key[5] * key[2] / key[0]  # seconds between patch starts
+
         def out(batch: np.ndarray) -> None:
-            self.prep.counts[key] = self.prep.counts.get(key, 0) + batch.shape[0]
+            n = batch.shape[0]
+            self.prep.counts[key] = self.prep.counts.get(key, 0) + n
+            made = self._made.get(key, 0)
+            self.prep.starts.setdefault(key, []).extend(
+                self.t0 + (made + j) * step for j in range(n)
+            )
+            self._made[key] = made + n
             self._out.append((key, batch))
 
         return out
@@ -187,6 +235,9 @@ class _Fronts:
         if samples.shape[0] == 0:
             return
         e = float(np.dot(samples, samples))
+        if self.dsp is not None and self.keys:  # the descriptors see the models' own input
+            with self.stages("descriptors"):
+                self.dsp.feed(samples, self.keys[0][0], self.t0 + self.samples / self.keys[0][0])
         self.samples += samples.shape[0]
         with self.stages("mel"):
             for k, p in zip(self.keys, self.patchers, strict=True):
@@ -235,6 +286,7 @@ def prepare(
     max_patches: int | None = None,
     consumers: Iterable[PcmConsumer] = (),
     stages: Stages | None = None,
+    describe: DspFactory | None = None,
 ) -> Prepared:
     """Decode ``path`` once and run its windows through the front ends ``keys``.
 
@@ -243,16 +295,28 @@ def prepare(
     go to ``sink`` when given, else they are kept in ``groups``; ``max_patches`` refuses (before
     computing any) to keep more than that many (``too_long``: a caller then streams instead).
     ``consumers`` are fed the continuous read from the start (see :mod:`nomarr.audio.reader`); one
-    still wanting audio once the models' part is read keeps the read going.
+    still wanting audio once the models' part is read keeps the read going. ``describe(whole)``
+    gives the DSP descriptors' run (:mod:`nomarr.analyzers`): fed the models' input as it is
+    read, and the native channels of the continuous read for loudness when the whole file is
+    analysed; ``descriptors`` holds what it found (the models' scores join after inference).
     """
     st = stages if stages is not None else Stages()
     rate = keys[0][0] if keys else 16000
     with st("open"):
         reader = FileReader(path, model_rate=rate, stages=st)
     try:
-        return _prepare(
-            reader, profile, keys, fingerprint, decide, sink, max_patches, consumers, st
+        whole = _search_span(profile, reader.info.duration) is None
+        run = describe(whole) if describe is not None and keys else None
+        meter = run.feed_native if run is not None and run.meter is not None else None
+        if meter is not None:  # timed within "decode": it runs inside the decoder's loop
+            reader.native_tap = lambda block: meter(block, reader.native_rate)
+        prep = _prepare(
+            reader, profile, keys, fingerprint, decide, sink, max_patches, consumers, st, run
         )
+        if run is not None and not (prep.stopped or prep.too_long):
+            with st("descriptors"):
+                prep.descriptors = run.describe(reader.info.duration, whole)
+        return prep
     finally:
         reader.close()
 
@@ -270,6 +334,7 @@ def _prepare(
     max_patches: int | None,
     consumers: Iterable[PcmConsumer],
     st: Stages,
+    dsp: DescriptorRun | None = None,
 ) -> Prepared:
     info = reader.info
     prep = Prepared(reader.path, info, coverage=Coverage(info.duration))
@@ -308,10 +373,10 @@ def _prepare(
     kept: dict[FrontKey, list[np.ndarray]] = {k: [] for k in keys}
     out: Sink = sink if sink is not None else (lambda k, b: kept[k].append(b))
     here = [k for k in keys if k[0] == reader.model_rate]
-    fronts = _Fronts(here, prep, out, st)
+    fronts = _Fronts(here, prep, out, st, profile.level_norm, dsp)
     cov = prep.coverage
     for w in prep.windows:
-        fronts.open()
+        fronts.open(w.start)
         try:
             if w.duration is None:  # the whole file: what the head read holds, then the rest
                 if head is not None:
@@ -332,20 +397,22 @@ def _prepare(
         cov.errors.append(reader.error)
     for k in keys:
         if k[0] != reader.model_rate:  # a front end at another rate decodes on its own
-            _other_rate(reader.path, k, prep, out, st)
+            _other_rate(reader.path, k, prep, out, st, profile.level_norm)
     if sink is None:
         for k in keys:
             if kept[k]:
                 prep.groups.append(PatchGroup(k, np.concatenate(kept[k]), prep.energy.get(k, 0.0)))
-    if prep.n_patches == 0:
+    if keys and prep.n_patches == 0:  # (no front end: a CLAP-only selection reads on its own)
         raise cov.errors[0] if cov.errors else AudioError(reader.path, "no audio frames to analyse")
     return prep
 
 
-def _other_rate(path: str, key: FrontKey, prep: Prepared, out: Sink, st: Stages) -> None:
-    fronts = _Fronts([key], prep, out, st)
+def _other_rate(
+    path: str, key: FrontKey, prep: Prepared, out: Sink, st: Stages, level: float | None
+) -> None:
+    fronts = _Fronts([key], prep, out, st, level)
     for w in prep.windows:
-        fronts.open()
+        fronts.open(w.start)
         for block in _timed(stream_mono(path, sr=key[0], start=w.start, duration=w.duration), st):
             fronts.push(block)
         fronts.close()

@@ -9,7 +9,7 @@ they are stored with the analysis.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -40,10 +40,17 @@ class Profile:
     onset_after: float = 10.0  # main window starts at the first strong onset after this time
     tail_region: float = 0.3  # tail windows come from the last 30 % of the track
     description: str = ""
+    # level-invariant option ("<profile>+level"): the models' input scaled so that the analysed
+    # audio's gated RMS is this many dBFS (docs/descriptors.md); None: as decoded (upstream)
+    level_norm: float | None = None
 
     def params(self) -> dict[str, object]:
-        """Everything that changes the numbers (goes into the provenance hash)."""
-        return asdict(self)
+        """Everything that changes the numbers (goes into the provenance hash). ``level_norm`` is
+        left out while off, so the faithful profiles keep the provenance they always had."""
+        d = asdict(self)
+        if d["level_norm"] is None:
+            del d["level_norm"]
+        return d
 
     @property
     def min_duration(self) -> float:
@@ -72,14 +79,31 @@ PROFILES: dict[str, Profile] = {
     "fast": Profile("fast", 30.0, description="30 s from the first strong onset after 10 s"),
 }
 DEFAULT_PROFILE = "balanced"
+LEVEL_SUFFIX = "+level"
+LEVEL_REFERENCE_DB = -18.0  # gated RMS of the models' 16 kHz mono input with "+level"
 
 
 def get_profile(name: str) -> Profile:
-    """Profile by name, with the list of valid names in the error."""
+    """Profile by name, with the list of valid names in the error. ``<name>+level`` is the
+    profile with the level-invariant option on: the models' input is scaled to a reference level
+    measured on the very audio the profile analyses, so a quieter copy of a track scores the
+    same (musicnn's log front end is not gain-invariant)."""
+    base, plus, rest = name.partition(LEVEL_SUFFIX)
+    if plus and not rest and base in PROFILES:
+        p = PROFILES[base]
+        return replace(
+            p,
+            name=base + LEVEL_SUFFIX,
+            level_norm=LEVEL_REFERENCE_DB,
+            description=p.description + f"; input scaled to {LEVEL_REFERENCE_DB:g} dBFS RMS",
+        )
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}") from None
+        raise ValueError(
+            f"unknown profile {name!r}; choose from {', '.join(PROFILES)} "
+            f"(each also as <name>{LEVEL_SUFFIX}, level-invariant)"
+        ) from None
 
 
 def first_strong_onset(logmel: np.ndarray, frame_rate: float) -> float | None:

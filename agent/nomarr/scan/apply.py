@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import Fingerprint, match_recording
-from nomarr.library import desired_tags, reusable, tags_hash
+from nomarr.library import desired_std, desired_tags, recording_reusable, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.results import WorkerResult, WorkerStat
 from nomarr.scan.options import ScanOptions, ScanSummary
@@ -58,6 +58,19 @@ def _track_fields(res: WorkerResult, rec: int) -> dict[str, Any]:
     if res.fp is not None:
         fields["fingerprint"] = np.asarray(res.fp, dtype=np.uint32)
     return fields
+
+
+def _count_descriptors(acc: dict[str, Any], doc: dict[str, Any] | None) -> None:
+    """Add one analysed file's descriptors to the scan summary (``--json``'s ``descriptors``)."""
+    if not doc:
+        return
+    for name, value in (("tempo", "bpm"), ("key", "key"), ("loudness", "integrated_lufs")):
+        part = doc.get(name) or {}
+        if part.get(value) is not None:
+            acc[name] += 1
+        elif part.get("reason"):
+            why = acc["none"].setdefault(name, {})
+            why[part["reason"]] = why.get(part["reason"], 0) + 1
 
 
 class Applier:
@@ -110,7 +123,7 @@ class Applier:
     def reusable(self, rec: int) -> bool:
         """Whether a stored recording's analyses may serve another of its files: what this scan
         would record, from a complete decode (:func:`nomarr.library.reusable`)."""
-        return reusable(self.store.analyses(rec), self.want)
+        return recording_reusable(self.store, rec, self.want)
 
     def record_stages(self, res: WorkerResult) -> None:
         """A worker result's stage times into the scan's profile (``worker.<stage>``)."""
@@ -136,6 +149,7 @@ class Applier:
         if res.kind == "analysed":
             s.analysed += 1
             s.audio_seconds += float(res.facts.duration or 0.0) if res.facts else 0.0
+            _count_descriptors(s.descriptors, res.descriptors)
             for wmsg in res.warnings:
                 log.info("analysis warning", extra={"path": res.path, "warning": wmsg})
         else:
@@ -194,6 +208,7 @@ class Applier:
         replaced = False
         if res.kind == "analysed":
             stored = store.analyses(rec)
+            put = False
             for r in res.outputs:
                 a = Analysis(
                     rec,
@@ -214,6 +229,9 @@ class Applier:
                         continue  # the stored one represents the recording at least as well
                     replaced = True
                 store.put_analysis(rec, a, r.embedding)
+                put = True
+            if res.descriptors is not None and (put or not res.outputs):
+                store.put_descriptors(rec, res.descriptors, res.timeline)
             if not res.complete:
                 log.warning("partial decode", extra={"path": res.path, "decoded_s": res.decoded_s})
         return tid, int(rec), replaced
@@ -233,10 +251,12 @@ class Applier:
         if t is None or t.recording_id is None:
             return False
         epoch = int(store.meta("tier_epoch", "0") or 0)
+        desc = store.descriptors(t.recording_id)
         nom, mood = desired_tags(
-            store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field
+            store.analyses(t.recording_id).values(), self._tiers(), self.opts.mood_field, desc
         )
-        h = tags_hash(nom, mood)
+        std = desired_std(desc) if self.opts.std_fields else {}
+        h = tags_hash(nom, mood, std)
         last = store.last_write(tid)
         if trust_db and last is not None and last[0].split(":")[0] == h:
             with store.tx():
@@ -255,6 +275,8 @@ class Applier:
                     journal_dir=self.journal_dir,
                     verify=self.opts.verify_writes,
                     within=self.confine_roots(),
+                    std=std,
+                    std_owned=store.last_std(tid),
                 )
         except tagio.TagError as e:
             s.time["write"] = s.time.get("write", 0.0) + time.perf_counter() - tw
@@ -282,6 +304,8 @@ class Applier:
                 wr.mood_written if wr.mood_written is not None else (last[1] if last else None),
                 wr.method,
             )
+            if wr.std_owned is not None:
+                store.set_last_std(tid, wr.std_owned)
             store.touch_stat(tid, st)
         if wr.changed:
             s.written += 1

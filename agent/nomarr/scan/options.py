@@ -23,6 +23,7 @@ class ScanOptions:
     batch: int = 1
     provider: str | None = None
     mood_field: bool = False
+    std_fields: bool = True  # BPM, initial key, ReplayGain under the ownership rule (docs/tags.md)
     retry_failed: bool = False
     verify_writes: bool = True
     nice: int = 0
@@ -68,6 +69,10 @@ class ScanSummary:
     walk_errors: list[dict[str, str]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
     remote: dict[str, Any] = field(default_factory=dict)  # who analysed what (with --scheduler)
+    # files analysed in this scan: how many got a tempo, a key, a loudness; why the others did not
+    descriptors: dict[str, Any] = field(
+        default_factory=lambda: {"tempo": 0, "key": 0, "loudness": 0, "none": {}}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""

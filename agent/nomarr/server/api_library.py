@@ -14,12 +14,23 @@ from nomarr_client import models as api
 from nomarr_client import tags as tagkeys
 
 from nomarr import library, query
-from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop, path_params
+from nomarr.server.http import (
+    ApiError,
+    agent_of,
+    float_param,
+    int_param,
+    json_body,
+    off_loop,
+    path_params,
+)
 from nomarr.server.service import Agent
 
 
-def track_model(t: Any) -> api.Track:
-    return api.Track(**t.to_dict())
+def track_model(t: Any, desc: dict[str, Any] | None = None) -> api.Track:
+    d = t.to_dict()
+    for k in ("bpm", "key", "camelot", "energy"):
+        d[k] = (desc or {}).get(k)
+    return api.Track(**d)
 
 
 def hit_models(hits: list[query.Hit]) -> list[api.Hit]:
@@ -40,8 +51,31 @@ def parse_filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
 
     mins = {slug(k): v for k, v in f.min_scores.items()} if f.min_scores else None
     return query.Filters(
-        under=under, min_duration=f.min_duration, max_duration=f.max_duration, min_scores=mins
+        under=under,
+        min_duration=f.min_duration,
+        max_duration=f.max_duration,
+        min_scores=mins,
+        min_bpm=f.min_bpm,
+        max_bpm=f.max_bpm,
+        keys=camelot_keys(f.keys),
+        min_energy=f.min_energy,
+        max_energy=f.max_energy,
     )
+
+
+def camelot_keys(keys: list[str] | None) -> list[str] | None:
+    """Keys in any notation → Camelot codes; an unreadable key is the caller's mistake."""
+    if not keys:
+        return None
+    from nomarr.analyzers.key import camelot_of, parse_key
+
+    out = []
+    for k in keys:
+        p = parse_key(k)
+        if p is None:
+            raise ApiError(400, "bad-request", f"filters.keys: {k!r} is not a key (Am, F#, 8A, 1m)")
+        out.append(camelot_of(*p))
+    return out
 
 
 def check_labels(st: Any, filters: query.Filters | None) -> None:
@@ -76,17 +110,32 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
     if len(under) > 64:
         raise ApiError(400, "bad-request", "at most 64 under folders")
     dirs = [agent.confine(u, must_exist=False) for u in under]
+    keys = request.query.getall("key", [])
+    if len(keys) > 24:
+        raise ApiError(400, "bad-request", "at most 24 keys")
+    desc = query.Filters(
+        min_bpm=float_param(request, "min_bpm", 0, 1000),
+        max_bpm=float_param(request, "max_bpm", 0, 1000),
+        keys=camelot_keys(keys),
+        min_energy=float_param(request, "min_energy", 0, 1),
+        max_energy=float_param(request, "max_energy", 0, 1),
+    )
 
     def work() -> api.TrackPage:
         st = agent.store()
+        dsel = desc if desc.needs_descriptors else None
         rows = st.tracks(
             status=None if status_ == "all" else status_,
             under=dirs or None,
             limit=limit + 1,
             offset=offset,
+            descriptors=dsel,
         )
-        total = st.count_tracks(status=None if status_ == "all" else status_, under=dirs or None)
-        items = [track_model(t) for t in rows[:limit]]
+        total = st.count_tracks(
+            status=None if status_ == "all" else status_, under=dirs or None, descriptors=dsel
+        )
+        cols = st.descriptor_columns({t.recording_id for t in rows if t.recording_id})
+        items = [track_model(t, cols.get(t.recording_id or 0)) for t in rows[:limit]]
         return api.TrackPage(
             items=items,
             total=total,
@@ -282,7 +331,12 @@ async def playlist_radio(request: web.Request) -> api.Playlist:
         st = agent.store()
         space = query.pick_space(st, req.model)
         hits = query.radio(
-            st, seed, req.limit + len(req.exclude_track_ids), model=space, filters=filters
+            st,
+            seed,
+            req.limit + len(req.exclude_track_ids),
+            model=space,
+            filters=filters,
+            harmonic=req.harmonic,
         )
         skip = set(req.exclude_track_ids)
         hits = [h for i, h in enumerate(hits) if i == 0 or h.track.id not in skip][: req.limit]
@@ -306,7 +360,9 @@ async def playlist_path(request: web.Request) -> api.Playlist:
             kind="path",
             model=space,
             items=hit_models(
-                query.path_playlist(st, a, b, req.limit, model=space, filters=filters)
+                query.path_playlist(
+                    st, a, b, req.limit, model=space, filters=filters, harmonic=req.harmonic
+                )
             ),
         )
 

@@ -140,17 +140,29 @@ def path_params(request: web.Request, name: str) -> list[str]:
     return [v for k, v in pairs if k == name]
 
 
-def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def _num_param(request: web.Request, name: str, kind: type, lo: float, hi: float) -> Any:
+    """A numeric query parameter of ``kind`` within [lo, hi]; None when absent; 400 otherwise."""
     raw = request.query.get(name)
     if raw is None or raw == "":
-        return default
+        return None
     try:
-        v = int(raw)
+        v = kind(raw)
     except ValueError:
-        raise ApiError(400, "bad-request", f"{name} must be an integer") from None
+        what = "an integer" if kind is int else "a number"
+        raise ApiError(400, "bad-request", f"{name} must be {what}") from None
     if not lo <= v <= hi:
         raise ApiError(400, "bad-request", f"{name} must be in {lo}..{hi}")
     return v
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    v = _num_param(request, name, int, lo, hi)
+    return default if v is None else int(v)
+
+
+def float_param(request: web.Request, name: str, lo: float, hi: float) -> float | None:
+    """An optional float query parameter within [lo, hi] (None when absent)."""
+    return _num_param(request, name, float, lo, hi)  # type: ignore[no-any-return]
 
 
 async def off_loop(fn: Callable[[], Any]) -> Any:

@@ -25,12 +25,14 @@ from nomarr.store.db import (
     space_name,
     sqlite3,
 )
+from nomarr.store.descriptors import DSP_ID, DescriptorsMixin
 from nomarr.store.recordings import RecordingsMixin
 from nomarr.store.shared import SharedMixin, SharedRecord
 from nomarr.store.tracks import Track, TracksMixin
 from nomarr.store.writes import WritesMixin
 
 __all__ = [
+    "DSP_ID",
     "SCHEMA_VERSION",
     "Analysis",
     "Store",
@@ -44,10 +46,19 @@ __all__ = [
 ]
 
 
-class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, SharedMixin, Database):
+class Store(
+    DescriptorsMixin,
+    TracksMixin,
+    RecordingsMixin,
+    AnalysesMixin,
+    WritesMixin,
+    SharedMixin,
+    Database,
+):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
-    ``writes.py``, ``shared.py``) over one connection (``store/db.py``); a new feature adds its mixin here and its
+    ``writes.py``, ``shared.py``, ``descriptors.py``) over one connection (``store/db.py``); a
+    new feature adds its mixin here and its
     named migration to ``store/schema.py``.
     """

@@ -148,4 +148,27 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     """,
     ),
+    # DSP descriptors (tempo, key, loudness, energy, regions) and the per-track timeline, one row
+    # per recording like analyses: the columns queries filter on, the whole document as JSON.
+    # writes.std remembers the standard fields (BPM, key, ReplayGain) nomarr last wrote, for the
+    # ownership rule.
+    (
+        "0005-descriptors",
+        """
+    CREATE TABLE descriptors (
+        recording_id INTEGER PRIMARY KEY REFERENCES recordings(id) ON DELETE CASCADE,
+        provenance TEXT NOT NULL,
+        bpm REAL, bpm_confidence REAL,
+        key TEXT, camelot TEXT, key_strength REAL,
+        energy REAL, danceability REAL,
+        lufs REAL, true_peak REAL,
+        doc TEXT NOT NULL,
+        timeline BLOB,
+        created REAL NOT NULL
+    );
+    CREATE INDEX descriptors_bpm ON descriptors(bpm);
+    CREATE INDEX descriptors_camelot ON descriptors(camelot);
+    ALTER TABLE writes ADD COLUMN std TEXT;
+    """,
+    ),
 ]

@@ -111,19 +111,37 @@ class TracksMixin(Database):
         under: Iterable[str] | None = None,
         limit: int | None = None,
         offset: int = 0,
+        descriptors: Any = None,
     ) -> list[Track]:
-        """Tracks, optionally only those with a status and under some roots, ordered by id."""
+        """Tracks, optionally only those with a status, under some roots and passing descriptor
+        filters (a ``query.Filters``: BPM, key, energy), ordered by id."""
         # "+status": walk in id order and stop at the page, not sort every 'ok' row first
         where, args = _track_filter(status, under, "+status")
+        if descriptors is not None:
+            from nomarr.store.descriptors import _descriptor_clause
+
+            extra, more = _descriptor_clause(descriptors)
+            where, args = where + extra, args + more
         sql = f"SELECT {_TRACK_COLS} FROM tracks WHERE {where} ORDER BY id"
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [limit, offset]
         return [_track(r) for r in self.db.execute(sql, args)]
 
-    def count_tracks(self, *, status: str | None = "ok", under: Iterable[str] | None = None) -> int:
+    def count_tracks(
+        self,
+        *,
+        status: str | None = "ok",
+        under: Iterable[str] | None = None,
+        descriptors: Any = None,
+    ) -> int:
         """How many tracks :meth:`tracks` would list without a limit (for paged answers)."""
         where, args = _track_filter(status, under, "status")
+        if descriptors is not None:
+            from nomarr.store.descriptors import _descriptor_clause
+
+            extra, more = _descriptor_clause(descriptors)
+            where, args = where + extra, args + more
         return int(
             self.db.execute(f"SELECT COUNT(*) FROM tracks WHERE {where}", args).fetchone()[0]
         )

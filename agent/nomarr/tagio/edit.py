@@ -7,15 +7,17 @@ verifies the copy before any write path lets it near the original.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mutagen
+from mutagen.asf import ASF
+from mutagen.oggopus import OggOpus
 from mutagen.wave import WAVE
 from nomarr_client.tags import LEGACY_PREFIX, PREFIX
 
 from nomarr.stages import timed
 from nomarr.tagio.codecs import codec_for
-from nomarr.tagio.codecs.base import Item, _is_owned_name
+from nomarr.tagio.codecs.base import STD_FIELDS, Item, _is_owned_name
 from nomarr.tagio.codecs.iff import _mirror_info
 from nomarr.tagio.errors import TagError
 from nomarr.tagio.files import _load_copy, _save
@@ -29,6 +31,8 @@ class _Request:
     mood: str | None
     mood_owned: str | None
     legacy: set[str] | None  # legacy keys to remove; None = all of them
+    std: dict[str, str] = field(default_factory=dict)  # standard fields nomarr wants
+    std_owned: dict[str, str] = field(default_factory=dict)  # …and those it wrote last time
 
 
 @dataclass
@@ -37,6 +41,8 @@ class _Plan:
     write: dict[str, str]
     removed: list[str]
     mood: tuple[str | None] | None  # (new value or None to remove,) or None = leave MOOD
+    std: dict[str, str | None] = field(default_factory=dict)  # field → new value (None: remove)
+    std_owned: dict[str, str] = field(default_factory=dict)  # what nomarr owns after the edit
 
 
 def _plan(obj: mutagen.FileType, req: _Request) -> _Plan | None:
@@ -73,9 +79,37 @@ def _plan(obj: mutagen.FileType, req: _Request) -> _Plan | None:
             mood = (req.mood,)
     elif req.mood_owned and cur == req.mood_owned:
         mood = (None,)
-    if not delete and not write and mood is None:
+    std, owned = _plan_std(obj, req)
+    if not delete and not write and mood is None and not std:
         return None
-    return _Plan(delete, write, removed, mood)
+    return _Plan(delete, write, removed, mood, std, owned)
+
+
+def _plan_std(obj: mutagen.FileType, req: _Request) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The ownership rule per standard field: set it where it is empty or still what nomarr
+    wrote; remove nomarr's own value when nomarr no longer has one; never touch a user's. Opus
+    carries R128_TRACK_GAIN, every other format the REPLAYGAIN pair (RFC 7845)."""
+    opus = isinstance(obj, OggOpus)
+    cur = codec_for(obj).get_std(obj.tags)
+    edits: dict[str, str | None] = {}
+    owned: dict[str, str] = {}
+    for name in STD_FIELDS:
+        if (name == "r128_track_gain") != opus and name.startswith(("replaygain", "r128")):
+            continue
+        if isinstance(obj, ASF) and name == "r128_track_gain":
+            continue
+        want, mine, have = req.std.get(name), req.std_owned.get(name), cur.get(name)
+        ours = have is None or (mine is not None and have == mine)
+        if want is not None:
+            if have == want:
+                if mine == have:
+                    owned[name] = want
+            elif ours:
+                edits[name] = want
+                owned[name] = want
+        elif mine is not None and have == mine:
+            edits[name] = None
+    return edits, owned
 
 
 def _apply(obj: mutagen.FileType, plan: _Plan, path: str) -> list[tuple[str, str]]:
@@ -92,6 +126,8 @@ def _apply(obj: mutagen.FileType, plan: _Plan, path: str) -> list[tuple[str, str
         c.set(obj.tags, key, value)
     if plan.mood is not None:
         c.set_mood(obj.tags, plan.mood[0])
+    for name, value in sorted(plan.std.items()):
+        c.set_std(obj.tags, name, value)
     return mirrored
 
 
@@ -100,7 +136,7 @@ def _state(obj: mutagen.FileType) -> tuple:
     items = sorted(
         (it.name, tuple(it.values)) for it in c.items(obj.tags) if _is_owned_name(it.name)
     )
-    return items, c.get_mood(obj.tags), c.others(obj)
+    return items, c.get_mood(obj.tags), sorted(c.get_std(obj.tags).items()), c.others(obj)
 
 
 def _tag_copy(

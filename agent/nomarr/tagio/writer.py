@@ -44,6 +44,8 @@ class WriteResult:
     mood_written: str | None
     method: str  # unchanged | replace | inplace-journal
     unmapped: list[str] = field(default_factory=list)
+    std_written: dict[str, str | None] = field(default_factory=dict)  # standard fields changed
+    std_owned: dict[str, str] | None = None  # standard fields nomarr owns now (None: unchanged)
 
 
 def _fs_readonly(directory: str) -> bool:
@@ -159,7 +161,9 @@ def _write(
         if done is None:
             return WriteResult(False, {}, [], None, "unchanged")
         mood = None if done.mood is None else (done.mood[0] or "")
-        return WriteResult(True, done.write, done.removed, mood, method)
+        return WriteResult(
+            True, done.write, done.removed, mood, method, [], done.std, done.std_owned
+        )
 
 
 def write_tags(
@@ -172,11 +176,15 @@ def write_tags(
     journal_dir: str | os.PathLike | None = None,
     verify: bool = True,
     within: Sequence[str] | None = None,
+    std: dict[str, str] | None = None,
+    std_owned: dict[str, str] | None = None,
 ) -> WriteResult:
     """Make ``path`` carry exactly the ``nom:`` keys in ``nom`` (and MOOD under the ownership rule).
 
     ``nom`` is the complete desired set: other ``nom:`` keys in the file are removed, equal ones
-    left alone, and a file already in the desired state is not touched at all. MOOD is set to
+    left alone, and a file already in the desired state is not touched at all. The standard
+    fields in ``std`` (BPM, initial key, ReplayGain / R128 gain) follow MOOD's ownership rule,
+    with ``std_owned`` what nomarr wrote last time. MOOD is set to
     ``mood`` only where it is empty or still ``mood_owned`` (what nomarr wrote last time); with
     ``mood=None`` an owned MOOD is removed. Nothing else in the file changes except ``essentia:``
     keys when ``remove_legacy``. ``journal_dir`` enables the in-place path that hardlinked files,
@@ -186,5 +194,12 @@ def write_tags(
     unchanged.
     """
     _validate_nom(nom)
-    req = _Request(dict(nom), mood or None, mood_owned or None, None if remove_legacy else set())
+    req = _Request(
+        dict(nom),
+        mood or None,
+        mood_owned or None,
+        None if remove_legacy else set(),
+        {k: v for k, v in (std or {}).items() if v},
+        dict(std_owned or {}),
+    )
     return _write(path, req, journal_dir, verify, within)

@@ -375,10 +375,11 @@ class NomarrPlugin(BeetsPlugin):
         item says exactly what the file will say once written.
         """
         groups = self.groups()
+        dsp = grammar.PREFIX + grammar.DSP_FRAMEWORK + "_"
         tags = {
             k.lower(): v
             for k, v in resp.tags.items()
-            if any(k.lower().startswith(p) for p in groups)
+            if any(k.lower().startswith(p) for p in groups) or k.lower().startswith(dsp)
         }
         if not tags:
             return False
@@ -394,6 +395,21 @@ class NomarrPlugin(BeetsPlugin):
             if item.get(f) != v:
                 item[f] = v
                 changed = True
+        return self._standard_fields(item, tags) or changed
+
+    @staticmethod
+    def _standard_fields(item: Item, tags: dict[str, str]) -> bool:
+        """beets' own typed ``bpm`` and ``initial_key`` from the tempo and key descriptors, only
+        where the item has none (a value the user or another plugin set is never replaced)."""
+        changed = False
+        bpm = tags.get(grammar.descriptor_key("tempo", "bpm"))
+        if bpm and not item.get("bpm"):
+            item["bpm"] = int(round(_float(bpm)))
+            changed = True
+        key = tags.get(grammar.descriptor_key("key", "key"))
+        if key and not item.get("initial_key"):
+            item["initial_key"] = key
+            changed = True
         return changed
 
     def is_current(self, item: Item) -> bool:

@@ -11,7 +11,7 @@ library.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
@@ -153,6 +153,10 @@ class Track(_Response):
     album: str | None = None
     mb_recording: str | None = None
     isrc: str | None = None
+    bpm: float | None = Field(default=None, description="tempo (DSP descriptor), when known")
+    key: str | None = Field(default=None, description="key in ID3v2.4 notation (Am, F#)")
+    camelot: str | None = Field(default=None, description="key in Camelot notation (8A)")
+    energy: float | None = Field(default=None, description="energy 0..1 (docs/descriptors.md)")
 
 
 class ModelScores(_Response):
@@ -188,6 +192,12 @@ class TrackDetail(Track):
     same_recording: list[int] = Field(
         default_factory=list, description="other files of the same recording"
     )
+    descriptors: dict[str, Any] | None = Field(
+        default=None,
+        description="DSP descriptors: tempo (bpm, confidence, first beat, octave choice), key "
+        "(ID3, Camelot, Open Key, strength), energy, danceability, onset rate, dynamic range, "
+        "loudness (LUFS, LRA, true peak, ReplayGain), silence and regions (docs/descriptors.md)",
+    )
 
 
 class TrackPage(_Response):
@@ -218,9 +228,26 @@ class Filters(_Request):
     min_scores: dict[str, float] | None = Field(
         default=None, description="label → minimum score (0..1)"
     )
+    min_bpm: float | None = Field(default=None, ge=0, le=1000)
+    max_bpm: float | None = Field(default=None, ge=0, le=1000)
+    keys: list[str] | None = Field(
+        default=None,
+        max_length=24,
+        description="keys to keep, any notation: Am, F#, 8A (Camelot), 1m (Open Key)",
+    )
+    min_energy: float | None = Field(default=None, ge=0, le=1)
+    max_energy: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
+        for lo, hi, name in (
+            (self.min_bpm, self.max_bpm, "bpm"),
+            (self.min_energy, self.max_energy, "energy"),
+        ):
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"min_{name} is above max_{name}")
+        if self.keys is not None and any(not k or len(k) > 16 for k in self.keys):
+            raise ValueError("keys: each key is 1 to 16 characters")
         if self.min_scores is not None:
             if len(self.min_scores) > 64:
                 raise ValueError("at most 64 min_scores")
@@ -301,7 +328,7 @@ class TagKey(_Response):
     tracks: int = Field(
         description="ok tracks whose file carries this key (per the agent's last write)"
     )
-    kind: Literal["score", "tier", "provenance"]
+    kind: Literal["score", "tier", "provenance", "descriptor"]
     prefix: str = Field(description="nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_")
     label: str | None = Field(default=None, description="label slug for score and tier keys")
     tier: Literal["high", "medium", "low"] | None = None
@@ -337,6 +364,11 @@ class RadioRequest(_Seed):
         default_factory=list, max_length=MAX_LIMIT, description="already played: never returned"
     )
     filters: Filters | None = None
+    harmonic: bool = Field(
+        default=False,
+        description="DJ mode: each next track within ±6 % BPM (or half/double) of the previous "
+        "and in a compatible Camelot key",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RadioRequest:
@@ -359,6 +391,11 @@ class PathPlaylistRequest(_Request):
     model: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=12, ge=2, le=MAX_LIMIT)
     filters: Filters | None = None
+    harmonic: bool = Field(
+        default=False,
+        description="DJ mode: each next track within ±6 % BPM (or half/double) of the previous "
+        "and in a compatible Camelot key",
+    )
 
 
 class TextPlaylistRequest(_Request):

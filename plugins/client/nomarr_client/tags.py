@@ -8,7 +8,12 @@ The module is pure Python (no numpy, no agent code) so any host process may impo
 Grammar: ``nom:<framework>_<embedder>_<embedder_id>_<model>_<model_id>_<tag>``, lowercase ASCII,
 five fixed components of ``[a-z0-9-]+`` and a free ``[a-z0-9_-]+`` tag part. A key whose tag ends
 in ``_high|_medium|_low`` is a tier key; ``_provenance`` is the model group's provenance key; any
-other tag is a score.
+other tag is a score — except under the ``dsp`` framework, whose keys are descriptors (see below).
+
+DSP descriptors (tempo, key, loudness, energy; docs/tags.md) use the same grammar with framework
+``dsp``, embedder ``nomarr``, embedder id the analyzers' version, model the analyzer and model id
+its revision: ``nom:dsp_nomarr_1_tempo_1_bpm = 128.00``. Their values are plain numbers in the
+unit the tag names (BPM, LUFS, dB, 0…1) or, for the key tags, text (``Am``, ``8A``, ``1m``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ FIELD_PREFIX = "nom_"  # beets field names cannot hold ':' (DESIGN §2)
 COMPONENT_RE = re.compile(r"^[a-z0-9-]+$")
 TAG_RE = re.compile(r"^[a-z0-9_-]+$")
 TIERS = ("high", "medium", "low")
+DSP_FRAMEWORK = "dsp"
+DSP_EMBEDDER = "nomarr"
+DSP_VERSION = "1"  # the analyzers' version: a change that moves their numbers bumps it
+DSP_TEXT_TAGS = frozenset({"key", "camelot", "open_key"})  # descriptor values that are not numbers
 PROVENANCE = "provenance"
 
 # Provisional fixed thresholds, used until a library is large enough to calibrate per label
@@ -94,6 +103,16 @@ def provenance_key(ns: Namespace) -> str:
     return ns.prefix() + PROVENANCE
 
 
+def dsp_namespace(analyzer: str) -> Namespace:
+    """The namespace of one DSP analyzer's keys: ``dsp_nomarr_<version>_<analyzer>_1``."""
+    return Namespace(DSP_FRAMEWORK, DSP_EMBEDDER, DSP_VERSION, component(analyzer), "1")
+
+
+def descriptor_key(analyzer: str, name: str) -> str:
+    """``nom:dsp_nomarr_1_<analyzer>_1_<name>`` (``descriptor_key("tempo", "bpm")``)."""
+    return dsp_namespace(analyzer).prefix() + slug(name)
+
+
 def fmt_score(x: float) -> str:
     """Scores are written with exactly 4 decimals, clamped to [0, 1]."""
     return f"{min(1.0, max(0.0, float(x))):.4f}"
@@ -112,7 +131,7 @@ class ParsedKey:
     key: str
     namespace: Namespace
     tag: str
-    kind: str  # score | tier | provenance
+    kind: str  # score | tier | provenance | descriptor
     label: str  # tag without the tier suffix
     tier: str | None = None
 
@@ -123,7 +142,10 @@ class ParsedKey:
 
     @property
     def numeric(self) -> bool:
-        """Scores and tier keys hold numbers; the provenance key holds a hash."""
+        """Scores, tier keys and numeric descriptors hold numbers; provenance holds a hash, the
+        key descriptors (``key``, ``camelot``, ``open_key``) hold text."""
+        if self.kind == "descriptor":
+            return self.tag not in DSP_TEXT_TAGS
         return self.kind != "provenance"
 
 
@@ -155,6 +177,8 @@ def parse_key(key: str) -> ParsedKey:
     full = PREFIX + body
     if tag == PROVENANCE:
         return ParsedKey(full, ns, tag, "provenance", tag)
+    if ns.framework == DSP_FRAMEWORK:
+        return ParsedKey(full, ns, tag, "descriptor", tag)
     for t in TIERS:
         if tag.endswith("_" + t):
             return ParsedKey(full, ns, tag, "tier", tag[: -len(t) - 1], t)

@@ -110,6 +110,37 @@ OPERATORS = frozenset(
     }
 )
 DEFAULT_LIMIT = 100
+# tempo bands DJs and runners ask for (lower bound exclusive, upper exclusive)
+BPM_RANGES = (
+    (0, 90, "Slow"),
+    (90, 110, "Hip-hop and downtempo"),
+    (110, 125, "House and pop"),
+    (125, 135, "Techno and tech house"),
+    (135, 160, "Trance and hardstyle"),
+    (160, None, "Drum & bass and fast"),
+)
+# Camelot codes with their keys (minor A, major B), 1A…12B
+CAMELOT = tuple(
+    (f"{n}{letter}", name)
+    for n, (minor, major) in enumerate(
+        (
+            ("G#m", "B"),
+            ("Ebm", "F#"),
+            ("Bbm", "C#"),
+            ("Fm", "Ab"),
+            ("Cm", "Eb"),
+            ("Gm", "Bb"),
+            ("Dm", "F"),
+            ("Am", "C"),
+            ("Em", "G"),
+            ("Bm", "D"),
+            ("F#m", "A"),
+            ("C#m", "E"),
+        ),
+        start=1,
+    )
+    for letter, name in (("A", minor), ("B", major))
+)
 CROSS_GENRES = 6
 CROSS_MOODS = 6
 
@@ -227,6 +258,44 @@ class Catalogue:
                 )
             )
         out += self._cross()
+        out += self._tempo_and_key()
+        return out
+
+    def _tempo_and_key(self) -> list[SmartPlaylist]:
+        """BPM ranges (Navidrome's own ``bpm`` field, which nomarr fills where it was empty) and
+        one playlist per Camelot key, for DJs; only when the library carries nomarr's tempo and
+        key descriptors."""
+        out: list[SmartPlaylist] = []
+        if self.tags.descriptor("bpm") is not None:
+            for lo, hi, what in BPM_RANGES:
+                rules: list[dict[str, Any]] = [{"gt": {"bpm": lo}}]
+                if hi is not None:
+                    rules.append({"lt": {"bpm": hi}})
+                span = f"{lo}-{hi}" if hi is not None else f"{lo}+"
+                out.append(
+                    self._pl(
+                        f"bpm-{span}",
+                        f"{span} BPM (nomarr)",
+                        f"{what}: tempo {span} BPM",
+                        "all",
+                        rules,
+                        {"sort": "bpm", "order": "asc"},
+                    )
+                )
+        cam = self.tags.descriptor("camelot")
+        if cam is not None:
+            for code, name in CAMELOT:
+                out.append(
+                    self._pl(
+                        f"key-{code}",
+                        f"Key {code} {name} (nomarr)",
+                        f"In {name} (Camelot {code}); mix with {code[:-1]} of the other letter "
+                        "or one hour either side",
+                        "all",
+                        [{"is": {cam.name: code}}],
+                        {"sort": "bpm", "order": "asc"},
+                    )
+                )
         return out
 
     def _focus(self) -> list[SmartPlaylist]:

@@ -63,6 +63,7 @@ class NavidromeTag:
     family: Family
     aliases: set[str] = field(default_factory=set)
     tracks: int = 0  # files carrying any alias (an upper bound when builds overlap)
+    type: str = "float"  # Navidrome's tag type: float, or string for the key descriptors
 
     @property
     def category(self) -> str:
@@ -88,7 +89,18 @@ class TagSet:
         return t if t is not None and t.label == label and t.tier == tier else None
 
     def labels(self) -> list[str]:
-        return sorted({t.label for t in self.tags.values() if self.score(t.label) is not None})
+        return sorted(
+            {
+                t.label
+                for t in self.tags.values()
+                if t.family.embedder != DSP_FAMILY and self.score(t.label) is not None
+            }
+        )
+
+    def descriptor(self, name: str) -> NavidromeTag | None:
+        """The declared tag of a DSP descriptor (``bpm``, ``camelot``, ``energy``…)."""
+        t = self.tags.get(f"nom_dsp_{name}")
+        return t if t is not None and t.family.embedder == DSP_FAMILY else None
 
 
 def _slug(s: str) -> str:
@@ -104,6 +116,35 @@ def tag_name(label: str, tier: str | None = None, family: Family | None = None) 
     return f"{name}_{tier}" if tier else name
 
 
+DSP_FAMILY = "dsp"  # descriptor tags: one family across analyzer versions
+
+
+def _descriptor_tags(keys: Iterable[api.TagKey]) -> dict[str, NavidromeTag]:
+    """``nom_dsp_<name>`` per DSP descriptor key written (every analyzer version an alias): the
+    key descriptors as strings, the rest as floats."""
+    out: dict[str, NavidromeTag] = {}
+    for k in keys:
+        if k.kind != "descriptor" or k.tracks <= 0:
+            continue
+        p = grammar.try_parse_key(k.key)
+        if p is None:
+            continue
+        name = f"nom_dsp_{_slug(p.tag)}"
+        t = out.setdefault(
+            name,
+            NavidromeTag(
+                name,
+                p.tag,
+                None,
+                Family(DSP_FAMILY, p.namespace.model),
+                type="float" if p.numeric else "string",
+            ),
+        )
+        t.aliases.add(k.key.lower())
+        t.tracks += k.tracks
+    return out
+
+
 def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
     """Group the agent's written keys into Navidrome tags.
 
@@ -112,6 +153,7 @@ def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
     the most files gets the plain name and the others are qualified by their model, so the plain
     name keeps meaning "the best-covered happy score" and no two models are mixed in one tag.
     """
+    keys = list(keys)
     by_label: dict[str, dict[Family, dict[str | None, list[api.TagKey]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))
     )
@@ -154,6 +196,7 @@ def build_tags(keys: Iterable[api.TagKey]) -> TagSet:
                     {k.key.lower() for k in found},
                     sum(k.tracks for k in found),
                 )
+    tags.update(_descriptor_tags(keys))
     return TagSet(tags)
 
 
@@ -173,12 +216,16 @@ def render(tagset: TagSet) -> str:
     for name in sorted(tagset.tags):
         t = tagset.tags[name]
         what = f"{t.label} {t.tier} tier" if t.tier else f"{t.label} score"
+        if t.family.embedder == DSP_FAMILY:
+            what = f"{t.label} descriptor ({t.family.model} analyzer)"
+        else:
+            what += f", model {t.family.model} ({t.family.embedder})"
         lines += [
             "",
-            f"# {what}, model {t.family.model} ({t.family.embedder})",
+            f"# {what}",
             f"[Tags.{name}]",
             "Aliases = [" + ", ".join(_toml_str(a) for a in sorted(t.aliases)) + "]",
-            'Type = "float"',
+            f'Type = "{t.type}"',
         ]
     lines.append(END)
     return "\n".join(lines) + "\n"
@@ -255,7 +302,7 @@ def merge(existing: str, tagset: TagSet, source: str = "the config") -> str:
             "remove any nom_ entries under [Tags] written by hand and run again"
         )
     ours = {k: v for t in (after.get("Tags") or {},) for k, v in t.items() if k.startswith("nom_")}
-    want = {n: {"Aliases": sorted(t.aliases), "Type": "float"} for n, t in tagset.tags.items()}
+    want = {n: {"Aliases": sorted(t.aliases), "Type": t.type} for n, t in tagset.tags.items()}
     if ours != want:
         raise ConfigError(
             f"{source} declares Tags.nom_* in a form this tool cannot rewrite; remove them and run again"

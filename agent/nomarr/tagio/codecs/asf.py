@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.asf import ASFUnicodeAttribute
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class ASFCodec:
@@ -46,6 +46,30 @@ class ASFCodec:
         if value is not None:
             tags["WM/Mood"] = [ASFUnicodeAttribute(value)]
 
+    _STD = {
+        "bpm": "WM/BeatsPerMinute",
+        "initial_key": "WM/InitialKey",
+        "replaygain_track_gain": "REPLAYGAIN_TRACK_GAIN",
+        "replaygain_track_peak": "REPLAYGAIN_TRACK_PEAK",
+    }
+    _STD_LOW = {v.lower(): k for k, v in _STD.items()}
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        vals: dict[str, list[str]] = {}
+        for k, v in tags or []:
+            if name := self._STD_LOW.get(k.lower()):
+                vals.setdefault(name, []).append(str(v))
+        return {n: v for n, vs in vals.items() if (v := _std_value(vs))}
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        field = self._STD.get(name)
+        if field is None:
+            return
+        for k in {k for k, _ in tags if k.lower() == field.lower()}:
+            del tags[k]
+        if value is not None:
+            tags[field] = [ASFUnicodeAttribute(value)]
+
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:
         low: dict[str, str] = {}
         for k, v in tags or []:
@@ -57,5 +81,5 @@ class ASFCodec:
         return sorted(
             (k, _digest(v))
             for k, v in obj.tags or []
-            if not _is_owned_name(k) and k.lower() != "wm/mood"
+            if not _is_owned_name(k) and k.lower() != "wm/mood" and k.lower() not in self._STD_LOW
         )

@@ -25,6 +25,26 @@ class Item:
     values: list[str]
 
 
+# Standard fields nomarr may fill under the ownership rule (DESIGN §2): only when empty or still
+# holding what nomarr last wrote. Opus files get R128_TRACK_GAIN instead of the REPLAYGAIN pair
+# (RFC 7845); the plan drops what a format must not carry.
+STD_FIELDS = (
+    "bpm",
+    "initial_key",
+    "replaygain_track_gain",
+    "replaygain_track_peak",
+    "r128_track_gain",
+)
+
+
+def _std_value(values: list[str]) -> str | None:
+    """A standard field's value from every stored spelling of it (``BPM`` and ``bpm``, an iTunes
+    atom TagLib re-spelt): one value when they agree, else all distinct values joined — never
+    nomarr's own value alone, so a field someone else also wrote counts as theirs."""
+    distinct = sorted({v for v in values if v})
+    return "; ".join(distinct) if distinct else None
+
+
 def _first(values: list[str]) -> str | None:
     for v in values:
         if v:
@@ -68,6 +88,14 @@ class Codec(Protocol):
 
     def set_mood(self, tags: mutagen.Tags, value: str | None) -> None:
         """Replace every MOOD value by ``value``; None removes MOOD."""
+        ...
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        """The standard fields of :data:`STD_FIELDS` the file has (first non-empty value)."""
+        ...
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        """Replace a standard field (one of :data:`STD_FIELDS`); None removes it."""
         ...
 
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:

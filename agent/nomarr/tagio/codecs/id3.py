@@ -6,7 +6,7 @@ import mutagen
 from mutagen.id3 import TXXX, Encoding
 from mutagen.id3 import Frames as ID3Frames
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class ID3Codec:
@@ -55,6 +55,38 @@ class ID3Codec:
         if value is not None:
             tags.add(ID3Frames["TMOO"](encoding=Encoding.UTF8, text=[value]))
 
+    _STD_FRAMES = {"bpm": "TBPM", "initial_key": "TKEY"}
+    _STD_TXXX = {"replaygain_track_gain", "replaygain_track_peak"}
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if tags is None:
+            return out
+        for name, fid in self._STD_FRAMES.items():
+            for f in tags.getall(fid):
+                if v := _first([str(t) for t in f.text]):
+                    out[name] = v
+                    break
+        vals: dict[str, list[str]] = {}
+        for it in self.items(tags):
+            if (low := it.name.lower()) in self._STD_TXXX:
+                vals.setdefault(low, []).extend(it.values)
+        out.update({n: v for n, vs in vals.items() if (v := _std_value(vs))})
+        return out
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        if name in self._STD_FRAMES:
+            fid = self._STD_FRAMES[name]
+            tags.delall(fid)
+            if value is not None:
+                tags.add(ID3Frames[fid](encoding=Encoding.UTF8, text=[value]))
+            return
+        for it in self.items(tags):
+            if it.name.lower() == name:
+                del tags[it.sid]
+        if value is not None:
+            tags.add(TXXX(encoding=Encoding.UTF8, desc=name.upper(), text=[value]))
+
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:
         out: dict[str, str] = {}
         if tags is None:
@@ -78,7 +110,9 @@ class ID3Codec:
         tags = obj.tags
         out = []
         for f in tags.values() if tags is not None else []:
-            if f.FrameID == "TMOO" or (f.FrameID == "TXXX" and _is_owned_name(f.desc)):
+            if f.FrameID in ("TMOO", "TBPM", "TKEY") or (
+                f.FrameID == "TXXX" and (_is_owned_name(f.desc) or f.desc.lower() in self._STD_TXXX)
+            ):
                 continue
             out.append((f.HashKey, _digest(f)))
         # Frames mutagen could not parse survive only if the version is unchanged; count them so

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.mp4 import AtomDataType, MP4FreeForm
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 _ITUNES = "com.apple.itunes"
 
@@ -58,6 +58,42 @@ class MP4Codec:
         if value is not None:
             self.set(tags, "MOOD", value)
 
+    _STD_FF = {"initial_key", "replaygain_track_gain", "replaygain_track_peak"}
+    _STD_NAME = {"initial_key": "initialkey"}
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if tags is None:
+            return out
+        tmpo = tags.get("tmpo")
+        if tmpo and tmpo[0]:
+            out["bpm"] = str(tmpo[0])
+        by_name = {self._STD_NAME.get(n, n): n for n in self._STD_FF}
+        vals: dict[str, list[str]] = {}
+        for it in self.items(tags):
+            if name := by_name.get(it.name.lower()):
+                vals.setdefault(name, []).extend(it.values)
+        out.update({n: v for n, vs in vals.items() if (v := _std_value(vs))})
+        return out
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        if name == "bpm":
+            tags.pop("tmpo", None)
+            if value is not None:
+                tags["tmpo"] = [int(value)]
+            return
+        stored = self._STD_NAME.get(name, name)
+        for it in self.items(tags):
+            if it.name.lower() == stored:
+                del tags[it.sid]
+        if value is not None:
+            self.set(tags, stored, value)
+
+    def _std_sids(self, tags: mutagen.Tags | None) -> set[str]:
+        names = {self._STD_NAME.get(n, n) for n in self._STD_FF}
+        out = {it.sid for it in self.items(tags) if it.name.lower() in names}
+        return out | ({"tmpo"} if tags is not None and "tmpo" in tags else set())
+
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:
         out: dict[str, str] = {}
         if tags is None:
@@ -80,4 +116,5 @@ class MP4Codec:
             for it in self.items(obj.tags)
             if _is_owned_name(it.name) or it.name.lower() == "mood"
         }
+        owned |= self._std_sids(obj.tags)
         return sorted((k, _digest(v)) for k, v in (obj.tags or {}).items() if k not in owned)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mutagen
 from mutagen.flac import Padding, VCFLACDict
 
-from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name
+from nomarr.tagio.codecs.base import Item, _digest, _first, _is_owned_name, _std_value
 
 
 class VorbisCodec:
@@ -50,6 +50,28 @@ class VorbisCodec:
         if value is not None:
             tags.append(("MOOD", value))
 
+    _STD = {
+        "bpm": "BPM",
+        "initial_key": "INITIALKEY",
+        "replaygain_track_gain": "REPLAYGAIN_TRACK_GAIN",
+        "replaygain_track_peak": "REPLAYGAIN_TRACK_PEAK",
+        "r128_track_gain": "R128_TRACK_GAIN",
+    }
+    _STD_LOW = {v.lower(): k for k, v in _STD.items()}
+
+    def get_std(self, tags: mutagen.Tags | None) -> dict[str, str]:
+        vals: dict[str, list[str]] = {}
+        for k, v in tags or []:
+            if name := self._STD_LOW.get(k.lower()):
+                vals.setdefault(name, []).append(v)
+        return {n: v for n, vs in vals.items() if (v := _std_value(vs))}
+
+    def set_std(self, tags: mutagen.Tags, name: str, value: str | None) -> None:
+        field = self._STD[name]
+        self._remove(tags, {k for k, _ in tags if k.lower() == field.lower()})
+        if value is not None:
+            tags.append((field, value))
+
     def ids(self, tags: mutagen.Tags | None) -> dict[str, str]:
         low: dict[str, list[str]] = {}
         for k, v in tags or []:
@@ -69,7 +91,7 @@ class VorbisCodec:
         out = [
             (k.lower(), _digest(v))
             for k, v in obj.tags or []
-            if not _is_owned_name(k) and k.lower() != "mood"
+            if not _is_owned_name(k) and k.lower() != "mood" and k.lower() not in self._STD_LOW
         ]
         for i, block in enumerate(getattr(obj, "metadata_blocks", None) or []):
             if isinstance(block, VCFLACDict | Padding):

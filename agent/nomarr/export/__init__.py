@@ -1,0 +1,1 @@
+"""Exports of the library to other tools' formats (Rekordbox XML)."""
