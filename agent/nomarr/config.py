@@ -73,6 +73,8 @@ class ServeConfig:
     # KNN from an in-memory copy of the vectors (n × dim × 4 bytes) instead of sqlite-vec's scan:
     # ~8x faster at 100k tracks; off saves that memory on very small boxes
     vector_index: bool = True
+    # the web console at / (same port and token); off leaves only the API
+    console: bool = True
     log_level: str = "info"
     source: str | None = None  # the file this was read from
 
@@ -172,7 +174,14 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             cfg.models = (
                 [str(x) for x in v] if isinstance(v, list) else [s for s in str(v).split(",") if s]
             )
-        elif key in ("zeroconf", "write_tags", "mood_field", "scan_on_start", "vector_index"):
+        elif key in (
+            "zeroconf",
+            "write_tags",
+            "mood_field",
+            "scan_on_start",
+            "vector_index",
+            "console",
+        ):
             setattr(cfg, key, _as_bool(name, v))
         elif key == "workers":
             cfg.workers = None if v in (None, "", 0, "0", "auto") else _as_num(name, v, int, 1, 256)
@@ -208,6 +217,7 @@ ENV_KEYS = (
     "max_upload_mb",
     "log_level",
     "vector_index",
+    "console",
 )
 
 

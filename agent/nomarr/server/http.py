@@ -54,6 +54,9 @@ class Route:
     auth: bool = True
     upload: bool = False
     tag: str = "library"
+    # a route answering something other than JSON: its media types (the OpenAPI document lists
+    # them as binary, and JSON for the errors)
+    media: tuple[str, ...] = ()
 
 
 def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
@@ -228,17 +231,38 @@ async def errors_middleware(
     return resp
 
 
-def auth_middleware(token: str | None) -> Any:
+def auth_middleware(token: str | None, console: Any = None) -> Any:
+    """Bearer token on every route but ``GET /health``; with the web console (``console``, a
+    :class:`nomarr.web.Console`), its session cookie is accepted instead of the token, state
+    changes made with the cookie must carry the session's CSRF token, and pages asked for
+    without a session redirect to the login page. A request that sends ``Authorization`` is
+    judged by it alone: a wrong token is a 401 even with a valid cookie."""
     expected = token.encode() if token else None
 
     @web.middleware
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if expected is None or request.path == api.API_PREFIX + "/health":
+        if console is not None and console.is_public(request):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
+        if expected is None or request.path == api.API_PREFIX + "/health":
+            if console is not None and expected is None:
+                request["session"] = console.session_of(request)
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is None and console is not None:
+            session = console.session_of(request)
+            if session is not None:
+                why = console.check_csrf(request, session)
+                if why is not None:
+                    raise ApiError(403, "forbidden", why)
+                request["session"] = session
+                return await handler(request)
+            if console.is_console(request):
+                redirect = console.unauthenticated(request)
+                if redirect is not None:
+                    return redirect  # type: ignore[no-any-return]
+        scheme, _, given = (header or "").partition(" ")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), expected
         )

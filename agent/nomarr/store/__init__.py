@@ -16,6 +16,7 @@ exactly; they are decoded with ``os.fsdecode`` on the way out.
 from __future__ import annotations
 
 from nomarr.store.analyses import AnalysesMixin, Analysis
+from nomarr.store.browse import BrowseMixin
 from nomarr.store.db import (
     SCHEMA_VERSION,
     Database,
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, Database):
+class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, BrowseMixin, Database):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
