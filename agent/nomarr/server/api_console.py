@@ -169,14 +169,14 @@ async def map_points(request: web.Request) -> web.StreamResponse:
         if label:
             _, _, srecs, col, _, _ = label_column(st, label, None)
             s = scores_for(srecs, col, recs)
-            values = np.where(np.isnan(s), -1.0, np.round(s, 3)).tolist()
+            values = np.where(np.isnan(s), -1.0, np.round(s.astype(np.float64), 3)).tolist()
         doc = {
             "model": space,
             "method": METHOD,
             "explained": proj.explained,
             "track_ids": [first[int(r)] for r in recs],
-            "x": np.round(xy[:, 0], 4).tolist(),
-            "y": np.round(xy[:, 1], 4).tolist(),
+            "x": np.round(xy[:, 0].astype(np.float64), 4).tolist(),
+            "y": np.round(xy[:, 1].astype(np.float64), 4).tolist(),
             "label": slug(label) if label else None,
             "values": values,
         }

@@ -232,7 +232,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             if agent.cancel.is_set() or (stop is not None and stop.is_set()):
                 break
             await asyncio.sleep(0.25)
-    except (ConnectionResetError, asyncio.CancelledError):
-        return resp
-    await resp.write_eof()
+        await resp.write_eof()
+    except (ConnectionError, asyncio.CancelledError):  # the browser went away (or the agent stops)
+        pass
     return resp

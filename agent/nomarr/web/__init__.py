@@ -131,8 +131,7 @@ class Console:
     def unauthenticated(self, request: web.Request) -> web.StreamResponse | None:
         """Where a console request without a session goes: pages to the login page."""
         if request.method == "GET" and any(_matches(p.path, request.path) for p in PAGES):
-            target = "/login?next=" + quote(request.path_qs, safe="")
-            return web.HTTPSeeOther(target, headers={"Cache-Control": "no-store"})
+            return _redirect("/login?next=" + quote(request.path_qs, safe=""))
         return None
 
     # -- handlers -------------------------------------------------------------------------------
@@ -143,8 +142,10 @@ class Console:
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def _render_login(self, request: web.Request, error: str | None, status: int) -> web.Response:
-        nxt = _safe_next(request.query.get("next"))
+    def _render_login(
+        self, request: web.Request, error: str | None, status: int, nxt: str | None = None
+    ) -> web.Response:
+        nxt = _safe_next(nxt or request.query.get("next"))
         body = self._login.replace("{{next}}", html.escape(nxt, quote=True))
         body = body.replace("{{version}}", html.escape(self.version))
         body = body.replace(
@@ -164,7 +165,7 @@ class Console:
 
     async def login_page(self, request: web.Request) -> web.StreamResponse:
         if self.session_of(request) is not None:
-            return web.HTTPSeeOther(_safe_next(request.query.get("next")))
+            return _redirect(_safe_next(request.query.get("next")))
         return self._render_login(request, None, 200)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -180,9 +181,9 @@ class Console:
             isinstance(given, str) and same_secret(given.strip(), self.token)
         ):
             await asyncio.sleep(0.5)  # a guessing loop gets two tries a second per connection
-            return self._render_login(request, "That is not this agent's token.", 401)
+            return self._render_login(request, "That is not this agent's token.", 401, nxt)
         s = self.sessions.create()
-        resp = web.HTTPSeeOther(nxt, headers={"Cache-Control": "no-store"})
+        resp = _redirect(nxt)
         resp.set_cookie(
             self.cookie,
             s.sid,
@@ -198,7 +199,7 @@ class Console:
         s = request.get("session")
         if s is not None:
             self.sessions.revoke(s.sid)
-        resp = web.HTTPSeeOther("/login")
+        resp = _redirect("/login")
         resp.del_cookie(self.cookie, path="/")
         return resp
 
@@ -258,14 +259,19 @@ class Console:
         return resp
 
     async def favicon(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPFound("/static/favicon.svg")
+        return _redirect("/static/favicon.svg")
+
+
+def _redirect(location: str) -> web.Response:
+    """A 303 to a path on this agent (never cached: it depends on the session)."""
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 def headers(resp: web.StreamResponse, csp: str) -> None:
     """The console's security headers on one answer."""
     resp.headers["Content-Security-Policy"] = csp
     resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Referrer-Policy"] = "same-origin"  # no-referrer would make Origin "null"
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     resp.headers["Cross-Origin-Resource-Policy"] = "same-origin"

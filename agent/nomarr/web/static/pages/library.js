@@ -3,7 +3,7 @@
 
 import { api, el, fmtDuration, fmtNum, label, playButton, showError, trackLink } from "../lib.js";
 
-const PAGE = 50;
+const SIZES = [10, 25, 50, 100];
 
 export async function render(root, ctx) {
   const q = ctx.query;
@@ -11,6 +11,7 @@ export async function render(root, ctx) {
     q: q.get("q") || "", label: q.get("label") || "", tier: q.get("tier") || "", min: q.get("min") || "",
     status: q.get("status") || "ok", sort: q.get("sort") || "id", order: q.get("order") || "asc",
     page: Math.max(0, parseInt(q.get("page") || "0", 10) || 0),
+    size: SIZES.includes(Number(q.get("size"))) ? Number(q.get("size")) : 50,
   };
   const search = el("input#search", { type: "search", placeholder: "Title, artist, album or path", value: state.q, "aria-label": "Search the library" });
   const labelSel = el("select#label-filter", { "aria-label": "Label" }, el("option", { value: "" }, "Any label"));
@@ -19,6 +20,8 @@ export async function render(root, ctx) {
   const minInput = el("input#min-score", { type: "number", min: 0, max: 1, step: 0.05, placeholder: "min", value: state.min, "aria-label": "Minimum score", style: { width: "84px" } });
   const statusSel = el("select#status-filter", { "aria-label": "Status" },
     [["ok", "Analysed"], ["failed", "Failed"], ["missing", "Missing"], ["all", "All"]].map(([v, t]) => el("option", { value: v, selected: v === state.status }, t)));
+  const sizeSel = el("select#page-size", { "aria-label": "Rows per page" },
+    SIZES.map((n) => el("option", { value: n, selected: n === state.size }, `${n} rows`)));
   const count = el("span.muted#count");
   const table = el("div.table-wrap");
   const pager = el("div.pager");
@@ -45,7 +48,7 @@ export async function render(root, ctx) {
     const hasLabel = !!state.label;
     const query = {
       q: state.q, status: state.status, sort: !hasLabel && state.sort === "score" ? "id" : state.sort, order: state.order,
-      offset: state.page * PAGE, limit: PAGE, label: state.label,
+      offset: state.page * state.size, limit: state.size, label: state.label,
       tier: hasLabel ? state.tier : "", min_score: hasLabel ? state.min : "",
     };
     table.setAttribute("aria-busy", "true");
@@ -96,7 +99,7 @@ export async function render(root, ctx) {
     ));
     pager.replaceChildren(
       el("span.muted", page.total ? `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(page.total)}` : ""),
-      el("div", { style: { display: "flex", gap: "8px" } },
+      el("div", { style: { display: "flex", gap: "8px" } }, sizeSel,
         el("button.ghost#prev", { type: "button", disabled: state.page === 0, onclick: () => { state.page--; load(); } }, "← Previous"),
         el("button.ghost#next", { type: "button", disabled: to >= page.total, onclick: () => { state.page++; load(); } }, "Next →")));
   }
@@ -112,6 +115,7 @@ export async function render(root, ctx) {
   });
   tierSel.addEventListener("change", () => { state.tier = tierSel.value; state.page = 0; load(); });
   minInput.addEventListener("change", () => { state.min = minInput.value; state.page = 0; load(); });
+  sizeSel.addEventListener("change", () => { state.size = Number(sizeSel.value); state.page = 0; load(); });
   statusSel.addEventListener("change", () => { state.status = statusSel.value; state.page = 0; load(); });
   await load();
   return () => { ctl?.abort(); clearTimeout(timer); };
