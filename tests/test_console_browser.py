@@ -78,7 +78,7 @@ def model_server(tmp_path_factory: pytest.TempPathFactory):
     srv = _Files(("127.0.0.1", 0), _Handler)
     srv.files = {}
     base = tmp_path_factory.mktemp("fixture-models")
-    for name, seed in (("head.onnx", 1), ("happy.onnx", 5)):
+    for name, seed in (("head.onnx", 1), ("mood_happy-msd-musicnn-1.onnx", 5)):
         fx.head(base / name, seed=seed)
         srv.files[f"/m/{name}"] = (base / name).read_bytes()
     srv.files["/m/LICENSE.txt"] = b"CC-BY-NC-SA-4.0 (fixture)\n"
@@ -417,7 +417,8 @@ def test_models(browser: Any, console: Any, shots: Path, model_server: Any) -> N
     port = model_server.server_address[1]
     meta = copy.deepcopy(MOOD_HAPPY)
     meta["name"] = "mood happy"
-    meta["link"] = f"http://127.0.0.1:{port}/m/happy.pb"
+    meta["link"] = f"http://127.0.0.1:{port}/m/mood_happy-msd-musicnn-1.pb"
+    meta["license"] = "CC BY-NC-SA 4.0"  # named here: no licence text to fetch from the internet
     meta["schema"]["inputs"][0]["shape"] = [200]
     meta["inference"]["embedding_model"] = {
         "algorithm": "TensorflowPredictMusiCNN",
@@ -425,14 +426,14 @@ def test_models(browser: Any, console: Any, shots: Path, model_server: Any) -> N
     }
     import hashlib
 
-    sha = hashlib.sha256(model_server.files["/m/happy.onnx"]).hexdigest()
+    sha = hashlib.sha256(model_server.files["/m/mood_happy-msd-musicnn-1.onnx"]).hexdigest()
     browser.execute_script(
         "const t = document.getElementById('import-json'); t.value = arguments[0];", json.dumps(meta)
     )
     css(browser, "#import-sha").send_keys(sha)
     click(browser, "#import-preview")
     text_in(browser, "#import-licence", "CC")
-    text_in(browser, "#import-id", "musicnn")
+    text_in(browser, "#import-id", "mood-happy-msd-musicnn-1")
     click(browser, "#import-accept")
     click(browser, "#import-go")
     text_in(browser, "#import-verified", "installed", 60)
