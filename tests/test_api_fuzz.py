@@ -595,6 +595,8 @@ def _steer_case(
                 case.query[k] = v
             elif k in given:
                 case.query[k] = given[k]  # keep what schemathesis generated
+    if case.operation.path == PREFIX + "/events":  # a stream: one event, then the answer ends
+        case.query = {**(case.query or {}), "once": "true"}
     if case.path_parameters:  # {id} is a model id under /models, a track id elsewhere
         alias = "model" if "/models/" in case.operation.path else "track_id"
         pp = {

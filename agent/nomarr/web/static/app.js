@@ -4,7 +4,7 @@
 // A page is a module pages/<name>.js exporting render(root, ctx) → optional cleanup function.
 // ctx = { params, query, status(), onStatus(fn) → unsubscribe, navigate(url) }.
 
-import { api, csrfToken, el, fmtEta, showError } from "./lib.js";
+import { api, csrfToken, el, fmtEta, showError, fill } from "./lib.js";
 
 const pages = JSON.parse(document.querySelector('meta[name="nomarr-pages"]').content);
 const main = document.getElementById("main");
@@ -37,18 +37,18 @@ async function show() {
     else a.removeAttribute("aria-current");
   }
   if (!found) {
-    main.replaceChildren(el("h1", "Not found"), el("p.muted", "No console page here."));
+    fill(main, el("h1", "Not found"), el("p.muted", "No console page here."));
     return;
   }
   document.title = found.page.title + " · nomarr";
   const token = {};
   current = token;
-  main.replaceChildren(el("p.muted", "Loading…"));
+  fill(main, el("p.muted", "Loading…"));
   try {
     const mod = await import(`./pages/${found.page.name}.js`);
     if (current !== token) return;
     const root = el("div.page", { dataset: { page: found.page.name } });
-    main.replaceChildren(root);
+    fill(main, root);
     const ctx = {
       params: found.params,
       query: new URLSearchParams(location.search),
@@ -93,7 +93,7 @@ function renderLive(s) {
   else if (q.running) text = "Scanning…";
   else if (s.pull) text = `Downloading ${s.pull.id}…`;
   else text = `Idle · ${(s.tracks.ok || 0).toLocaleString()} tracks`;
-  live.replaceChildren(el("span.dot" + (busy ? ".busy" : "")), text);
+  fill(live, el("span.dot" + (busy ? ".busy" : "")), text);
 }
 
 function connect() {

@@ -71,6 +71,13 @@ export function el(spec, attrs, ...children) {
   return node;
 }
 
+/** Replace a node's children, skipping null/false (replaceChildren would print "null"). */
+export function fill(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
 function append(node, children) {
   for (const c of children) {
     if (c === undefined || c === null || c === false) continue;
@@ -125,7 +132,7 @@ export function toast(message, kind = "info") {
 /** Show an API failure in a container (or as a toast) in words a person can act on. */
 export function showError(where, e) {
   const msg = e instanceof ApiError ? e.message : String(e && e.message ? e.message : e);
-  if (where) where.replaceChildren(el("p.bad", msg));
+  if (where) fill(where, el("p.bad", msg));
   else toast(msg, "error");
 }
 
@@ -215,14 +222,14 @@ export function trackPicker(placeholder, pick) {
       ctl?.abort();
       ctl = new AbortController();
       const q = input.value.trim();
-      if (!q) { results.replaceChildren(); return; }
+      if (!q) { fill(results); return; }
       try {
         const page = await api("/browse", { query: { q, limit: 6 }, signal: ctl.signal });
-        results.replaceChildren(...page.items.map((t) => el("li", {},
-          el("button.ghost", { type: "button", onclick: () => { pick(t); input.value = trackName(t); results.replaceChildren(); } },
+        fill(results, ...page.items.map((t) => el("li", {},
+          el("button.ghost", { type: "button", onclick: () => { pick(t); input.value = trackName(t); fill(results); } },
             trackName(t)),
           el("span.muted.small.grow", t.artist || ""))));
-        if (!page.items.length) results.replaceChildren(el("li.muted", "No match."));
+        if (!page.items.length) fill(results, el("li.muted", "No match."));
       } catch (e) { if (e.name !== "AbortError") showError(results, e); }
     }, 180);
   });

@@ -1,7 +1,7 @@
 // Library: the whole library as a table: text search, label score/tier filters, sorting, paging.
 // The state lives in the URL (?q=&label=&tier=&min=&sort=&order=&page=), so a view can be linked.
 
-import { api, el, fmtDuration, fmtNum, label, playButton, showError, trackLink } from "../lib.js";
+import { api, el, fmtDuration, fmtNum, label, playButton, showError, trackLink, fill } from "../lib.js";
 
 const SIZES = [10, 25, 50, 100];
 
@@ -80,7 +80,7 @@ export async function render(root, ctx) {
     count.textContent = `${fmtNum(page.total)} track${page.total === 1 ? "" : "s"}` + (state.q ? ` matching “${state.q}”` : "");
     const showScore = !!page.label;
     const failed = state.status !== "ok";
-    table.replaceChildren(el("table#tracks",
+    fill(table, el("table#tracks",
       el("thead", el("tr", el("th", el("span.hidden", "Play")), header("title", "Title"), header("artist", "Artist"),
         header("album", "Album", ".hide-phone"), header("duration", "Time", ".hide-phone"),
         showScore ? header("score", label(page.label)) : null,
@@ -97,7 +97,7 @@ export async function render(root, ctx) {
           : el("td.hide-phone", t.top.map((l) => el("span.chip", label(l))))))
         : el("tr", el("td.empty", { colSpan: 7 }, "No track matches."))),
     ));
-    pager.replaceChildren(
+    fill(pager, 
       el("span.muted", page.total ? `${fmtNum(from)}–${fmtNum(to)} of ${fmtNum(page.total)}` : ""),
       el("div", { style: { display: "flex", gap: "8px" } }, sizeSel,
         el("button.ghost#prev", { type: "button", disabled: state.page === 0, onclick: () => { state.page--; load(); } }, "← Previous"),

@@ -3,7 +3,7 @@
 // label's score. Hover to see a track, click to play it, drag a rectangle to make a playlist.
 // Points are written straight into an ImageData buffer: 100k points draw in a few milliseconds.
 
-import { api, downloadM3U, el, fmtNum, label, play, playAll, showError, trackList } from "../lib.js";
+import { api, downloadM3U, el, fmtNum, label, play, playAll, showError, trackList, fill } from "../lib.js";
 
 const RAMP = [[44, 62, 143], [63, 167, 214], [246, 213, 92], [237, 85, 59]];
 
@@ -79,16 +79,17 @@ export async function render(root, ctx) {
       const [r, gg, b] = i === 256 ? (dark ? [140, 150, 170] : [90, 110, 170]) : colour(i / 255);
       lut[i] = (255 << 24) | (Math.round(b) << 16) | (Math.round(gg) << 8) | Math.round(r);
     }
-    const size = dpr >= 2 ? 3 : 2;
+    const size = Math.round((n < 2000 ? 7 : n < 20000 ? 4 : n < 60000 ? 3 : 2) * Math.min(dpr, 2));
     // draw low scores first so the high ones stay visible on top
     const order = vals ? Array.from({ length: n }, (_, i) => i).sort((a, b) => vals[a] - vals[b]) : null;
     for (let k = 0; k < n; k++) {
       const i = order ? order[k] : k;
       const x = Math.round(px[2 * i] * dpr), y = Math.round(px[2 * i + 1] * dpr);
-      if (x < 0 || y < 0 || x + size > W || y + size > H) continue;
+      const x0 = x - (size >> 1), y0 = y - (size >> 1);
+      if (x0 < 0 || y0 < 0 || x0 + size > W || y0 + size > H) continue;
       const c = vals ? (vals[i] < 0 ? lut[256] : lut[Math.round(vals[i] * 255)]) : lut[256];
       for (let dy = 0; dy < size; dy++) {
-        const row = (y + dy) * W + x;
+        const row = (y0 + dy) * W + x0;
         for (let dx = 0; dx < size; dx++) buf[row + dx] = c;
       }
     }
@@ -149,7 +150,7 @@ export async function render(root, ctx) {
       if (i < 0) { tip.hidden = true; return; }
       const t = await nameOf(data.track_ids[i]);
       if (!t) return;
-      tip.replaceChildren(el("strong", t.title || t.path.split("/").pop()), el("div.muted", t.artist || ""),
+      fill(tip, el("strong", t.title || t.path.split("/").pop()), el("div.muted", t.artist || ""),
         data.values && data.values[i] >= 0 ? el("div", `${label(data.label)} ${data.values[i].toFixed(2)}`) : null);
       tip.style.left = Math.min(x + 14, canvas.clientWidth - 270) + "px";
       tip.style.top = y + 14 + "px";
@@ -185,14 +186,14 @@ export async function render(root, ctx) {
   });
 
   async function showSelection(inside) {
-    if (!inside.length) { selection.replaceChildren(el("p.empty", "No point inside; drag over some.")); return; }
+    if (!inside.length) { fill(selection, el("p.empty", "No point inside; drag over some.")); return; }
     const ids = inside.slice(0, 200).map((i) => data.track_ids[i]);
     try {
       const page = await api("/browse", { query: { id: ids, limit: 200 } });
       const order = new Map(ids.map((id, k) => [id, k]));
       const items = page.items.sort((a, b) => order.get(a.id) - order.get(b.id));
       const name = `Map selection (${items.length})`;
-      selection.replaceChildren(
+      fill(selection, 
         el("div.page-head", el("div", el("h2", name), el("p.muted.small", `${fmtNum(inside.length)} points selected` + (inside.length > 200 ? "; the first 200 are listed" : ""))),
           el("div", { style: { display: "flex", gap: "8px" } },
             el("button#map-play-all", { type: "button", onclick: () => playAll(items) }, "▶ Play all"),

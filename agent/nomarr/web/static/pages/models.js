@@ -1,7 +1,7 @@
 // Models: the catalogue (kind, licence, size, installed, checksum, provider/precision in use),
 // pull with progress, verify, per-model statistics, and the guided import of an Essentia model.
 
-import { api, el, fmtBytes, fmtNum, label, showError, toast } from "../lib.js";
+import { api, el, fmtBytes, fmtNum, label, showError, toast, fill } from "../lib.js";
 
 export async function render(root, ctx) {
   const table = el("div.table-wrap#catalogue");
@@ -23,7 +23,7 @@ export async function render(root, ctx) {
 
   function draw(status) {
     const pull = status?.pull;
-    table.replaceChildren(el("table",
+    fill(table, el("table",
       el("thead", el("tr", el("th", "Model"), el("th", "Kind"), el("th", "Licence"), el("th.hide-phone", "Size"),
         el("th", "Installed"), el("th.hide-phone", "sha256"), el("th.hide-phone", "Runs on"), el("th", ""))),
       el("tbody", models.map((m) => {
@@ -73,16 +73,16 @@ export async function render(root, ctx) {
   }
 
   async function showDetail(id) {
-    detail.replaceChildren(el("p.muted", "Loading…"));
+    fill(detail, el("p.muted", "Loading…"));
     try {
       const s = await api(`/models/${encodeURIComponent(id)}/stats`);
       const pick = el("select#stats-label", { "aria-label": "Label" }, s.labels.map((l) => el("option", { value: l.label }, label(l.label))));
       const hist = el("div#histogram");
       const drawHist = () => {
         const l = s.labels.find((x) => x.label === pick.value);
-        if (!l) { hist.replaceChildren(el("p.empty", "No scores yet.")); return; }
+        if (!l) { fill(hist, el("p.empty", "No scores yet.")); return; }
         const max = Math.max(1, ...l.histogram);
-        hist.replaceChildren(
+        fill(hist, 
           el("div", { style: { display: "flex", alignItems: "flex-end", gap: "2px", height: "120px", marginTop: "8px" } },
             l.histogram.map((n, i) => el("div", {
               title: `${(i / l.histogram.length).toFixed(2)}–${((i + 1) / l.histogram.length).toFixed(2)}: ${n} recordings`,
@@ -95,7 +95,7 @@ export async function render(root, ctx) {
             ` · ${fmtNum(l.tracks_high)} recordings at high` + (l.mean !== null ? ` · mean ${l.mean.toFixed(3)}` : "")));
       };
       pick.addEventListener("change", drawHist);
-      detail.replaceChildren(
+      fill(detail, 
         el("h2", s.name || s.id),
         el("dl.kv",
           el("dt", "Id"), el("dd.mono", s.id), el("dt", "Kind"), el("dd", s.kind),
@@ -150,7 +150,7 @@ function importForm(reload, verify) {
             : el("span.bad", `${done.id}: the downloaded file does not match.`)));
         } catch (e) { showError(null, e); go.disabled = false; }
       });
-      out.replaceChildren(el("div.card", { style: { background: "var(--soft)" } },
+      fill(out, el("div.card", { style: { background: "var(--soft)" } },
         el("h3", "Preview"),
         el("dl.kv", el("dt", "Id"), el("dd.mono#import-id", r.id), el("dt", "Name"), el("dd", r.name), el("dt", "Kind"), el("dd", r.kind + (r.needs ? ` (runs on ${r.needs})` : "")),
           el("dt", "Licence"), el("dd#import-licence", r.licence_url ? el("a", { href: r.licence_url, target: "_blank", rel: "noopener noreferrer" }, r.licence || r.licence_url) : (r.licence || "unknown")),

@@ -1,7 +1,7 @@
 // Overview: libraries and counts, the scan running now (pushed by the event stream), queue,
 // failures with their reasons, recent analyses, models with provider/precision, memory.
 
-import { api, basename, el, fmtAgo, fmtDuration, fmtEta, fmtNum, showError, toast, trackLink } from "../lib.js";
+import { api, basename, el, fmtAgo, fmtDuration, fmtEta, fmtNum, showError, toast, trackLink, fill } from "../lib.js";
 
 export async function render(root, ctx) {
   const stats = el("div.grid");
@@ -29,7 +29,7 @@ export async function render(root, ctx) {
       `nomarr ${s.version} · up ${fmtDuration(s.uptime_s)} · agent ${s.agent_id.slice(0, 8)}`;
     const t = s.tracks || {};
     const mem = s.memory_mb || {};
-    stats.replaceChildren(
+    fill(stats, 
       stat("Tracks", fmtNum(t.ok || 0), "present and analysed", "stat-tracks"),
       stat("Failed", fmtNum(t.failed || 0), "could not be analysed", "stat-failed"),
       stat("Recordings", fmtNum(t.recordings || 0), `${fmtNum(t.analyses || 0)} analyses`, "stat-recordings"),
@@ -37,7 +37,7 @@ export async function render(root, ctx) {
         `agent ${Math.round(mem.agent || 0)} MB` + (mem.workers ? ` · workers ${Math.round(mem.workers)} MB` : " · workers unloaded"), "stat-memory"),
     );
     renderScan(scan, s);
-    libs.replaceChildren(el("h2", "Libraries"), s.roots.length ? el("ul.list", s.roots.map((r) => el("li",
+    fill(libs, el("h2", "Libraries"), s.roots.length ? el("ul.list", s.roots.map((r) => el("li",
       el("span.grow.mono", { title: r.path }, r.path),
       el("span.chip", r.watch === "poll" ? `poll ${Math.round(r.poll_interval_s / 60)} min` : r.watch),
       r.exists ? el("span.nowrap", fmtNum(r.tracks) + " tracks") : el("span.bad", "missing")))) :
@@ -55,15 +55,15 @@ export async function render(root, ctx) {
         api("/analyses/recent", { query: { limit: 8 } }),
         api("/models"),
       ]);
-      failures.replaceChildren(el("h2", `Failures (${fmtNum(failed.total)})`), failed.items.length ?
+      fill(failures, el("h2", `Failures (${fmtNum(failed.total)})`), failed.items.length ?
         el("ul.list", failed.items.map((t) => el("li", el("span.grow", el("span.mono", { title: t.path }, basename(t.path)),
           el("div.small.bad", t.error || "unknown reason"))))) : el("p.empty", "No failures."));
-      recent.replaceChildren(el("h2", "Recent analyses"), rec.items.length ?
+      fill(recent, el("h2", "Recent analyses"), rec.items.length ?
         el("ul.list", rec.items.map((r) => el("li", el("span.grow", trackLink(r.track),
           r.track.artist ? el("span.muted", " — " + r.track.artist) : null),
           el("span.chip", r.model), el("span.muted.small.nowrap", fmtAgo(r.created))))) : el("p.empty", "Nothing analysed yet."));
       const used = ms.items.filter((m) => m.default || Object.keys(m.providers || {}).length);
-      models.replaceChildren(el("h2", "Models in use"), used.length ? el("div.table-wrap", el("table",
+      fill(models, el("h2", "Models in use"), used.length ? el("div.table-wrap", el("table",
         el("thead", el("tr", el("th", "Model"), el("th", "Kind"), el("th", "Provider"), el("th", "Precision"), el("th.hide-phone", "Licence"))),
         el("tbody", used.map((m) => el("tr",
           el("td", el("a", { href: "/models?model=" + encodeURIComponent(m.id) }, m.id)),
@@ -112,5 +112,5 @@ function renderScan(card, s) {
     const pct = s.pull.total ? Math.round((100 * s.pull.done) / s.pull.total) : 0;
     kids.push(el("h3", `Downloading ${s.pull.id}`), el("div.progress", el("span", { style: { width: pct + "%" } })));
   }
-  card.replaceChildren(...kids);
+  fill(card, ...kids);
 }

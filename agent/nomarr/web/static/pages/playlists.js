@@ -1,7 +1,7 @@
 // Playlists: by mood, seed radio, a path from one track to another, and free text when a CLAP
 // model is installed. Every result is a preview you can play and download as M3U.
 
-import { api, downloadM3U, el, label, playAll, showError, trackList, trackName, trackPicker } from "../lib.js";
+import { api, downloadM3U, el, label, playAll, showError, trackList, trackName, trackPicker, fill } from "../lib.js";
 
 export async function render(root, ctx) {
   const moods = await api("/moods").catch((e) => { showError(null, e); return { items: [], zero_shot: false }; });
@@ -20,19 +20,19 @@ export async function render(root, ctx) {
   let active = ctx.query.get("seed") ? "radio" : ctx.query.get("kind") || "mood";
   function select(kind) {
     active = kind;
-    tabs.replaceChildren(...kinds.map(([k, t]) => el("button", {
+    fill(tabs, ...kinds.map(([k, t]) => el("button", {
       type: "button", role: "tab", "aria-selected": String(k === active), class: k === active ? "active" : "",
       dataset: { tab: k }, onclick: () => select(k),
     }, t)));
-    panel.replaceChildren(kinds.find(([k]) => k === active)[2]());
+    fill(panel, kinds.find(([k]) => k === active)[2]());
   }
 
   async function run(name, path, body) {
-    result.replaceChildren(el("p.muted", "Building…"));
+    fill(result, el("p.muted", "Building…"));
     try {
       const pl = await api(path, { method: "POST", body });
       const items = pl.items;
-      result.replaceChildren(
+      fill(result, 
         el("div.page-head", el("div", el("h2", name), el("p.muted.small", `${items.length} tracks` + (pl.model ? ` · ${pl.model}` : "") + (pl.zero_shot ? " · zero-shot (CLAP)" : ""))),
           el("div", { style: { display: "flex", gap: "8px" } },
             el("button#play-all", { type: "button", onclick: () => playAll(items), disabled: !items.length }, "▶ Play all"),

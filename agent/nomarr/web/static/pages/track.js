@@ -2,7 +2,7 @@
 // them), its scores per model with tiers, the bounds that made each tier and provenance, similar
 // tracks and the nom: tags in the file.
 
-import { api, basename, el, fmtDuration, label, onPlay, play, playButton, showError, trackList, trackName } from "../lib.js";
+import { api, basename, el, fmtDuration, label, onPlay, play, playButton, showError, trackList, trackName, fill } from "../lib.js";
 
 export async function render(root, ctx) {
   const id = Number(ctx.params.id);
@@ -31,12 +31,12 @@ export async function render(root, ctx) {
   drawScores(scores, d);
   loadWave(wave, waveCard, d);
   api("/similar", { method: "POST", body: { track_id: d.id, limit: 10, distinct: true } })
-    .then((r) => similar.replaceChildren(el("h2", "Similar tracks"), el("p.muted.small", `nearest in ${r.model}`),
+    .then((r) => fill(similar, el("h2", "Similar tracks"), el("p.muted.small", `nearest in ${r.model}`),
       trackList(r.items, (t) => el("span.chip", { title: "cosine similarity" }, t.similarity.toFixed(2)))))
-    .catch((e) => { similar.replaceChildren(el("h2", "Similar tracks")); similar.append(el("p.muted", e.message)); });
+    .catch((e) => { fill(similar, el("h2", "Similar tracks")); similar.append(el("p.muted", e.message)); });
   api(`/tracks/${d.id}/file-tags`).then((ft) => {
     const rows = Object.entries(ft.tags);
-    tags.replaceChildren(el("h2", "Tags in the file"),
+    fill(tags, el("h2", "Tags in the file"),
       el("p.small", d.tags_written ? el("span.ok", "✓ The file holds exactly the tags the library wants.")
         : el("span.warn", "The file's tags differ from what the library would write now (the next scan updates them).")),
       ft.error ? el("p.bad", ft.error) : null,
@@ -78,7 +78,7 @@ async function drawScores(card, d) {
     const b = bounds[a.model] || {};
     const showAll = el("button.ghost.small", { type: "button" }, `Show all ${rows.length}`);
     const body = el("tbody");
-    const fill = (n) => body.replaceChildren(...rows.slice(0, n).map(([lab, v]) => {
+    const fill = (n) => fill(body, ...rows.slice(0, n).map(([lab, v]) => {
       const tier = a.tiers[lab] || "low";
       const lb = b[lab];
       const why = lb ? `${tier}: high ≥ ${lb.high.toFixed(3)}, medium ≥ ${lb.medium.toFixed(3)} ${lb.calibrated ? "(this library's calibration)" : "(default bounds)"}` : tier;
