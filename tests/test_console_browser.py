@@ -180,7 +180,9 @@ def problems(drv: Any) -> list[str]:
 
 def wait(drv: Any, cond: Any, timeout: float = 30) -> Any:
     try:
-        return WebDriverWait(drv, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+        return WebDriverWait(
+            drv, timeout, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(cond)
     except TimeoutException:
         debug = Path(os.environ.get("NOMARR_SCREENSHOTS") or drv.downloads)
         drv.save_screenshot(str(debug / "timeout.png"))
@@ -285,8 +287,10 @@ def test_overview(browser: Any, console: Any, shots: Path) -> None:
     text_in(browser, "#toasts", "Scan queued")
     wait(
         browser,
-        lambda d: "Idle" in d.find_element(By.ID, "scan-state").text
-        and "Last scan" in d.find_element(By.ID, "scan-card").text,
+        lambda d: (
+            "Idle" in d.find_element(By.ID, "scan-state").text
+            and "Last scan" in d.find_element(By.ID, "scan-card").text
+        ),
         120,
     )
     snap(browser, shots, "overview")
@@ -310,13 +314,24 @@ def test_library(browser: Any, console: Any, shots: Path) -> None:
     text_in(browser, ".pager", "11–20 of 20")
     click(browser, "#prev")
     click(browser, 'button.sort[data-sort="title"]')
-    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'button.sort[data-sort="title"]').get_attribute("aria-sort") == "ascending")
+    wait(
+        browser,
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, 'button.sort[data-sort="title"]').get_attribute(
+                "aria-sort"
+            )
+            == "ascending"
+        ),
+    )
     titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#tracks td.title")]
     assert titles == sorted(titles, key=str.lower), titles
     lab = label_with_high_tracks(agent)
     Select(css(browser, "#label-filter")).select_by_value(lab)
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'button.sort[data-sort="score"]'))
-    scores = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#tracks td .chip[class*=tier-]")]
+    scores = [
+        float(e.text)
+        for e in browser.find_elements(By.CSS_SELECTOR, "#tracks td .chip[class*=tier-]")
+    ]
     assert scores == sorted(scores, reverse=True) and scores, scores
     Select(css(browser, "#tier-filter")).select_by_value("high")
     wait(browser, lambda d: "tier=high" in d.current_url)
@@ -358,7 +373,10 @@ def test_track(browser: Any, console: Any, shots: Path) -> None:
         "arguments[0].dispatchEvent(new MouseEvent('click', {clientX: r.left + r.width * 0.5, clientY: r.top + 10, bubbles: true}))",
         wave,
     )
-    wait(browser, lambda d: d.execute_script("return document.getElementById('audio').currentTime") > 40)
+    wait(
+        browser,
+        lambda d: d.execute_script("return document.getElementById('audio').currentTime") > 40,
+    )
     assert t > 0.5
     click(browser, "#similar li button[data-play]")
     audio_advances(browser)
@@ -428,7 +446,8 @@ def test_models(browser: Any, console: Any, shots: Path, model_server: Any) -> N
 
     sha = hashlib.sha256(model_server.files["/m/mood_happy-msd-musicnn-1.onnx"]).hexdigest()
     browser.execute_script(
-        "const t = document.getElementById('import-json'); t.value = arguments[0];", json.dumps(meta)
+        "const t = document.getElementById('import-json'); t.value = arguments[0];",
+        json.dumps(meta),
     )
     css(browser, "#import-sha").send_keys(sha)
     click(browser, "#import-preview")

@@ -22,7 +22,14 @@ from aiohttp import web
 from nomarr_client import models as api
 
 from nomarr import paths
-from nomarr.server.http import ApiError, agent_of, int_param, json_text, off_loop
+from nomarr.server.http import (
+    ApiError,
+    agent_of,
+    error_response,
+    int_param,
+    json_text,
+    off_loop,
+)
 from nomarr.server.service import Agent, PathDenied, _inside
 
 log = logging.getLogger("nomarr.api")
@@ -101,8 +108,12 @@ def _byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
     start = start or 0
     stop = size if stop is None else min(stop, size)
     if start >= size or stop <= start:
-        raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+        raise _Unsatisfiable()
     return start, stop - 1
+
+
+class _Unsatisfiable(Exception):
+    """A Range wholly past the end of the file (answered 416 with the file's size)."""
 
 
 async def track_audio(request: web.Request) -> web.StreamResponse:
@@ -112,7 +123,15 @@ async def track_audio(request: web.Request) -> web.StreamResponse:
     fd, st = await off_loop(lambda: open_confined(agent, path))
     try:
         size = st.st_size
-        rng = _byte_range(request, size)
+        try:
+            rng = _byte_range(request, size)
+        except _Unsatisfiable:
+            return error_response(
+                416,
+                "range-not-satisfiable",
+                f"the file has {size} bytes",
+                headers={"Content-Range": f"bytes */{size}"},
+            )
         first, last = rng if rng is not None else (0, size - 1)
         ctype = AUDIO_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
         resp = web.StreamResponse(status=206 if rng is not None else 200)

@@ -87,7 +87,13 @@ def _operation(r: Any) -> dict[str, Any]:
     }
     if r.media:
         binary = {"schema": {"type": "string", "format": "binary"}}
-        content = {t: binary for t in r.media}
+        event = {  # one Server-Sent Event: its name and its data (a JSON document)
+            "schema": {
+                "type": "object",
+                "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+            }
+        }
+        content = {t: event if t == "text/event-stream" else binary for t in r.media}
         op["responses"]["200"] = {"description": "OK", "content": content}
         if "audio/mpeg" in r.media:
             op["responses"]["206"] = {"description": "the byte range asked for", "content": content}

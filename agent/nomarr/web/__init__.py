@@ -130,7 +130,7 @@ class Console:
 
     def unauthenticated(self, request: web.Request) -> web.StreamResponse | None:
         """Where a console request without a session goes: pages to the login page."""
-        if request.method == "GET" and any(_matches(p.path, request.path) for p in PAGES):
+        if request.method == "GET" and request.match_info.handler == self.page:
             return _redirect("/login?next=" + quote(request.path_qs, safe=""))
         return None
 
@@ -275,12 +275,6 @@ def headers(resp: web.StreamResponse, csp: str) -> None:
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Cross-Origin-Opener-Policy"] = "same-origin"
     resp.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-
-
-def _matches(pattern: str, path: str) -> bool:
-    rx = re.sub(r"\{[a-z]+:([^}]+\}?)\}", lambda m: "(" + m.group(1).rstrip("}") + ")", pattern)
-    rx = re.sub(r"\{[a-z]+\}", "[^/]+", rx)
-    return re.fullmatch(rx, path) is not None
 
 
 def _safe_next(nxt: str | None) -> str:
