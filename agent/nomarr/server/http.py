@@ -30,6 +30,8 @@ log = logging.getLogger("nomarr.api")
 
 Handler = Callable[[web.Request], Awaitable[BaseModel]]
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
+# the console session a request came with (nomarr.web); a typed key where aiohttp has them
+SESSION_KEY: Any = web.RequestKey("session", object) if hasattr(web, "RequestKey") else "session"
 
 
 class ApiError(Exception):
@@ -247,7 +249,7 @@ def auth_middleware(token: str | None, console: Any = None) -> Any:
             return await handler(request)
         if expected is None or request.path == api.API_PREFIX + "/health":
             if console is not None and expected is None:
-                request["session"] = console.session_of(request)
+                request[SESSION_KEY] = console.session_of(request)
             return await handler(request)
         header = request.headers.get("Authorization")
         if header is None and console is not None:
@@ -256,7 +258,7 @@ def auth_middleware(token: str | None, console: Any = None) -> Any:
                 why = console.check_csrf(request, session)
                 if why is not None:
                     raise ApiError(403, "forbidden", why)
-                request["session"] = session
+                request[SESSION_KEY] = session
                 return await handler(request)
             if console.is_console(request):
                 redirect = console.unauthenticated(request)

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
+from nomarr.server.http import SESSION_KEY
 from nomarr.web.sessions import Session, Sessions, same_secret
 
 HERE = Path(__file__).resolve().parent
@@ -68,7 +69,7 @@ CSP = (
     "media-src 'self'; connect-src 'self'; font-src 'self'; manifest-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-SESSION_KEY: web.AppKey[Any] = web.AppKey("console", object)
+CONSOLE_KEY: web.AppKey[Any] = web.AppKey("console", object)
 
 
 def _read(name: str) -> str:
@@ -97,7 +98,7 @@ class Console:
 
     def setup(self, app: web.Application) -> None:
         """Register the login, logout, page and asset routes on the agent's application."""
-        app[SESSION_KEY] = self
+        app[CONSOLE_KEY] = self
         app.router.add_get("/login", self.login_page)
         app.router.add_post("/login", self.login)
         app.router.add_post("/logout", self.logout)
@@ -196,7 +197,7 @@ class Console:
         return resp
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        s = request.get("session")
+        s = request.get(SESSION_KEY)
         if s is not None:
             self.sessions.revoke(s.sid)
         resp = _redirect("/login")
@@ -204,7 +205,7 @@ class Console:
         return resp
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        s: Session | None = request.get("session")
+        s: Session | None = request.get(SESSION_KEY)
         nav = "".join(
             f'<a href="{p.path}" data-nav="{p.name}">{html.escape(p.title)}</a>'
             for p in PAGES
