@@ -16,7 +16,7 @@ from nomarr_client.tags import slug
 from nomarr import query
 from nomarr.browse import BrowseParams, browse, label_column, scores_for
 from nomarr.projection import METHOD, MapCache, load_vectors, project
-from nomarr.server.http import ApiError, agent_of, int_param, off_loop
+from nomarr.server.http import ApiError, agent_of, int_param, off_loop, track_id_param
 from nomarr.store.browse import SORT_COLUMNS
 
 _MAP = MapCache()
@@ -42,16 +42,6 @@ def _str_param(request: web.Request, name: str, max_len: int = 200) -> str | Non
     if len(raw) > max_len or "\x00" in raw:
         raise ApiError(400, "bad-request", f"{name} is too long or holds a NUL byte")
     return raw
-
-
-def _track_id(request: web.Request) -> int:
-    try:
-        tid = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(400, "bad-request", "track id must be an integer") from None
-    if not 1 <= tid <= 2**63 - 1:
-        raise ApiError(404, "not-found", f"no track {tid}")
-    return tid
 
 
 async def browse_tracks(request: web.Request) -> api.BrowsePage:
@@ -122,7 +112,7 @@ async def recent_analyses(request: web.Request) -> api.RecentList:
 
 async def file_tags(request: web.Request) -> api.FileTags:
     agent = agent_of(request)
-    tid = _track_id(request)
+    tid = track_id_param(request)
 
     def work() -> api.FileTags:
         from nomarr.tagio import TagError, read_tags

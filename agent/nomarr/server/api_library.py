@@ -14,7 +14,14 @@ from nomarr_client import models as api
 from nomarr_client import tags as tagkeys
 
 from nomarr import library, query
-from nomarr.server.http import ApiError, agent_of, int_param, json_body, off_loop
+from nomarr.server.http import (
+    ApiError,
+    agent_of,
+    int_param,
+    json_body,
+    off_loop,
+    track_id_param,
+)
 from nomarr.server.service import Agent
 
 
@@ -102,12 +109,7 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
 
 async def get_track(request: web.Request) -> api.TrackDetail:
     agent = agent_of(request)
-    try:
-        tid = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(400, "bad-request", "track id must be an integer") from None
-    if not 1 <= tid <= 2**63 - 1:
-        raise ApiError(404, "not-found", f"no track {tid}")
+    tid = track_id_param(request)
 
     def work() -> api.TrackDetail:
         d = library.track_detail(agent.store(), tid, agent.cfg.mood_field)

@@ -29,6 +29,7 @@ from nomarr.server.http import (
     int_param,
     json_text,
     off_loop,
+    track_id_param,
 )
 from nomarr.server.service import Agent, PathDenied, _inside
 
@@ -51,16 +52,6 @@ AUDIO_TYPES = {
 CHUNK = 1 << 18
 WAVEFORM_BUCKETS = 1000
 _waveforms: asyncio.Semaphore | None = None
-
-
-def _track_id(request: web.Request) -> int:
-    try:
-        tid = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(400, "bad-request", "track id must be an integer") from None
-    if not 1 <= tid <= 2**63 - 1:
-        raise ApiError(404, "not-found", f"no track {tid}")
-    return tid
 
 
 def _playable_path(agent: Agent, tid: int) -> str:
@@ -118,7 +109,7 @@ class _Unsatisfiable(Exception):
 
 async def track_audio(request: web.Request) -> web.StreamResponse:
     agent = agent_of(request)
-    tid = _track_id(request)
+    tid = track_id_param(request)
     path = await off_loop(lambda: _playable_path(agent, tid))
     fd, st = await off_loop(lambda: open_confined(agent, path))
     try:
@@ -171,7 +162,7 @@ def _waveform_cache(path: str, st: os.stat_result) -> str:
 async def track_waveform(request: web.Request) -> api.Waveform:
     global _waveforms
     agent = agent_of(request)
-    tid = _track_id(request)
+    tid = track_id_param(request)
     path = await off_loop(lambda: _playable_path(agent, tid))
     fd, st = await off_loop(lambda: open_confined(agent, path))
     os.close(fd)

@@ -128,6 +128,18 @@ def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return v
 
 
+def track_id_param(request: web.Request) -> int:
+    """The ``{id}`` of a ``/tracks/{id}…`` route: 400 when not an integer, 404 when no track can
+    have it (past SQLite's 64-bit integers)."""
+    try:
+        tid = int(request.match_info["id"])
+    except ValueError:
+        raise ApiError(400, "bad-request", "track id must be an integer") from None
+    if not 1 <= tid <= 2**63 - 1:
+        raise ApiError(404, "not-found", f"no track {tid}")
+    return tid
+
+
 async def off_loop(fn: Callable[[], Any]) -> Any:
     """Database and numpy work off the event loop."""
     return await asyncio.to_thread(fn)
