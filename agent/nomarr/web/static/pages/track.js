@@ -78,7 +78,7 @@ async function drawScores(card, d) {
     const b = bounds[a.model] || {};
     const showAll = el("button.ghost.small", { type: "button" }, `Show all ${rows.length}`);
     const body = el("tbody");
-    const fill = (n) => fill(body, ...rows.slice(0, n).map(([lab, v]) => {
+    const showRows = (n) => fill(body, ...rows.slice(0, n).map(([lab, v]) => {
       const tier = a.tiers[lab] || "low";
       const lb = b[lab];
       const why = lb ? `${tier}: high ≥ ${lb.high.toFixed(3)}, medium ≥ ${lb.medium.toFixed(3)} ${lb.calibrated ? "(this library's calibration)" : "(default bounds)"}` : tier;
@@ -89,8 +89,8 @@ async function drawScores(card, d) {
         el("td.val", v.toFixed(3)),
         el("td", el("span.chip.tier-" + tier, { title: why }, tier)));
     }));
-    fill(12);
-    showAll.addEventListener("click", () => { fill(rows.length); showAll.remove(); });
+    showRows(12);
+    showAll.addEventListener("click", () => { showRows(rows.length); showAll.remove(); });
     card.append(
       el("h3", a.model),
       el("p.small.muted", `provenance ${a.provenance} · profile ${a.profile} · ${a.patches} patches · keys ${a.tag_prefix}…`),
