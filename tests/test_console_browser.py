@@ -218,6 +218,7 @@ def snap(drv: Any, shots: Path, name: str) -> None:
         time.sleep(0.6)
         full = drv.execute_script("return document.documentElement.scrollHeight")
         drv.set_window_size(w, min(max(h, full + 140), 4000))
+        drv.execute_script("window.scrollTo(0, 0)")
         time.sleep(0.4)
         if tag == "phone":
             overflow = drv.execute_script(
