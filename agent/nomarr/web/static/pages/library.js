@@ -79,11 +79,15 @@ export async function render(root, ctx) {
     const to = page.offset + page.items.length;
     count.textContent = `${fmtNum(page.total)} track${page.total === 1 ? "" : "s"}` + (state.q ? ` matching “${state.q}”` : "");
     const showScore = !!page.label;
+    // tempo, key and energy columns appear once the agent stores those descriptors
+    const has = (k) => page.items.some((t) => t[k] !== undefined && t[k] !== null);
+    const desc = [["bpm", "BPM", (v) => Math.round(v)], ["key", "Key", String], ["energy", "Energy", (v) => v.toFixed(2)]].filter(([k]) => has(k));
     const failed = state.status !== "ok";
     fill(table, el("table#tracks",
       el("thead", el("tr", el("th", el("span.hidden", "Play")), header("title", "Title"), header("artist", "Artist"),
         header("album", "Album", ".hide-phone"), header("duration", "Time", ".hide-phone"),
         showScore ? header("score", label(page.label)) : null,
+        desc.map(([, name]) => el("th.hide-phone", name)),
         failed ? el("th", "Status") : el("th.hide-phone", "Strongest labels"))),
       el("tbody", page.items.length ? page.items.map((t) => el("tr", { dataset: { track: t.id } },
         el("td", t.status === "ok" ? playButton(t) : null),
@@ -93,6 +97,7 @@ export async function render(root, ctx) {
         el("td.hide-phone.nowrap", fmtDuration(t.duration)),
         showScore ? el("td.nowrap", t.score === null || t.score === undefined ? el("span.muted", "–") :
           el("span.chip.tier-" + t.tier, { title: "tier " + t.tier }, t.score.toFixed(3))) : null,
+        desc.map(([k, , f]) => el("td.hide-phone.nowrap", t[k] === null || t[k] === undefined ? "–" : f(t[k]))),
         failed ? el("td", el("span" + (t.status === "ok" ? ".ok" : ".bad"), t.status), t.error ? el("div.small.muted", t.error) : null)
           : el("td.hide-phone", t.top.map((l) => el("span.chip", label(l))))))
         : el("tr", el("td.empty", { colSpan: 7 }, "No track matches."))),

@@ -48,21 +48,30 @@ export async function render(root, ctx) {
 
 function descriptorCard(d) {
   // Tempo, key, loudness, energy: shown only when the agent stores them (never guessed here).
-  const fields = [["bpm", "Tempo", (v) => `${Number(v).toFixed(1)} BPM`], ["tempo", "Tempo", (v) => `${Number(v).toFixed(1)} BPM`],
-    ["key", "Key", String], ["loudness", "Loudness", (v) => `${Number(v).toFixed(1)} LUFS`], ["energy", "Energy", (v) => Number(v).toFixed(2)]];
-  const src = d.descriptors || d;
+  const ds = d.descriptors || {};
+  const num = (v) => (typeof v === "number" && isFinite(v) ? v : null);
+  const bpm = num(d.bpm) ?? num(ds.tempo?.bpm);
+  const key = d.key || ds.key?.id3 || null;
+  const camelot = d.camelot || ds.key?.camelot || null;
+  const lufs = num(ds.loudness?.integrated) ?? num(ds.loudness?.lufs);
+  const energy = num(d.energy) ?? num(ds.energy?.value) ?? num(ds.energy);
   const rows = [];
-  const seen = new Set();
-  for (const [k, name, f] of fields) {
-    const v = src[k];
-    if (v === undefined || v === null || seen.has(name) || typeof v === "object") continue;
-    seen.add(name);
-    rows.push(el("dt", name), el("dd", f(v)));
-  }
+  if (bpm !== null) rows.push(el("dt", "Tempo"), el("dd#tempo", `${bpm.toFixed(1)} BPM`));
+  if (key) rows.push(el("dt", "Key"), el("dd", key + (camelot ? ` (${camelot})` : "")));
+  if (lufs !== null) rows.push(el("dt", "Loudness"), el("dd", `${lufs.toFixed(1)} LUFS`));
+  if (energy !== null) rows.push(el("dt", "Energy"), el("dd", energy.toFixed(2)));
   const facts = [el("dt", "Duration"), el("dd", fmtDuration(d.duration)), el("dt", "Format"),
     el("dd", [d.container, d.codec].filter(Boolean).join(" / ") || "–"), el("dt", "File"), el("dd.mono", basename(d.path))];
   if (d.same_recording?.length) facts.push(el("dt", "Copies"), el("dd", d.same_recording.map((o) => el("a", { href: `/track/${o}` }, "#" + o + " "))));
   return el("div.card.span-12#facts", el("dl.kv", rows, facts));
+}
+
+/** Regions as [{start, end}] in seconds, from whichever spelling the agent stores. */
+function regionsOf(d) {
+  const raw = d.regions || d.descriptors?.regions || [];
+  if (!Array.isArray(raw)) return [];
+  return raw.map((r) => ({ start: Number(r.start ?? r.start_s), end: Number(r.end ?? r.end_s) }))
+    .filter((r) => isFinite(r.start) && isFinite(r.end) && r.end > r.start);
 }
 
 async function drawScores(card, d) {
@@ -109,8 +118,9 @@ async function loadWave(canvas, card, d) {
     return;
   }
   const audio = document.getElementById("audio");
-  const timeline = d.timeline && Array.isArray(d.timeline.patches) ? d.timeline : null;
-  const regions = Array.isArray(d.regions) ? d.regions : [];
+  const tl = d.timeline || d.descriptors?.timeline;
+  const timeline = tl && Array.isArray(tl.patches) ? tl : null;
+  const regions = regionsOf(d);
   const draw = () => {
     const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
     canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
