@@ -481,6 +481,27 @@ def test_map(browser: Any, console: Any, shots: Path) -> None:
         pts,
     )
     text_in(browser, "#map-selection", "Map selection (20)")
+    # hover a point: its track shows; click it: it plays
+    x, y = (
+        float(v) for v in css(browser, "#map-canvas").get_attribute("data-first-point").split(",")
+    )
+    browser.execute_script(
+        """const c = document.getElementById('map-canvas'); const r = c.getBoundingClientRect();
+        const [x, y] = arguments[0];
+        const fire = (type) => c.dispatchEvent(new PointerEvent(type, {clientX: r.left + x, clientY: r.top + y, bubbles: true, pointerId: 1}));
+        fire('pointermove');""",
+        [x, y],
+    )
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".map-tip").is_displayed())
+    tip = browser.find_element(By.CSS_SELECTOR, ".map-tip strong").text
+    browser.execute_script(
+        """const c = document.getElementById('map-canvas'); const r = c.getBoundingClientRect();
+        const [x, y] = arguments[0];
+        const fire = (type) => c.dispatchEvent(new PointerEvent(type, {clientX: r.left + x, clientY: r.top + y, bubbles: true, pointerId: 1}));
+        fire('pointerdown'); fire('pointerup');""",
+        [x, y],
+    )
+    wait(browser, lambda d: d.find_element(By.ID, "now-title").text == tip)
     click(browser, "#map-play-all")
     audio_advances(browser)
     snap(browser, shots, "map")

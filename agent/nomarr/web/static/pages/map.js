@@ -67,6 +67,7 @@ export async function render(root, ctx) {
         px[2 * i + 1] = pad + (1.2 - data.y[i]) * sy;
       }
       buildGrid(w, h);
+      if (n) canvas.dataset.firstPoint = `${px[0].toFixed(1)},${px[1].toFixed(1)}`; // where a test can point
     }
     const img = g.createImageData(W, H);
     const buf = new Uint32Array(img.data.buffer);
