@@ -260,7 +260,15 @@ def library_samples(target: Target) -> dict[str, list[Any]]:
         "mbid": ["5b11f4ce-a62d-471e-81fc-a69a8278c7da"],
         "isrc": ["GBAYE0601498"],
         "fingerprint": ["AQAAAA"],
+        # POST /models/import: a real Essentia metadata document (the console's guided import)
+        "metadata": [_essentia_metadata()],
     }
+
+
+def _essentia_metadata() -> dict[str, Any]:
+    from tests.test_essentia_import import MOOD_HAPPY
+
+    return dict(MOOD_HAPPY)
 
 
 def _inside(path: str, root: str) -> bool:
@@ -557,6 +565,10 @@ def _steer(
     """``value`` (found under ``key``) with some leaves swapped for real or extreme values and
     some optional-looking keys dropped (their defaults are valid, so more requests get deep);
     ``seeds`` (and ``children``: key -> seeds) mark the objects that name one track."""
+    if isinstance(value, dict) and samples.get(key) and key not in ("", *seeds):
+        # an object-valued field with real samples (import metadata): sometimes the real thing
+        if data.draw(st.integers(0, 2), label=f"sample object {key}") == 0:
+            return data.draw(st.sampled_from(samples[key]), label=f"sample {key}")
     if isinstance(value, dict):
         if seeds:
             value = _one_seed(value, seeds, data, samples)
@@ -595,6 +607,8 @@ def _steer_case(
                 case.query[k] = v
             elif k in given:
                 case.query[k] = given[k]  # keep what schemathesis generated
+    if case.operation.path == PREFIX + "/events":  # a stream: one event, then the answer ends
+        case.query = {**(case.query or {}), "once": "true"}
     if case.path_parameters:  # {id} is a model id under /models, a track id elsewhere
         alias = "model" if "/models/" in case.operation.path else "track_id"
         pp = {

@@ -52,6 +52,7 @@ SAMPLES: dict[str, tuple[str, str, list[str] | None, Any]] = {
     "nice": ("5", "5", ["--nice", "5"], 5),
     "idle_unload_s": ("30", "30", ["--idle-unload-s", "30"], 30.0),
     "vector_index": ("no", "false", ["--no-vector-index"], False),
+    "console": ("off", "false", ["--no-console"], False),
     "debounce_s": ("0.5", "0.5", ["--debounce-s", "0.5"], 0.5),
     "settle_s": ("4", "4", ["--settle-s", "4"], 4.0),
 }

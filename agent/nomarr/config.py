@@ -228,6 +228,9 @@ class ServeConfig(BaseSettings):
     vector_index: bool = _setting(
         True, "scan", "in-memory copy of the vectors for fast /similar (n x dim x 4 bytes)"
     )
+    console: bool = _setting(
+        True, "server", "serve the web console at / (same port and token); false: the API only"
+    )
     # watcher
     debounce_s: float = _setting(
         1.0, "watch", "gather file events for this long into one batch", ge=0

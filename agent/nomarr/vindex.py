@@ -200,6 +200,15 @@ class VectorIndex:
         got = self._get(("scores", model_id))
         return got if got is not None else ([], np.zeros((0, 0), dtype=np.float32), [])
 
+    def vectors(self, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(recording ids, L2-normalised vectors) of one space, refreshed like every copy (the
+        console's map projects them)."""
+        return self._get(("vectors", model_id))  # type: ignore[no-any-return]
+
+    def version(self) -> int:
+        """The database's ``data_version`` as this index sees it (a cache key for derived data)."""
+        return self._version()
+
     def knn(self, model_id: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The ``k`` nearest recordings by cosine distance, nearest first (as ``Store.knn``)."""
         got = self._get(("vectors", model_id))

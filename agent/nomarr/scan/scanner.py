@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -45,9 +46,12 @@ class Scanner(Applier):
         progress: bool | None = None,
         pool: WorkerPool | None = None,
         cancel: Any = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
     ) -> None:
         """``pool``: worker processes to use and leave running (the agent's); ``cancel``: an object
-        with ``is_set()`` (a ``threading.Event``) that stops the scan between files."""
+        with ``is_set()`` (a ``threading.Event``) that stops the scan between files;
+        ``on_progress(done, total, path)``: called once when processing starts (done 0) and after
+        every file (the agent's live progress)."""
         from nomarr.models.registry import Registry
         from nomarr.pipeline.analyze import planned_provenance
         from nomarr.pipeline.profiles import get_profile
@@ -62,6 +66,7 @@ class Scanner(Applier):
         self._thresholds = None
         self.summary = ScanSummary()
         self.cancel = cancel
+        self.on_progress = on_progress
         self.journal_dir = paths.data_dir() / "journal"
         self.stages = Stages()
         self.worker_stages = Stages()
@@ -242,13 +247,18 @@ class Scanner(Applier):
         plan = make_plan(self.store, w, roots, self.opts, self.want, s)
         s.time["decide"] = time.perf_counter() - td
 
-        prog = Progress(len(plan.jobs) + len(plan.write_only), self.progress_enabled)
+        total = len(plan.jobs) + len(plan.write_only)
+        prog = Progress(total, self.progress_enabled)
         done = 0
+        if self.on_progress is not None:
+            self.on_progress(0, total, "")
 
         def one_done(path: str) -> None:
             nonlocal done
             done += 1
             prog.update(done, os.path.basename(path))
+            if self.on_progress is not None:
+                self.on_progress(done, total, path)
 
         tp = time.perf_counter()
         try:

@@ -180,9 +180,11 @@ async def list_models(request: web.Request) -> api.ModelList:
     def work() -> api.ModelList:
         from nomarr.pipeline.analyze import planned_provenance
         from nomarr.pipeline.profiles import get_profile
+        from nomarr.server.api_console import precision_of
 
         reg = agent.registry
         profile = get_profile(agent.cfg.profile)
+        usage = agent.store().provider_usage()
         items = []
         for m in sorted(reg.manifests().values(), key=lambda m: (m.kind, m.id)):
             dim = m.outputs.embedding_dim
@@ -212,6 +214,10 @@ async def list_models(request: web.Request) -> api.ModelList:
                     labels=len(m.labels),
                     embedding_dim=int(dim) if isinstance(dim, int) else None,
                     needs=m.embedder_id if m.kind == "head" else None,
+                    name=m.name or None,
+                    licence_url=m.licence_url or None,
+                    providers=usage.get(m.id, {}),
+                    precision=precision_of(m),
                     tag_prefix=m.namespace.prefix() if writes_tags else None,
                     default=m.id in agent.want,
                     provenance=prov,
@@ -239,11 +245,17 @@ async def pull_model(request: web.Request) -> api.PullResponse:
                 id=m.id, status="already-installed", files=[f.name for f in m.files]
             )
         try:
-            reg.pull(m)
+            reg.pull(
+                m,
+                progress=lambda name, done, total: agent.on_pull_progress(m.id, name, done, total),
+            )
         except ModelError as e:
             raise ApiError(502, "unavailable", f"download failed: {e}") from None
         except OSError as e:
             raise ApiError(502, "unavailable", f"download failed: {e}") from None
+        finally:
+            agent.pull_state = None
+            agent.state_version += 1
         return api.PullResponse(id=m.id, status="installed", files=[f.name for f in m.files])
 
     if not agent.pull_lock.locked():

@@ -22,6 +22,7 @@ from nomarr.server.http import (
     json_body,
     off_loop,
     path_params,
+    track_id_param,
 )
 from nomarr.server.service import Agent
 
@@ -149,12 +150,7 @@ async def list_tracks(request: web.Request) -> api.TrackPage:
 
 async def get_track(request: web.Request) -> api.TrackDetail:
     agent = agent_of(request)
-    try:
-        tid = int(request.match_info["id"])
-    except ValueError:
-        raise ApiError(400, "bad-request", "track id must be an integer") from None
-    if not 1 <= tid <= 2**63 - 1:
-        raise ApiError(404, "not-found", f"no track {tid}")
+    tid = track_id_param(request)
 
     def work() -> api.TrackDetail:
         d = library.track_detail(agent.store(), tid, agent.cfg.mood_field)

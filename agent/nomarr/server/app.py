@@ -11,6 +11,7 @@ the caller can fix, 5xx only for our own bugs (logged with a traceback).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from nomarr_client import models as api
 
 from nomarr.server import guard
 from nomarr.server.api_analysis import analyze, list_models, pull_model, scan
+from nomarr.server.api_console import browse_tracks, file_tags, map_points, recent_analyses
 from nomarr.server.api_library import (
     get_track,
     list_tracks,
@@ -30,6 +32,8 @@ from nomarr.server.api_library import (
     similar,
     tag_keys,
 )
+from nomarr.server.api_media import AUDIO_TYPES, SHUTDOWN_KEY, events, track_audio, track_waveform
+from nomarr.server.api_models import import_model, model_stats, verify_model
 from nomarr.server.http import (
     AGENT_KEY,
     Route,
@@ -124,6 +128,95 @@ ROUTES: list[Route] = [
         get_track,
         "One track with its scores, tiers and written tags",
         api.TrackDetail,
+    ),
+    Route(
+        "GET",
+        "/tracks/{id}/audio",
+        track_audio,
+        "The track's audio file as stored (HTTP range requests; files inside the roots only)",
+        api.Health,
+        media=tuple(sorted(set(AUDIO_TYPES.values()))) + ("application/octet-stream",),
+    ),
+    Route(
+        "GET",
+        "/tracks/{id}/waveform",
+        track_waveform,
+        "The track's waveform: the loudest sample per 1/1000 of its length",
+        api.Waveform,
+    ),
+    Route(
+        "GET",
+        "/tracks/{id}/file-tags",
+        file_tags,
+        "The nom: tags and MOOD read from the file now",
+        api.FileTags,
+    ),
+    Route(
+        "GET",
+        "/browse",
+        browse_tracks,
+        "Search, filter, sort and page the library (the console's table)",
+        api.BrowsePage,
+        query=[
+            query_param("q", "string", "words to find in title, artist, album or path (prefixes)"),
+            query_param(
+                "sort",
+                "string",
+                "column to sort by (score: the label's score)",
+                enum=["id", "title", "artist", "album", "path", "duration", "added", "score"],
+            ),
+            query_param("order", "string", "asc (default) or desc", enum=["asc", "desc"]),
+            query_param(
+                "status",
+                "string",
+                "ok (default), failed, missing or all",
+                enum=["ok", "failed", "missing", "all"],
+            ),
+            query_param("label", "string", "a label some model scores (for score, tier filters)"),
+            query_param("model", "string", "the model whose label scores to use"),
+            query_param("min_score", "number", "label score at least", minimum=0, maximum=1),
+            query_param("max_score", "number", "label score at most", minimum=0, maximum=1),
+            query_param("tier", "string", "label tier", enum=["high", "medium", "low"]),
+            query_param("offset", "integer", "first item", minimum=0),
+            query_param("limit", "integer", "page size", minimum=1, maximum=500),
+            query_param("under", "string", "only below this folder (repeatable)"),
+            query_param("id", "integer", "only this track (repeatable, at most 500)", minimum=1),
+        ],
+    ),
+    Route(
+        "GET",
+        "/analyses/recent",
+        recent_analyses,
+        "The latest analyses, newest first",
+        api.RecentList,
+        query=[query_param("limit", "integer", "how many", minimum=1, maximum=100)],
+    ),
+    Route(
+        "GET",
+        "/map",
+        map_points,
+        "A 2-D projection (PCA) of an embedding space, one point per recording",
+        api.MapPoints,
+        tag="queries",
+        query=[
+            query_param("model", "string", "embedding space; default: the best the library has"),
+            query_param("label", "string", "colour by this label's score"),
+        ],
+    ),
+    Route(
+        "GET",
+        "/events",
+        events,
+        "Server-Sent Events: the Status document whenever it changes (live scan progress)",
+        api.Status,
+        tag="agent",
+        media=("text/event-stream",),
+        query=[
+            query_param("once", "boolean", "send the current state once and end"),
+            query_param(
+                "interval_ms", "integer", "least time between events", minimum=250, maximum=60000
+            ),
+        ],
     ),
     Route(
         "POST",
@@ -223,6 +316,31 @@ ROUTES: list[Route] = [
     ),
     Route(
         "POST",
+        "/models/import",
+        import_model,
+        "Add an Essentia model from its metadata .json (then pull it)",
+        api.ImportResponse,
+        request=api.ImportRequest,
+        tag="models",
+    ),
+    Route(
+        "POST",
+        "/models/{id}/verify",
+        verify_model,
+        "Hash a model's files against their expected sha256",
+        api.ModelVerify,
+        tag="models",
+    ),
+    Route(
+        "GET",
+        "/models/{id}/stats",
+        model_stats,
+        "A model in this library: tracks analysed, providers, score histograms, tier bounds",
+        api.ModelStats,
+        tag="models",
+    ),
+    Route(
+        "POST",
         "/scan",
         scan,
         "Queue a rescan of some paths (default: every library root)",
@@ -236,8 +354,15 @@ ROUTES: list[Route] = [
 def create_app(agent: Agent) -> web.Application:
     """The aiohttp application for one agent (the caller runs and stops the agent itself)."""
     # aiohttp's own body limit backs up ours; uploads are streamed and checked separately
+    from nomarr.web import Console
+
+    console = Console(agent.token, agent.agent_id, agent.version) if agent.cfg.console else None
     app = web.Application(
-        middlewares=[errors_middleware, guard.guard_middleware, auth_middleware(agent.token)],
+        middlewares=[
+            errors_middleware,
+            guard.guard_middleware,
+            auth_middleware(agent.token, console),
+        ],
         client_max_size=max(agent.cfg.max_json_kb * 1024, 1 << 20),
     )
     app[AGENT_KEY] = agent
@@ -245,4 +370,13 @@ def create_app(agent: Agent) -> web.Application:
     for r in ROUTES:
         app.router.add_route(r.method, api.API_PREFIX + r.path, wrap(r))
     app.router.add_get(api.API_PREFIX + "/openapi.json", openapi_doc)
+    if console is not None:
+        console.setup(app)
+    stop = asyncio.Event()
+    app[SHUTDOWN_KEY] = stop
+
+    async def on_shutdown(_: web.Application) -> None:
+        stop.set()  # event streams end now, not at the shutdown timeout
+
+    app.on_shutdown.append(on_shutdown)
     return app

@@ -31,6 +31,8 @@ log = logging.getLogger("nomarr.api")
 
 Handler = Callable[[web.Request], Awaitable[BaseModel]]
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent", Agent)
+# the console session a request came with (nomarr.web); a typed key where aiohttp has them
+SESSION_KEY: Any = web.RequestKey("session", object) if hasattr(web, "RequestKey") else "session"
 
 
 class ApiError(Exception):
@@ -55,6 +57,9 @@ class Route:
     auth: bool = True
     upload: bool = False
     tag: str = "library"
+    # a route answering something other than JSON: its media types (the OpenAPI document lists
+    # them as binary, and JSON for the errors)
+    media: tuple[str, ...] = ()
 
 
 def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
@@ -165,6 +170,18 @@ def float_param(request: web.Request, name: str, lo: float, hi: float) -> float 
     return _num_param(request, name, float, lo, hi)  # type: ignore[no-any-return]
 
 
+def track_id_param(request: web.Request) -> int:
+    """The ``{id}`` of a ``/tracks/{id}…`` route: 400 when not an integer, 404 when no track can
+    have it (past SQLite's 64-bit integers)."""
+    try:
+        tid = int(request.match_info["id"])
+    except ValueError:
+        raise ApiError(400, "bad-request", "track id must be an integer") from None
+    if not 1 <= tid <= 2**63 - 1:
+        raise ApiError(404, "not-found", f"no track {tid}")
+    return tid
+
+
 async def off_loop(fn: Callable[[], Any]) -> Any:
     """Database and numpy work off the event loop."""
     return await asyncio.to_thread(fn)
@@ -273,17 +290,38 @@ async def errors_middleware(
     return resp
 
 
-def auth_middleware(token: str | None) -> Any:
+def auth_middleware(token: str | None, console: Any = None) -> Any:
+    """Bearer token on every route but ``GET /health``; with the web console (``console``, a
+    :class:`nomarr.web.Console`), its session cookie is accepted instead of the token, state
+    changes made with the cookie must carry the session's CSRF token, and pages asked for
+    without a session redirect to the login page. A request that sends ``Authorization`` is
+    judged by it alone: a wrong token is a 401 even with a valid cookie."""
     expected = token.encode() if token else None
 
     @web.middleware
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if expected is None or request.path == api.API_PREFIX + "/health":
+        if console is not None and console.is_public(request):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
+        if expected is None or request.path == api.API_PREFIX + "/health":
+            if console is not None and expected is None:
+                request[SESSION_KEY] = console.session_of(request)
+            return await handler(request)
+        header = request.headers.get("Authorization")
+        if header is None and console is not None:
+            session = console.session_of(request)
+            if session is not None:
+                why = console.check_csrf(request, session)
+                if why is not None:
+                    raise ApiError(403, "forbidden", why)
+                request[SESSION_KEY] = session
+                return await handler(request)
+            if console.is_console(request):
+                redirect = console.unauthenticated(request)
+                if redirect is not None:
+                    return redirect  # type: ignore[no-any-return]
+        scheme, _, given = (header or "").partition(" ")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), expected
         )

@@ -29,7 +29,8 @@ _ERRORS = {
 def _document(version: str, routes: tuple[Any, ...]) -> dict[str, Any]:
     all_models: list[type[BaseModel]] = [api.ErrorResponse]
     for r in routes:
-        all_models.append(r.response)
+        if not r.media:
+            all_models.append(r.response)
         if r.request is not None:
             all_models.append(r.request)
     uniq = list(dict.fromkeys(all_models))
@@ -84,6 +85,19 @@ def _operation(r: Any) -> dict[str, Any]:
         "tags": [r.tag],
         "responses": {"200": {"description": "OK", "content": _json_ref(r.response.__name__)}},
     }
+    if r.media:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        event = {  # one Server-Sent Event: its name and its data (a JSON document)
+            "schema": {
+                "type": "object",
+                "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+            }
+        }
+        content = {t: event if t == "text/event-stream" else binary for t in r.media}
+        op["responses"]["200"] = {"description": "OK", "content": content}
+        if "audio/mpeg" in r.media:
+            op["responses"]["206"] = {"description": "the byte range asked for", "content": content}
+            op["responses"]["416"] = {"description": "a byte range past the end of the file"}
     if not r.auth:
         op["security"] = []
     else:

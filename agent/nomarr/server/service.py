@@ -148,6 +148,10 @@ class Agent:
         self.port: int | None = None
         self.providers: list[str] | None = None  # filled in the background at start
         self.on_scan_done: list[Callable[[dict[str, Any]], None]] = []
+        # live state for the console's event stream: bumped on every change worth pushing
+        self.progress: api.ScanProgress | None = None
+        self.pull_state: api.PullProgress | None = None
+        self.state_version = 0
 
     # -- database access for the API ----------------------------------------------------------
 
@@ -218,7 +222,13 @@ class Agent:
                 opts = dataclasses.replace(self.scan_opts, roots=roots, vanished_ok=vanished_ok)
                 try:
                     summary = (
-                        Scanner(opts, progress=False, pool=self.pool, cancel=self.cancel)
+                        Scanner(
+                            opts,
+                            progress=False,
+                            pool=self.pool,
+                            cancel=self.cancel,
+                            on_progress=self._on_progress,
+                        )
                         .run()
                         .to_dict()
                     )
@@ -238,6 +248,8 @@ class Agent:
                     | {"failures": summary.get("failures", [])[:20]},
                 }
                 self.scans_done += 1
+                self.progress = None
+                self.state_version += 1
                 for k in (
                     "files",
                     "analysed",
@@ -274,6 +286,44 @@ class Agent:
                     except Exception:
                         log.exception("scan callback failed")
             self.scanning = None
+            self.state_version += 1
+
+    def _on_progress(self, done: int, total: int, path: str) -> None:
+        """The scanner's per-file callback (scanner thread): files done, rate, ETA."""
+        now = time.time()
+        p = self.progress
+        if done == 0 or p is None:
+            self.progress = api.ScanProgress(done=0, total=total, started=now)
+        else:
+            el = max(1e-6, now - p.started)
+            rate = done / el
+            self.progress = api.ScanProgress(
+                done=done,
+                total=total,
+                file=path,
+                started=p.started,
+                rate_per_min=round(rate * 60.0, 1),
+                eta_s=round((total - done) / rate, 1) if rate > 0 else None,
+            )
+        self.state_version += 1
+
+    def on_pull_progress(self, model_id: str, name: str, done: int, total: int | None) -> None:
+        """A model download's progress (the pull's worker thread)."""
+        p = self.pull_state
+        started = p.started if p is not None and p.id == model_id else time.time()
+        self.pull_state = api.PullProgress(
+            id=model_id, file=name, done=done, total=total, started=started
+        )
+        self.state_version += 1
+
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory of the server process and of the analysis workers, in MiB."""
+        out = {"agent": round(_rss_mb(os.getpid()), 1)}
+        ex = self.pool._executor
+        procs = getattr(ex, "_processes", None) or {}
+        if procs:
+            out["workers"] = round(sum(_rss_mb(pid) for pid in list(procs)), 1)
+        return out
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -453,12 +503,15 @@ class Agent:
                 last_scan=last,
                 scans_completed=self.scans_done,
                 totals=dict(self.totals),
+                progress=self.progress if self.scanning is not None else None,
             ),
             models=models,
             providers=list(self.providers or []),
             tracks=counts,
             workers_loaded=self.pool.loaded,
             uptime_s=round(time.time() - self.started, 1),
+            memory_mb=self.memory_mb(),
+            pull=self.pull_state,
         )
 
 
@@ -474,6 +527,16 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
         pass
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident set size of a process (Linux /proc; 0 where unknown)."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 _inside = inside

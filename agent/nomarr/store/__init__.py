@@ -16,6 +16,7 @@ exactly; they are decoded with ``os.fsdecode`` on the way out.
 from __future__ import annotations
 
 from nomarr.store.analyses import AnalysesMixin, Analysis
+from nomarr.store.browse import BrowseMixin
 from nomarr.store.db import (
     SCHEMA_VERSION,
     Database,
@@ -53,6 +54,7 @@ class Store(
     AnalysesMixin,
     WritesMixin,
     SharedMixin,
+    BrowseMixin,
     Database,
 ):
     """A connection to one library database. Not shared between threads: open one per thread.

@@ -65,6 +65,21 @@ def space_name(model_id: str) -> str:
     return "vec_" + "".join(c if c.isalnum() else "_" for c in model_id.lower())
 
 
+def _statements(sql: str) -> list[str]:
+    """A migration's statements, split on ``;`` only where a statement is complete (a trigger's
+    body holds ``;`` of its own)."""
+    out, buf = [], ""
+    for piece in sql.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \t\r\n;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \t\r\n;"):
+        out.append(buf)
+    return out
+
+
 class Database:
     """A connection to one library database. Not shared between threads: open one per thread."""
 
@@ -177,9 +192,8 @@ class Database:
             if name in done:
                 continue
             with self.tx() as db:
-                for stmt in sql.split(";"):
-                    if stmt.strip():
-                        db.execute(stmt)
+                for stmt in _statements(sql):
+                    db.execute(stmt)
                 db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
 
     def schema(self) -> list[str]:

@@ -172,3 +172,37 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
 ]
+
+# The web console's library table: full-text search over title, artist, album and path (prefix
+# queries, diacritics folded), kept in step with ``tracks`` by triggers. External content: the
+# index holds only the tokens, ``tracks`` the text. ``path`` is stored as bytes; its text form is
+# what is indexed (non-UTF-8 bytes become U+FFFD, still searchable by the rest of the name).
+MIGRATIONS.append(
+    (
+        "0006-console-tracks-fts",
+        """
+    CREATE VIRTUAL TABLE tracks_fts USING fts5(
+        title, artist, album, path,
+        content='tracks', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2', prefix='1 2 3'
+    );
+    INSERT INTO tracks_fts (rowid, title, artist, album, path)
+        SELECT id, title, artist, album, CAST(path AS TEXT) FROM tracks;
+    CREATE TRIGGER tracks_fts_insert AFTER INSERT ON tracks BEGIN
+        INSERT INTO tracks_fts (rowid, title, artist, album, path)
+        VALUES (new.id, new.title, new.artist, new.album, CAST(new.path AS TEXT));
+    END;
+    CREATE TRIGGER tracks_fts_delete AFTER DELETE ON tracks BEGIN
+        INSERT INTO tracks_fts (tracks_fts, rowid, title, artist, album, path)
+        VALUES ('delete', old.id, old.title, old.artist, old.album, CAST(old.path AS TEXT));
+    END;
+    CREATE TRIGGER tracks_fts_update AFTER UPDATE OF title, artist, album, path ON tracks BEGIN
+        INSERT INTO tracks_fts (tracks_fts, rowid, title, artist, album, path)
+        VALUES ('delete', old.id, old.title, old.artist, old.album, CAST(old.path AS TEXT));
+        INSERT INTO tracks_fts (rowid, title, artist, album, path)
+        VALUES (new.id, new.title, new.artist, new.album, CAST(new.path AS TEXT));
+    END;
+    CREATE INDEX analyses_created ON analyses(created)
+    """,
+    )
+)

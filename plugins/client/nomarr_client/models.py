@@ -105,6 +105,30 @@ class QueueStatus(_Response):
     totals: dict[str, int] = Field(
         default_factory=dict, description="analysed/reused/written/failed/… summed over those scans"
     )
+    progress: ScanProgress | None = Field(
+        default=None, description="the running scan's files done, rate and ETA"
+    )
+
+
+class ScanProgress(_Response):
+    """Where the running scan is: files done of the files it has to process."""
+
+    done: int
+    total: int
+    file: str | None = Field(default=None, description="the file finished last")
+    started: float = Field(description="Unix time the processing began")
+    rate_per_min: float = Field(default=0.0, description="files per minute so far")
+    eta_s: float | None = Field(default=None, description="seconds left at that rate")
+
+
+class PullProgress(_Response):
+    """A model download in progress (``POST /models/{id}/pull``)."""
+
+    id: str
+    file: str
+    done: int = Field(description="bytes of this file downloaded")
+    total: int | None = Field(default=None, description="bytes of this file (when known)")
+    started: float
 
 
 class ModelStatus(_Response):
@@ -131,6 +155,11 @@ class Status(_Response):
         default=False, description="analysis workers (and their models) in memory"
     )
     uptime_s: float = 0.0
+    memory_mb: dict[str, float] = Field(
+        default_factory=dict,
+        description="resident memory: agent (the server process) and workers (analysis processes)",
+    )
+    pull: PullProgress | None = Field(default=None, description="a model download running now")
 
 
 # -- tracks -------------------------------------------------------------------------------------
@@ -474,6 +503,12 @@ class ModelInfo(_Response):
     labels: int = 0
     embedding_dim: int | None = None
     needs: str | None = Field(default=None, description="the embedder a head runs on")
+    licence_url: str | None = None
+    name: str | None = None
+    providers: dict[str, int] = Field(
+        default_factory=dict, description="execution provider → stored analyses that ran on it"
+    )
+    precision: str | None = Field(default=None, description="fp32, fp16 or int8 weights")
     tag_prefix: str | None = Field(
         default=None, description="the nom: prefix of the keys its scores are written under"
     )
@@ -491,10 +526,173 @@ class ModelList(_Response):
     items: list[ModelInfo]
 
 
+class FileCheck(_Response):
+    """One model file's sha256 check."""
+
+    name: str
+    role: str
+    present: bool
+    ok: bool = Field(description="present and matching the expected sha256 (when one is known)")
+    expected_sha256: str | None = None
+    actual_sha256: str | None = None
+    pinned: bool = Field(
+        default=False, description="the expected hash was pinned at the first download"
+    )
+    size: int | None = None
+
+
+class ModelVerify(_Response):
+    """``POST /models/{id}/verify``: every file hashed against its manifest or pin."""
+
+    id: str
+    installed: bool
+    ok: bool = Field(description="every file needed to run is present and matches")
+    files: list[FileCheck]
+
+
+class LabelStats(_Response):
+    label: str
+    histogram: list[int] = Field(description="recordings per score bin; bins split 0..1 evenly")
+    mean: float | None = None
+    high: float = Field(description="current lower bound of tier high")
+    medium: float = Field(description="current lower bound of tier medium")
+    calibrated: bool = Field(description="bounds from this library's calibration, not defaults")
+    tracks_high: int = 0
+
+
+class ModelStats(_Response):
+    """``GET /models/{id}/stats``: what a model has done in this library."""
+
+    id: str
+    name: str | None = None
+    kind: str
+    licence: str | None = None
+    licence_url: str | None = None
+    source: str | None = None
+    installed: bool
+    tracks: int = Field(description="present tracks with an analysis by this model")
+    recordings: int = 0
+    providers: dict[str, int] = Field(
+        default_factory=dict, description="execution provider → analyses that ran on it"
+    )
+    precision: str | None = None
+    calibrated_at: int | None = Field(
+        default=None, description="recordings analysed when the tiers were last calibrated"
+    )
+    labels: list[LabelStats] = Field(default_factory=list)
+
+
+class ImportRequest(_Request):
+    """``POST /models/import``: an Essentia model's metadata (its ``.json``) becomes a manifest;
+    the model file is then pulled from ``url`` (default: the one the metadata names)."""
+
+    metadata: dict[str, object] = Field(description="the Essentia metadata document")
+    url: str | None = Field(default=None, max_length=2048, description="the ONNX file's URL")
+    sha256: str | None = Field(
+        default=None,
+        min_length=64,
+        max_length=64,
+        description="the model file's expected sha256, 64 hex digits (else pinned at the first "
+        "download)",
+    )
+    dry_run: bool = Field(default=False, description="only show the manifest, write nothing")
+
+    @model_validator(mode="after")
+    def _check(self) -> ImportRequest:
+        # checked here, not as a schema pattern: fuzzers' regex engines choke on lone surrogates
+        if self.sha256 is not None and not all(c in "0123456789abcdefABCDEF" for c in self.sha256):
+            raise ValueError("sha256 must be 64 hexadecimal digits")
+        return self
+
+
+class ImportResponse(_Response):
+    id: str
+    name: str
+    kind: str
+    licence: str | None = None
+    licence_url: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    needs: str | None = None
+    files: list[dict[str, object]] = Field(default_factory=list)
+    written: bool = Field(description="the manifest was written (false for a dry run)")
+    installed: bool = False
+
+
 class PullResponse(_Response):
     id: str
     status: Literal["installed", "already-installed"]
     files: list[str] = Field(default_factory=list)
+
+
+# -- console ------------------------------------------------------------------------------------
+
+
+class BrowseItem(Track):
+    """A row of the library table."""
+
+    score: float | None = Field(default=None, description="the score of the label asked about")
+    tier: str | None = None
+    top: list[str] = Field(
+        default_factory=list, description="labels at tier high, strongest first (at most 3)"
+    )
+
+
+class BrowsePage(_Response):
+    """``GET /browse``: one page of a searched, filtered, sorted library."""
+
+    items: list[BrowseItem]
+    total: int
+    offset: int
+    limit: int
+    sort: str
+    order: Literal["asc", "desc"]
+    label: str | None = None
+    model: str | None = Field(default=None, description="the model whose scores were used")
+
+
+class RecentAnalysis(_Response):
+    track: Track
+    model: str
+    created: float
+
+
+class RecentList(_Response):
+    """``GET /analyses/recent``."""
+
+    items: list[RecentAnalysis]
+
+
+class Waveform(_Response):
+    """``GET /tracks/{id}/waveform``: the loudest sample per time bucket, for drawing."""
+
+    duration: float
+    peaks: list[float] = Field(description="0..1, one per bucket, evenly spread over the track")
+
+
+class FileTags(_Response):
+    """``GET /tracks/{id}/file-tags``: the ``nom:`` tags read from the file now."""
+
+    path: str
+    tags: dict[str, str]
+    mood: str | None = None
+    error: str | None = None
+
+
+class MapPoints(_Response):
+    """``GET /map``: one recording per point in a 2-D projection of an embedding space."""
+
+    model: str
+    method: str = Field(description="how the points were placed (see docs/console.md)")
+    explained: list[float] = Field(
+        default_factory=list, description="share of the variance each axis explains"
+    )
+    track_ids: list[int] = Field(description="a present file of each point's recording")
+    x: list[float]
+    y: list[float]
+    label: str | None = None
+    values: list[float] | None = Field(
+        default=None, description="the label's score per point (-1: not scored)"
+    )
 
 
 class ScanRequest(_Request):
