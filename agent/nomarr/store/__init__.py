@@ -25,13 +25,17 @@ from nomarr.store.db import (
     space_name,
     sqlite3,
 )
+from nomarr.store.listens import Listen, ListenArrays, ListensMixin
 from nomarr.store.recordings import RecordingsMixin
+from nomarr.store.streams import StreamsMixin
 from nomarr.store.tracks import Track, TracksMixin
 from nomarr.store.writes import WritesMixin
 
 __all__ = [
     "SCHEMA_VERSION",
     "Analysis",
+    "Listen",
+    "ListenArrays",
     "Store",
     "StoreError",
     "Track",
@@ -42,10 +46,18 @@ __all__ = [
 ]
 
 
-class Store(TracksMixin, RecordingsMixin, AnalysesMixin, WritesMixin, Database):
+class Store(
+    StreamsMixin,
+    TracksMixin,
+    RecordingsMixin,
+    AnalysesMixin,
+    WritesMixin,
+    ListensMixin,
+    Database,
+):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
-    ``writes.py``) over one connection (``store/db.py``); a new feature adds its mixin here and its
-    named migration to ``store/schema.py``.
+    ``writes.py``, ``listens.py``, ``streams.py``) over one connection (``store/db.py``); a new
+    feature adds its mixin here and its named migration to ``store/schema.py``.
     """
