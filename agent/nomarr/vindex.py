@@ -115,20 +115,7 @@ class VectorIndex:
 
     @staticmethod
     def _load_vectors(st: Store, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        name = space_name(model_id)
-        row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        dim = int(row[0])
-        rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        mat = (
-            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            .reshape(len(rows), dim)
-            .copy()
-        )
-        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-        return ids, mat
+        return load_vectors(st, model_id)
 
     def _rebuild_async(self, key: Key) -> None:
         with self._lock:
@@ -223,6 +210,12 @@ class VectorIndex:
         idx = idx[np.lexsort((ids[idx], -sims[idx]))]
         return [(int(ids[i]), float(1.0 - sims[i])) for i in idx]
 
+    def matrix(self, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The current copy of one space: (recording ids, unit vectors, one row each), refreshed
+        like the KNN answers. Shared and read-only: callers must not write into it."""
+        got = self._get(("vectors", model_id))
+        return None if got is None or len(got[0]) == 0 else got
+
     def unload_idle(self) -> int:
         """Drop copies unused for ``idle_unload_s``; returns how many were dropped."""
         now = time.monotonic()
@@ -247,3 +240,20 @@ class VectorIndex:
             return {
                 f"{k[0]}:{k[1]}": {"build_s": round(e.build_s, 3)} for k, e in self._entries.items()
             }
+
+
+def load_vectors(st: Store, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every vector of one space from the database: (recording ids, unit vectors), or None when
+    the library has no such space."""
+    name = space_name(model_id)
+    row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    dim = int(row[0])
+    rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    mat = (
+        np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
+    )
+    mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+    return ids, mat
