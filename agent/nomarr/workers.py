@@ -1,8 +1,9 @@
 """The analysis worker processes: what runs in them, and the pool that keeps them.
 
-Workers load the models once (in :func:`init_worker`) and then take two kinds of job: the
+Workers load the models once (in :func:`init_worker`) and then take three kinds of job: the
 scanner's :func:`process_file` (identify a file, or analyse it unless a current analysis can be
-reused) and ``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing).
+reused), ``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing)
+and ``POST /ingest``'s :func:`ingest_job` (the same for PCM that came without a file).
 Jobs return plain data, never exceptions, because an exception that cannot be unpickled in the
 parent makes it declare the whole pool broken. The HTTP layer and the scanner both use this module;
 neither imports the other.
@@ -246,6 +247,42 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
 
 
+def ingest_job(spool: str, rate: int, name: str, embedding: bool = False) -> dict[str, Any]:
+    """Worker job for ``POST /ingest/{id}/end``: fingerprint the session's PCM (a spool of float32
+    mono samples at ``rate``), and run the models on it unless the fingerprint matches a stored
+    recording whose analyses are current. Touches no database (the agent stores the result in
+    one transaction); returns plain data like :func:`process_file`."""
+    from nomarr.audio.decode import AudioError
+    from nomarr.audio.pcm import PcmSource
+    from nomarr.fingerprint import fingerprint_pcm
+    from nomarr.models.registry import ModelError
+
+    src = PcmSource.from_spool(spool, rate, name)
+    out: dict[str, Any] = {"path": name, "duration": src.duration, "match": None}
+    t0 = time.perf_counter()
+    try:
+        try:
+            fp = fingerprint_pcm(src)
+            out["fp"], out["fp_duration"] = fp.values, fp.duration
+            store = _worker_store()
+            out["match"] = match_recording(store, fp) if store is not None else None
+        except FingerprintError as e:
+            out["fp_error"] = str(e)
+        store = _worker_store() if out["match"] is not None else None
+        if store is not None and is_current(store.analyses(out["match"]), _W["want"]):
+            out.update(kind="reuse", timing={"total": time.perf_counter() - t0})
+            return out
+        fa = _W["analyzer"].analyze(src)
+        _analyse_result(fa, out)
+        out["doc"] = fa.to_dict(with_embeddings=embedding)
+        out["doc"]["elapsed_s"] = round(time.perf_counter() - t0, 4)
+        return out
+    except AudioError as e:
+        return {**out, "kind": "failed", "error": f"cannot analyse the audio: {e.reason}"}
+    except (ModelError, OSError, ValueError, RuntimeError) as e:
+        return {**out, "kind": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
 def _describe(path: str, out: dict[str, Any]) -> None:
     """Stream facts and the identifiers in the file's tags (MBIDs, ISRC, title)."""
     from nomarr.audio.decode import probe
@@ -280,7 +317,11 @@ def _identify(path: str, out: dict[str, Any]) -> int | None:
 
 def _analyse(path: str, out: dict[str, Any]) -> None:
     """Run the worker's models on the file (kind ``analysed``, results as plain data)."""
-    fa = _W["analyzer"].analyze(path)
+    _analyse_result(_W["analyzer"].analyze(path), out)
+
+
+def _analyse_result(fa: Any, out: dict[str, Any]) -> None:
+    """A :class:`~nomarr.pipeline.analyze.FileAnalysis` as the plain data the store takes."""
     out["kind"] = "analysed"
     out["windows"] = [w.to_dict() for w in fa.windows]
     out["results"] = [

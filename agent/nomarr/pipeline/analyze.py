@@ -28,6 +28,7 @@ from nomarr_client.tags import (
 
 from nomarr.audio.decode import AudioError, load_mono, probe, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel, patches
+from nomarr.audio.pcm import PcmSource
 from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
     DEFAULT_MOODS,
@@ -72,6 +73,22 @@ def _head_spec(m: Manifest) -> HeadSpec:
 def _head_feed(m: Manifest) -> str | None:
     """Which embedder output feeds this head; None: the embedder's [outputs].embedding."""
     return _head_spec(m).embedder_output
+
+
+Source = str | Path | PcmSource  # a file, or PCM that arrived without one (POST /ingest)
+
+
+def _stream(src: Source, sr: int, start: float, duration: float | None) -> Iterator[np.ndarray]:
+    """Mono blocks at ``sr`` of a file or of a :class:`PcmSource` (the same arithmetic)."""
+    if isinstance(src, PcmSource):
+        return src.stream(sr, start, duration)
+    return stream_mono(src, sr=sr, start=start, duration=duration)
+
+
+def _load(src: Source, sr: int, start: float, duration: float | None) -> np.ndarray:
+    if isinstance(src, PcmSource):
+        return src.load(sr, start, duration)
+    return load_mono(src, sr=sr, start=start, duration=duration)
 
 
 def _activate(x: np.ndarray, activation: str) -> np.ndarray:
@@ -301,25 +318,27 @@ class Analyzer:
         self.profile = profile
         self.batch_size = max(1, batch_size)
 
-    def _onset_finder(self, path: str) -> Any:
+    def _onset_finder(self, path: Source) -> Any:
         spec = MelSpec()
 
         def find(start: float, length: float) -> float | None:
-            sig = load_mono(path, sr=spec.sr, start=start, duration=length)
+            sig = _load(path, spec.sr, start, length)
             return first_strong_onset(log_mel(sig, spec), spec.sr / spec.hop)
 
         return find
 
-    def plan(self, path: str, duration: float | None) -> list[Window]:
+    def plan(self, path: Source, duration: float | None) -> list[Window]:
         """Deterministic windows for ``path`` under this analyzer's profile."""
         return plan_windows(self.profile, duration, self._onset_finder(path))
 
-    def analyze(self, path: str | Path) -> FileAnalysis:
-        """Analyse one file; raises AudioError for undecodable input."""
-        path = str(path)
+    def analyze(self, path: str | Path | PcmSource) -> FileAnalysis:
+        """Analyse one file, or PCM that came without a file (a :class:`PcmSource`); raises
+        AudioError for undecodable input."""
+        src: Source = path if isinstance(path, PcmSource) else str(path)
+        path = src.name if isinstance(src, PcmSource) else str(src)
         t0 = time.perf_counter()
-        info = probe(path)
-        windows = self.plan(path, info.duration)
+        duration = src.duration if isinstance(src, PcmSource) else probe(path).duration
+        windows = self.plan(src, duration)
         t_plan = time.perf_counter() - t0
         timing = {"plan": t_plan, "decode_mel": 0.0, "inference": 0.0}
         results: dict[str, ModelResult] = {}
@@ -343,9 +362,7 @@ class Analyzer:
             }
             n_patches = 0
             energy = 0.0
-            for patch_batch, e in self._patch_batches(
-                path, windows, spec, patch, patch_hop, timing
-            ):
+            for patch_batch, e in self._patch_batches(src, windows, spec, patch, patch_hop, timing):
                 energy += e
                 t1 = time.perf_counter()
                 for lm in members:
@@ -362,15 +379,15 @@ class Analyzer:
             timing["inference"] += time.perf_counter() - t1
         for lm in self.models.claps():
             t1 = time.perf_counter()
-            results[lm.id] = self._run_clap(lm, path, windows)
+            results[lm.id] = self._run_clap(lm, src, windows)
             timing["inference"] += time.perf_counter() - t1
         if not results:
             raise ModelError("no audio model selected")
         timing["total"] = time.perf_counter() - t0
-        timing["audio_seconds"] = float(info.duration or 0.0)
+        timing["audio_seconds"] = float(duration or 0.0)
         return FileAnalysis(
             path=path,
-            duration=info.duration,
+            duration=duration,
             profile=self.profile.name,
             windows=windows,
             results=results,
@@ -381,7 +398,7 @@ class Analyzer:
 
     def _patch_batches(
         self,
-        path: str,
+        path: Source,
         windows: list[Window],
         spec: MelSpec,
         patch: int,
@@ -398,7 +415,7 @@ class Analyzer:
         def frames(w: Window) -> Iterator[np.ndarray]:
             nonlocal energy
             ms = MelStream(spec)
-            for sig in stream_mono(path, sr=spec.sr, start=w.start, duration=w.duration):
+            for sig in _stream(path, spec.sr, w.start, w.duration):
                 energy += float(np.dot(sig, sig))
                 yield ms.push(sig)
             yield ms.finish()
@@ -434,10 +451,12 @@ class Analyzer:
             hres = head.backend.run({hs.input_name: res[feeds[head.id]]}, [ho.scores])
             acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho.scores], ho.activation))
 
-    def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
+    def _run_clap(self, lm: LoadedModel, path: Source, windows: list[Window]) -> ModelResult:
         """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
         enc = ClapAudio(lm.backend, lm.manifest)
-        vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
+        vecs = np.concatenate(
+            [enc.embed_signal(_load(path, enc.sr, w.start, w.duration)) for w in windows]
+        )
         mean = vecs.mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
         scores = (
