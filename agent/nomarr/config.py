@@ -73,6 +73,14 @@ class ServeConfig:
     # KNN from an in-memory copy of the vectors (n × dim × 4 bytes) instead of sqlite-vec's scan:
     # ~8x faster at 100k tracks; off saves that memory on very small boxes
     vector_index: bool = True
+    # streaming ingest (docs/ingest.md): open sessions, idle timeout, PCM per session, shortest
+    ingest_sessions: int = 4
+    ingest_idle_s: float = 60.0
+    ingest_max_mb: int = 512
+    ingest_min_s: float = 10.0
+    # ListenBrainz: re-sync users whose token the agent keeps this often (0: only on request)
+    listenbrainz_sync_s: float = 6 * 3600.0
+    listenbrainz_url: str = "https://api.listenbrainz.org"
     log_level: str = "info"
     source: str | None = None  # the file this was read from
 
@@ -160,6 +168,10 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             cfg.libraries = [_library(x, f"{name}[{i}]") for i, x in enumerate(v)]
         elif key in ("host", "profile", "log_level"):
             setattr(cfg, key, str(v))
+        elif key == "listenbrainz_url":
+            if not str(v).startswith(("http://", "https://")):
+                raise ConfigError(f"{name}: expected an http(s) URL, got {v!r}")
+            cfg.listenbrainz_url = str(v).rstrip("/")
         elif key in ("db", "token"):
             setattr(cfg, key, str(v) if v not in (None, "") else None)
         elif key == "auth":
@@ -180,9 +192,17 @@ def _apply(cfg: ServeConfig, data: dict[str, Any], where: str) -> None:
             cfg.cpu_share = _as_num(name, v, float, 0.01, 1.0)
         elif key == "nice":
             cfg.nice = _as_num(name, v, int, 0, 19)
-        elif key in ("idle_unload_s", "debounce_s", "settle_s"):
+        elif key in ("idle_unload_s", "debounce_s", "settle_s", "listenbrainz_sync_s"):
             setattr(cfg, key, _as_num(name, v, float, 0.0))
-        elif key in ("max_upload_mb", "max_json_kb", "max_concurrent_analyses"):
+        elif key in ("ingest_idle_s", "ingest_min_s"):
+            setattr(cfg, key, _as_num(name, v, float, 1.0))
+        elif key in (
+            "max_upload_mb",
+            "max_json_kb",
+            "max_concurrent_analyses",
+            "ingest_sessions",
+            "ingest_max_mb",
+        ):
             setattr(cfg, key, _as_num(name, v, int, 1))
         else:
             raise ConfigError(f"{name}: unknown setting")
@@ -208,6 +228,12 @@ ENV_KEYS = (
     "max_upload_mb",
     "log_level",
     "vector_index",
+    "ingest_sessions",
+    "ingest_idle_s",
+    "ingest_max_mb",
+    "ingest_min_s",
+    "listenbrainz_sync_s",
+    "listenbrainz_url",
 )
 
 

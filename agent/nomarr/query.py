@@ -68,9 +68,12 @@ class Filters:
     min_scores: dict[str, float] | None = (
         None  # label slug → minimum score (any model with the label)
     )
+    files_only: bool = False  # leave out recordings known only as a stream
 
     def accepts(self, t: Track, scores: dict[str, float] | None = None) -> bool:
         """Whether a track passes every filter."""
+        if t.kind != "file" and (self.files_only or self.under):
+            return False
         if self.under:
             p = os.fsencode(t.path)
             if not any(
@@ -106,10 +109,15 @@ def pick_space(store: Store, model: str | None = None) -> str:
     raise QueryError("the library has no embeddings yet: run `nomarr scan` first")
 
 
-def resolve_track(store: Store, ref: str | int) -> Track:
-    """A track by id (an int or digits) or by path."""
+def resolve_track(store: Store, ref: str | int | Track) -> Track:
+    """A track by id (an int or digits) or by path; a :class:`Track` (a stream the caller looked
+    up) is taken as it is."""
     t: Track | None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and not os.path.exists(ref)):
+    if isinstance(ref, Track):
+        t = ref
+    elif isinstance(ref, int) or (
+        isinstance(ref, str) and ref.isdigit() and not os.path.exists(ref)
+    ):
         t = store.track(int(ref))
     else:
         t = store.track_by_path(os.path.abspath(str(ref)))
@@ -142,23 +150,28 @@ def similar_to_vector(
     distinct: bool = False,
     seed_recording: int | None = None,
     exclude_tracks: set[int] | None = None,
+    exclude_streams: set[int] | None = None,
 ) -> list[Hit]:
-    """Nearest files to a vector, filtered; grows ``k`` until ``n`` answers survive the filters."""
+    """Nearest items to a vector (files, and streams for recordings no file holds), filtered;
+    grows ``k`` until ``n`` answers survive the filters."""
     filters = filters or Filters()
     exclude_recordings = exclude_recordings or set()
     exclude_tracks = exclude_tracks or set()
+    exclude_streams = exclude_streams or set()
     k = max(16, 2 * n + 8)
     while True:
         hits = store.knn(model, vector, k)
         recs = [r for r, _ in hits if r not in exclude_recordings]
-        files = store.tracks_of_recordings(recs)
+        files = store.items_of_recordings(recs, files_only=filters.files_only)
         scores = _scores_of(store, recs) if filters.min_scores else {}
         out: list[Hit] = []
         for rid, dist in hits:
             if rid in exclude_recordings:
                 continue
             for t in files.get(rid, []):
-                if t.id in exclude_tracks or not filters.accepts(t, scores.get(rid)):
+                if t.id in exclude_tracks if t.kind == "file" else t.id in exclude_streams:
+                    continue
+                if not filters.accepts(t, scores.get(rid)):
                     continue
                 out.append(Hit(t, max(0.0, dist), same_recording=rid == seed_recording))
                 if distinct:
@@ -172,7 +185,7 @@ def similar_to_vector(
 
 def similar(
     store: Store,
-    ref: str | int,
+    ref: str | int | Track,
     n: int = 10,
     *,
     model: str | None = None,
@@ -199,7 +212,8 @@ def similar(
         exclude_recordings=excl,
         distinct=distinct,
         seed_recording=seed.recording_id,
-        exclude_tracks={seed.id},
+        exclude_tracks={seed.id} if seed.kind == "file" else None,
+        exclude_streams={seed.id} if seed.kind == "stream" else None,
     )
     return seed, hits
 
@@ -240,7 +254,9 @@ def mood_playlist(
         for pos, i in enumerate(order):
             if pos % chunk == 0:  # files fetched a chunk at a time: filters may skip many
                 files.update(
-                    store.tracks_of_recordings([recs[j] for j in order[pos : pos + chunk]])
+                    store.items_of_recordings(
+                        [recs[j] for j in order[pos : pos + chunk]], files_only=filters.files_only
+                    )
                 )
             s = float(col[i])
             if s < min_score or s != s:

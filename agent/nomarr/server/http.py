@@ -54,6 +54,7 @@ class Route:
     auth: bool = True
     upload: bool = False
     tag: str = "library"
+    raw_body: bool = False  # the body is bytes (an export file, PCM), not a JSON model
 
 
 def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
@@ -74,14 +75,14 @@ def agent_of(request: web.Request) -> Agent:
     return request.app[AGENT_KEY]
 
 
-async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
+async def json_body(
+    request: web.Request, model: type[BaseModel], *, limit_kb: int | None = None
+) -> Any:
+    """The body parsed into ``model``; at most ``max_json_kb`` KiB (or ``limit_kb``: batches of
+    listens and counters are larger than any query)."""
     agent = agent_of(request)
-    limit = agent.cfg.max_json_kb * 1024
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
+    kb = max(agent.cfg.max_json_kb, limit_kb or 0)
+    raw = await read_body(request, kb * 1024, f"request body over {kb} KiB")
     try:
         data = json.loads(raw or b"{}")
         # "\ud800" is valid JSON but not text: refuse lone surrogates here, not with a 500 from os or
@@ -93,6 +94,23 @@ async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         raise ApiError(400, "bad-request", validation_message(e), error_details(e)) from None
+
+
+async def read_body(request: web.Request, limit: int, too_large: str) -> bytes:
+    """The whole body, refused with 413 past ``limit`` bytes. (``StreamReader.read(n)`` returns
+    what has arrived so far, which for a large body is only its first part.)"""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too-large", too_large)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too-large", too_large)
+        parts.append(chunk)
 
 
 def error_details(e: ValidationError) -> list[dict[str, Any]]:
