@@ -124,11 +124,15 @@ class Matcher:
         self._index: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
 
     def _signature(self, store: Store) -> tuple[Any, ...]:
+        # one pass over each table: rows, ids, recordings, the newest sighting and the names'
+        # lengths change whenever a file comes, goes, moves recording or is re-tagged
         a = store.db.execute(
-            "SELECT count(*), max(id), total(recording_id) FROM tracks WHERE +status = 'ok'"
+            "SELECT count(*), max(id), total(recording_id), max(last_seen), "
+            "total(length(title) * 7 + length(artist)) FROM tracks WHERE +status = 'ok'"
         ).fetchone()
         b = store.db.execute(
-            "SELECT count(*), max(id), total(recording_id) FROM streams"
+            "SELECT count(*), max(id), total(recording_id), "
+            "total(length(title) * 7 + length(artist)) FROM streams"
         ).fetchone()
         return (str(store.path), *a, *b)
 

@@ -19,8 +19,8 @@ whose time is known (play counts' estimated listens are left out):
 **Change points**: binary segmentation on the weekly taste position — the mean centred vector
 projected on the user's first :data:`CP_DIMS` principal directions, plus the mood shares — with each
 feature scaled by its noise (the median absolute difference between consecutive weeks / 0.954, a
-robust estimate that a shift barely moves). A split of a segment is kept when it reduces the
-listen-weighted squared error by more than ``CP_PENALTY × features × ln(weeks)`` (a BIC-style
+robust estimate that a shift barely moves) and each week weighted by its listens (the inverse of
+its mean's variance). A split of a segment is kept when it reduces the weighted squared error by more than ``CP_PENALTY × features × ln(weeks)`` (a BIC-style
 penalty) and leaves at least :data:`CP_MIN_WEEKS` weeks each side; segments split recursively.
 Each change point is the first week of the new segment, with the moods and axes that moved most;
 cuts at most :data:`CP_MERGE_WEEKS` weeks apart are one change (a change made mid-week leaves a
@@ -329,7 +329,9 @@ def _change_points(
         feats.append(np.nan_to_num(moods[live]))
     f = np.concatenate(feats, axis=1)
     f = (f - f.mean(axis=0)) / _noise(f)
-    w = np.sqrt(n[live]) / np.sqrt(n[live]).mean()  # busier weeks count more, not linearly
+    # a week's mean varies as 1/listens: weighting by listens makes every week's noise count
+    # alike, so a half-empty first or last week cannot pass for a change
+    w = n[live] / n[live].mean()
     penalty = CP_PENALTY * f.shape[1] * np.log(max(live.size, 3))
     cuts = [int(live[c]) for c in segment(f, w, penalty, CP_MIN_WEEKS)]
     # a change that happens mid-week leaves one mixed week, which segmentation may isolate as a
