@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from nomarr.store import Store
 
+from tests.lbstandin import StandIn, export_zip, lb_listen
 from tests.server_harness import RunningAgent, config, isolated_dirs
 from tests.synth import build_library
-from tests.test_listens import StandIn, export_zip, lb_listen
 
 DAY = 86400
 

@@ -141,14 +141,6 @@ LISTEN_ROUTES: list[Route] = [
         tag="listens",
     ),
     Route(
-        "DELETE",
-        "/users/{user}",
-        api_listens.delete_user,
-        "Delete everything stored about a user, in one transaction",
-        api.UserDeleted,
-        tag="listens",
-    ),
-    Route(
         "GET",
         "/users/{user}/taste",
         api_taste.get_taste,
@@ -181,6 +173,14 @@ LISTEN_ROUTES: list[Route] = [
         ],
         tag="taste",
     ),
+    Route(
+        "DELETE",
+        "/users/{user}",
+        api_listens.delete_user,
+        "Delete everything stored about a user, in one transaction",
+        api.UserDeleted,
+        tag="listens",
+    ),
 ]
 
 # docs/ingest.md
@@ -209,7 +209,7 @@ INGEST_ROUTES: list[Route] = [
         "One chunk of raw PCM (whole frames), numbered from 0 by ?seq=",
         api.IngestSession,
         raw_body=True,
-        query=[query_param("seq", "integer", "the chunk's number", minimum=0)],
+        query=[query_param("seq", "integer", "the chunk's number", required=True, minimum=0)],
         tag="ingest",
     ),
     Route(

@@ -57,11 +57,13 @@ class Route:
     raw_body: bool = False  # the body is bytes (an export file, PCM), not a JSON model
 
 
-def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
+def query_param(
+    name: str, typ: str, desc: str, *, required: bool = False, **schema: Any
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
-        "required": False,
+        "required": required,
         "description": desc,
         "schema": {"type": typ, **schema},
     }

@@ -554,6 +554,13 @@ class ListenBrainzSync(_Request):
         default=None, max_length=200, description="the user's ListenBrainz token"
     )
     max_pages: int = Field(default=1000, ge=1, le=100000, description="of 1000 listens each")
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenBrainzSync:
+        # the token travels in a header: visible ASCII only (a CR/LF would be header injection)
+        if self.token is not None and not all(33 <= ord(c) < 127 for c in self.token):
+            raise ValueError("token must be printable ASCII without spaces")
+        return self
     remember: bool = Field(
         default=False,
         description="keep the token on the agent: it then syncs by itself every "
