@@ -181,3 +181,48 @@ def test_listen_batches_are_validated(served: tuple[RunningAgent, StandIn]) -> N
     big = {"listens": [{"ts": 1e9 + i, "track_id": 1 + i % 50} for i in range(5000)]}
     st, res = a.request("POST", "/users/gina/listens", big)
     assert st == 200 and res["added"] == 5000
+
+
+def test_the_shared_client(served: tuple[RunningAgent, StandIn]) -> None:
+    """The plugins' client (nomarr_client) speaks every listening call."""
+    from nomarr_client import BadRequest, NotFound, SyncNomarrClient
+
+    a, _ = served
+    now = time.time()
+    with SyncNomarrClient(a.url, a.token) as c:
+        res = c.add_listens(
+            "hana", [{"ts": now - 60 * i, "track_id": 10 + i} for i in range(30)], source="cl"
+        )
+        assert res.added == 30
+        assert c.add_listens("hana", [{"ts": now - 60, "track_id": 11}], source="cl").added == 0
+        assert c.add_listens("hana", [{"ts": now + 5, "track_id": 10}], source="cl").added == 1
+        assert c.listens("hana", limit=5).total == 31
+        assert c.taste("hana").liked == 30
+        recs = c.recommendations("hana", "discovery", 5, max_per_artist=1)
+        assert len(recs.items) == 5 and recs.items[0].because is not None
+        assert len(c.trends("hana", weeks=4).weeks) == 4
+        counters = c.post_counters(
+            "hana", "beets", [{"item": "/a.flac", "plays": 2, "track_id": 50}]
+        )
+        assert counters.added == 2
+        fav = c.post_favourites("hana", "nd", [{"key": "x", "track_id": 51}])
+        assert fav.matched == 1
+        export = export_zip([lb_listen(int(now) - 10, "Real Artist", "Real Song", "cl1")], [])
+        assert c.import_listenbrainz("hana", export).added == 1
+        assert c.sync_listenbrainz("hana", lb_user="x", token="lb-token").complete
+        assert "hana" in {u.user for u in c.users().items}
+        s = c.ingest_start({"encoding": "s16le", "sample_rate": 8000, "channels": 1})
+        pcm = bytes(1600)
+        c.ingest_chunk(s.id, 0, pcm)
+        again = c.ingest_chunk(s.id, 0, pcm)  # a retry of the same chunk is not kept twice
+        assert again.received_bytes == 1600 and again.next_seq == 1
+        assert c.ingest_abort(s.id).state == "aborted"
+        assert c.lookup_recording(provider_id="nothing://here").items == []
+        assert c.export_user("hana").listens
+        assert c.delete_user("hana").deleted["listens"] == 31 + 2 + 1 + 30  # + the sync
+        with pytest.raises(NotFound):
+            c.export_user("hana")
+        with pytest.raises(BadRequest):  # refused before sending
+            c.recommendations("hana", "sideways")
+        with pytest.raises(BadRequest):
+            c.ingest_chunk("not/a/session", 0, b"")

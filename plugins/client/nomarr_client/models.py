@@ -561,6 +561,7 @@ class ListenBrainzSync(_Request):
         if self.token is not None and not all(33 <= ord(c) < 127 for c in self.token):
             raise ValueError("token must be printable ASCII without spaces")
         return self
+
     remember: bool = Field(
         default=False,
         description="keep the token on the agent: it then syncs by itself every "
