@@ -559,7 +559,9 @@ def test_worker_killed_mid_scan_blames_no_file(lib: Path, tmp_path: Path, capsys
     done = threading.Event()
 
     def killer() -> None:
-        import sqlite3
+        # the store's own driver: a second copy of SQLite in one process (the stdlib's beside
+        # sqlean's) breaks POSIX lock bookkeeping and fails the scan's writes with "disk I/O error"
+        from nomarr.store import sqlite3
 
         while not done.is_set():  # wait for the first stored analysis: others are in flight
             if db.exists():

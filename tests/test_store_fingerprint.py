@@ -50,9 +50,7 @@ def test_schema_wal_and_reopen(tmp_path):
 def test_named_migrations_upgrade_a_first_schema_database(tmp_path, monkeypatch):
     """A database made when the schema was one numbered step (user_version 1) opens with its data,
     gains only the steps it lacks, each once; a step this nomarr does not know is refused."""
-    import sqlite3
-
-    from nomarr.store import schema
+    from nomarr.store import schema, sqlite3
 
     db = tmp_path / "old.db"
     con = sqlite3.connect(db)

@@ -185,12 +185,15 @@ class WorkerPool:
 
 
 def _worker_store() -> Store | None:
-    if _W.get("store") is None and Path(_W["db"]).exists():
+    """The library, read-only; None in a remote worker (``db`` empty), which never opens it."""
+    if _W.get("store") is None and _W.get("db") and Path(_W["db"]).exists():
         _W["store"] = Store(_W["db"], readonly=True)
     return _W.get("store")
 
 
-def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str, Any]:
+def process_file(
+    path: str, mode: str, rec_hint: int | None = None, analyzer: Any = None
+) -> dict[str, Any]:
     """Worker job: identify a file, or analyse it unless a current analysis can be reused.
 
     ``mode`` is ``identify`` (new or changed file: fingerprint and match; ``kind`` is ``reuse``
@@ -198,6 +201,7 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
     unless the recording ``rec_hint`` has become current meanwhile). Identification never runs the
     models itself: the main process decides which one file of a recording is analysed, so that
     several files of one new recording in flight at once are not all analysed. Returns plain data.
+    ``analyzer`` replaces the worker's own (a remote worker keeps one per model set and profile).
     """
     from nomarr.audio.decode import AudioError
     from nomarr.models.registry import ModelError
@@ -216,7 +220,7 @@ def process_file(path: str, mode: str, rec_hint: int | None = None) -> dict[str,
         elif mode == "identify":
             kind = "identified"
         else:
-            _analyse(path, out)
+            _analyse(path, out, analyzer or _W["analyzer"])
             out["timing"].update(identify=t_id, total=time.perf_counter() - t0)
             st1 = os.stat(path)
             if (st1.st_size, st1.st_mtime_ns) != (st0.st_size, st0.st_mtime_ns):
@@ -315,9 +319,9 @@ def _identify(path: str, out: dict[str, Any]) -> int | None:
     return match_recording(store, fp) if store is not None else None
 
 
-def _analyse(path: str, out: dict[str, Any]) -> None:
-    """Run the worker's models on the file (kind ``analysed``, results as plain data)."""
-    _analyse_result(_W["analyzer"].analyze(path), out)
+def _analyse(path: str, out: dict[str, Any], analyzer: Any) -> None:
+    """Run the models on the file (kind ``analysed``, results as plain data)."""
+    _analyse_result(analyzer.analyze(path), out)
 
 
 def _analyse_result(fa: Any, out: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ usage errors.
 
 One module per command group, each holding its commands and their parsers: :mod:`.analyze`
 (analyze, scan), :mod:`.models` (models, doctor), :mod:`.serve`, :mod:`.tags`, :mod:`.query`
-(similar, playlist); :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
+(similar, playlist), :mod:`.analyses` (export/import of shared analyses), :mod:`.remote` (worker, scheduler); :mod:`.common` has what they share. Heavy imports (onnxruntime, numpy, the
 store) happen inside the commands, so ``--help`` and usage errors stay fast.
 """
 
@@ -16,8 +16,8 @@ import argparse
 import sys
 
 from nomarr import __version__, logs
-from nomarr.cli import analyze, models, query, serve, tags
-from nomarr.cli.common import UserError
+from nomarr.cli import analyses, analyze, models, query, remote, serve, tags
+from nomarr.cli.common import DeferredParser, UserError
 
 __all__ = ["UserError", "build_parser", "main"]
 
@@ -32,11 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nomarr {__version__}")
     p.add_argument(
         "--log-level",
-        default="warning",
         choices=["debug", "info", "warning", "error"],
-        help="stderr log verbosity (default: warning)",
+        help="stderr log verbosity (default: warning; for serve, its log_level setting: info)",
     )
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    sub = p.add_subparsers(
+        dest="cmd", metavar="COMMAND", required=True, parser_class=DeferredParser
+    )
 
     # The order here is the order of --help.
     analyze.add_analyze(sub)
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     tags.add_tags(sub)
     query.add_similar(sub)
     query.add_playlist(sub)
+    analyses.add_analyses(sub)
+    remote.add_worker(sub)
+    remote.add_scheduler(sub)
     return p
 
 
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
     except (AttributeError, ValueError, OSError):
         pass
-    logs.setup(args.log_level)
+    logs.setup(args.log_level or "warning")
     try:
         return int(args.func(args) or 0)
     except UserError as e:

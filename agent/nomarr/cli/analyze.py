@@ -86,6 +86,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             provider=args.provider,
             nice=args.nice,
+            scheduler=args.scheduler,
+            secrets=args.secrets,
+            insecure=args.insecure,
+            gpu_only=args.gpu_only,
         )
         scanner = Scanner(opts, progress=None if not args.json else sys.stderr.isatty())
         summary = scanner.run()
@@ -104,11 +108,25 @@ def cmd_scan(args: argparse.Namespace) -> int:
             f"tagged, {summary.tags_current} already current, {summary.read_only} read-only "
             f"({summary.elapsed_s:.1f} s{rate})"
         )
+        _print_remote(d.get("remote") or {})
         for f in summary.failures[:50]:
             print(f"  {f['path']}: {f['reason']}", file=sys.stderr)
         if len(summary.failures) > 50:
             print(f"  … and {len(summary.failures) - 50} more (--json lists all)", file=sys.stderr)
     return 0
+
+
+def _print_remote(r: dict) -> None:
+    """Who analysed what, who was refused, what went wrong (with --scheduler)."""
+    if not r:
+        return
+    local = sum(1 for w in (r.get("files") or {}).values() if w == "local")
+    parts = [f"{n}: {w['analysed']} analysed" for n, w in (r.get("workers") or {}).items()]
+    print(f"remote ({r['scheduler']}): " + ", ".join(parts + [f"local: {local} analysed"]))
+    for why in r.get("refused") or []:
+        print(f"  refused worker {why}", file=sys.stderr)
+    if r.get("down"):
+        print(f"  {r['down']}; the scan went on locally", file=sys.stderr)
 
 
 def add_analyze(sub: argparse._SubParsersAction) -> None:
@@ -197,5 +215,16 @@ def add_scan(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="niceness added to the analysis processes (e.g. 10 on a NAS)",
     )
+    sc.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="also analyse on remote 'nomarr worker's joined to this Dask scheduler "
+        "(tls://host:8786); this process stays the only writer. docs/remote.md",
+    )
+    sc.add_argument(
+        "--secrets", help="the cluster's secrets folder (default ~/.config/nomarr/remote)"
+    )
+    sc.add_argument("--insecure", action="store_true", help="allow a plain tcp:// scheduler")
+    sc.add_argument("--gpu-only", action="store_true", help="remote work only on GPU workers")
     sc.add_argument("--json", action="store_true", help="print the summary as one JSON document")
     sc.set_defaults(func=cmd_scan)

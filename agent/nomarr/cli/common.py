@@ -12,6 +12,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -70,3 +71,37 @@ def open_store(args: argparse.Namespace, readonly: bool = True) -> Any:
         return Store(args.db, readonly=readonly)
     except StoreError as e:
         raise UserError(str(e)) from e
+
+
+class DeferredParser(argparse.ArgumentParser):
+    """An argument parser that adds some of its options only when it is used.
+
+    ``nomarr serve`` derives its setting flags from the settings model, which needs pydantic; every
+    other command would pay for that import on each run (a second on a Raspberry Pi) if the flags
+    were added when the parser tree is built. Options registered with :meth:`defer` are added
+    before this parser parses or prints help, i.e. only when ``serve`` is the command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
+    def defer(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Run ``add(self)`` just before this parser is first used."""
+        self._deferred.append(add)
+
+    def _complete(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:  # noqa: D102
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:  # noqa: D102
+        self._complete()
+        return super().format_help()
+
+    def format_usage(self) -> str:  # noqa: D102
+        self._complete()
+        return super().format_usage()

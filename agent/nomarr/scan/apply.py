@@ -20,6 +20,7 @@ from nomarr.fingerprint import Fingerprint, match_recording
 from nomarr.library import desired_tags, is_current, tags_hash
 from nomarr.pipeline.profiles import Profile
 from nomarr.scan.options import ScanOptions, ScanSummary
+from nomarr.share.exchange import adopt
 from nomarr.store import Analysis, Store
 from nomarr.workers import WorkerStat
 
@@ -83,9 +84,13 @@ class Applier:
         fp = res.get("fp")
         if fp is None:
             return None
-        return match_recording(
-            self.store, Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
-        )
+        f = Fingerprint(res.get("fp_duration") or 0.0, np.asarray(fp, dtype=np.uint32))
+        rec = match_recording(self.store, f)
+        if rec is None:  # an analysis imported from another agent (nomarr analyses import)?
+            rec = adopt(self.store, f, self.want)
+            if rec is not None:
+                self.summary.adopted += 1
+        return rec
 
     def is_current(self, rec: int) -> bool:
         """Whether a stored recording's analyses are what this scan would record."""

@@ -60,12 +60,16 @@ class Dispatcher:
         self.sc = scanner
         self.jobs = jobs
         self.on_done = on_done  # called once per finished file (the progress line)
-        self.limit = max(2, 2 * scanner.worker_count())
         self.in_flight: dict[Future[dict[str, Any]], Job] = {}
         self.pools: dict[Future[dict[str, Any]], Any] = {}  # the executor each job went to
         self.waiting: dict[Key, list[tuple[str, Any, os.stat_result]]] = {}
         self.new_fps: dict[Key, Fingerprint] = {}
         self.suspects: deque[Job] = deque()  # in flight when a worker died: re-run one at a time
+
+    @property
+    def limit(self) -> int:
+        """Jobs kept in flight: twice what can run at once (remote workers may join mid-scan)."""
+        return max(2, 2 * self.sc.capacity())
 
     # -- submitting ---------------------------------------------------------------------------
 

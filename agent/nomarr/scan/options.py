@@ -27,6 +27,11 @@ class ScanOptions:
     verify_writes: bool = True
     nice: int = 0
     cpus: list[int] | None = None  # pin workers to these cores (the agent's CPU cap)
+    scheduler: str | None = None  # Dask scheduler address: analyse on remote workers too
+    secrets: str | None = None  # the cluster's secrets folder (default ~/.config/nomarr/remote)
+    insecure: bool = False  # allow a plain tcp:// scheduler
+    gpu_only: bool = False  # remote work only on workers with an accelerator
+    slow_after: float = 60.0  # a remote task older than this (and 4x the median) also runs here
     vanished_ok: bool = (
         False  # roots are changed paths inside a library (the watcher): a missing one is gone
     )
@@ -39,6 +44,7 @@ class ScanSummary:
     files: int = 0
     analysed: int = 0
     reused: int = 0
+    adopted: int = 0  # of the reused: analyses imported from another agent (shared pool)
     moved: int = 0
     skipped: int = 0
     written: int = 0
@@ -56,6 +62,7 @@ class ScanSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     walk_errors: list[dict[str, str]] = field(default_factory=list)
     calibration: dict[str, Any] = field(default_factory=dict)
+    remote: dict[str, Any] = field(default_factory=dict)  # who analysed what (with --scheduler)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""

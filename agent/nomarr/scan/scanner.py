@@ -53,6 +53,39 @@ class Scanner(Applier):
         self.pool = pool or WorkerPool(
             self.worker_count(), self.worker_initargs(opts, self.db_path, self.want)
         )
+        self._local_busy = 0
+        self._fallback: WorkerPool | None = None
+        self.remote = self._connect_remote() if opts.scheduler else None
+
+    def _connect_remote(self) -> Any:
+        """The remote executor (``--scheduler``): the one seam between the scan and Dask.
+
+        Raises ValueError for what the user must fix (Dask missing, secrets missing, tcp:// without
+        --insecure); a scheduler that cannot be reached is not an error: the scan runs locally and
+        its summary says so.
+        """
+        from pathlib import Path
+
+        from nomarr.remote import RemoteUnavailable
+        from nomarr.remote.executor import connect
+        from nomarr.remote.secrets import SecretsError
+
+        o = self.opts
+        try:
+            return connect(
+                o.scheduler or "",
+                Path(o.secrets) if o.secrets else None,
+                o.insecure,
+                want=self.want,
+                models=list(o.models),
+                profile=o.profile,
+                roots=list(o.roots),
+                local_submit=self._submit_local,
+                slow_after=o.slow_after,
+                gpu_only=o.gpu_only,
+            )
+        except (RemoteUnavailable, SecretsError) as e:
+            raise ValueError(str(e)) from e
 
     @staticmethod
     def worker_initargs(opts: ScanOptions, db_path: str, want: dict[str, str]) -> tuple[Any, ...]:
@@ -75,6 +108,11 @@ class Scanner(Applier):
         """The pool's current executor (a job's result is trusted only from the one it went to)."""
         return self.pool._executor
 
+    def capacity(self) -> int:
+        """Jobs that can run at once: local workers plus the approved remote workers' slots."""
+        remote = self.remote.slots() if self.remote is not None and self.remote.usable() else 0
+        return self.worker_count() + remote
+
     def worker_count(self) -> int:
         """Worker processes: the option, else one per usable core; 0 runs jobs in this process."""
         if self.opts.workers is not None:
@@ -88,7 +126,25 @@ class Scanner(Applier):
         return self.cancel is not None and bool(self.cancel.is_set())
 
     def submit(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
-        """One :func:`~nomarr.workers.process_file` job, in a worker or (``--workers 0``) here."""
+        """One :func:`~nomarr.workers.process_file` job: in a local worker while one is free,
+        else on a remote worker (``--scheduler``), else queued locally or (``--workers 0``) here."""
+        if self.remote is not None and self.remote.usable():
+            if self._local_busy >= self.worker_count():
+                return self.remote.submit(path, mode, rec)
+        f = self._submit_local(path, mode, rec)
+        if self.remote is not None:  # the summary says who analysed what, here included
+            f.add_done_callback(self.remote.note_local)
+        return f
+
+    def _submit_local(self, path: str, mode: str, rec: int | None) -> Future[dict[str, Any]]:
+        """A job on this machine: the scan's workers, in this process (``--workers 0``), or, for
+        a remote job that must run here while the scan has no workers, one fallback worker."""
+        if self.remote is not None and self.worker_count() == 0:
+            if self._fallback is None:
+                self._fallback = WorkerPool(
+                    1, self.worker_initargs(self.opts, self.db_path, self.want)
+                )
+            return self._fallback.get().submit(process_file, path, mode, rec)
         if self.worker_count() == 0:
             o = self.opts
             key = (self.db_path, tuple(o.models), o.profile, tuple(sorted(self.want.items())))
@@ -96,7 +152,14 @@ class Scanner(Applier):
             initargs = (self.db_path, o.models, o.profile, self.want, o.threads or 0)
             initargs += (max(o.batch, 4), o.provider, log.getEffectiveLevel(), 0)
             return run_in_process(key, initargs, process_file, path, mode, rec)
-        return self.pool.get().submit(process_file, path, mode, rec)
+        f = self.pool.get().submit(process_file, path, mode, rec)
+        self._local_busy += 1
+
+        def done(_: Future[dict[str, Any]]) -> None:
+            self._local_busy -= 1
+
+        f.add_done_callback(done)
+        return f
 
     # -- the scan -------------------------------------------------------------------------------
 
@@ -136,6 +199,11 @@ class Scanner(Applier):
             prog.close()
             if self._own_pool:
                 self.pool.shutdown(wait=True)
+            if self._fallback is not None:
+                self._fallback.shutdown(wait=True)
+            if self.remote is not None:
+                s.remote = self.remote.report()
+                self.remote.close()
         s.time["process"] = time.perf_counter() - tp
 
         with self.store.tx():

@@ -27,6 +27,7 @@ from nomarr.store.db import (
 )
 from nomarr.store.listens import Listen, ListenArrays, ListensMixin
 from nomarr.store.recordings import RecordingsMixin
+from nomarr.store.shared import SharedMixin, SharedRecord
 from nomarr.store.streams import StreamsMixin
 from nomarr.store.tracks import Track, TracksMixin
 from nomarr.store.writes import WritesMixin
@@ -38,6 +39,7 @@ __all__ = [
     "ListenArrays",
     "Store",
     "StoreError",
+    "SharedRecord",
     "Track",
     "dec_path",
     "enc_path",
@@ -52,12 +54,14 @@ class Store(
     RecordingsMixin,
     AnalysesMixin,
     WritesMixin,
+    SharedMixin,
     ListensMixin,
     Database,
 ):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
-    ``writes.py``, ``listens.py``, ``streams.py``) over one connection (``store/db.py``); a new
-    feature adds its mixin here and its named migration to ``store/schema.py``.
+    ``writes.py``, ``shared.py``, ``listens.py``, ``streams.py``) over one connection
+    (``store/db.py``); a new feature adds its mixin here and its named migration to
+    ``store/schema.py``.
     """

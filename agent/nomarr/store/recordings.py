@@ -5,10 +5,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from nomarr.store.db import Database
+
+
+def rank_candidates(
+    db: Any, table: str, col: str, keys: Iterable[int], min_shared: int, limit: int
+) -> list[int]:
+    """Ids in ``table.col`` sharing at least ``min_shared`` fingerprint index keys, most shared
+    first (the library's ``fp_index`` and the shared pool's ``shared_fp_index`` alike). Keys are
+    unsigned 32-bit, stored shifted into SQLite's signed range."""
+    ks = [int(k) - (1 << 31) for k in keys]
+    out: dict[int, int] = {}
+    for i in range(0, len(ks), 500):
+        chunk = ks[i : i + 500]
+        for rid, n in db.execute(
+            f"SELECT {col}, count(*) FROM {table} WHERE key IN ({','.join('?' * len(chunk))}) "
+            f"GROUP BY {col}",
+            chunk,
+        ):
+            out[rid] = out.get(rid, 0) + n
+    ranked = sorted((r for r, n in out.items() if n >= min_shared), key=lambda r: -out[r])
+    return ranked[:limit]
 
 
 class RecordingsMixin(Database):
@@ -29,20 +50,7 @@ class RecordingsMixin(Database):
 
     def candidates(self, keys: Iterable[int], min_shared: int = 2, limit: int = 20) -> list[int]:
         """Recordings sharing at least ``min_shared`` fingerprint index keys, most shared first."""
-        ks = [int(k) - (1 << 31) for k in keys]
-        if not ks:
-            return []
-        out: dict[int, int] = {}
-        for i in range(0, len(ks), 500):
-            chunk = ks[i : i + 500]
-            for rid, n in self.db.execute(
-                f"SELECT recording_id, count(*) FROM fp_index WHERE key IN ({','.join('?' * len(chunk))}) "
-                "GROUP BY recording_id",
-                chunk,
-            ):
-                out[rid] = out.get(rid, 0) + n
-        ranked = sorted((r for r, n in out.items() if n >= min_shared), key=lambda r: -out[r])
-        return ranked[:limit]
+        return rank_candidates(self.db, "fp_index", "recording_id", keys, min_shared, limit)
 
     def recording_fingerprints(self, rec_id: int) -> list[np.ndarray]:
         """Fingerprints of files (any status) and streams already assigned to a recording."""

@@ -91,6 +91,39 @@ MIGRATIONS: list[tuple[str, str]] = [
     """,
     ),
     (
+        "0002-shared-analyses",
+        """
+    CREATE TABLE shared_records (
+        id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,      -- sha256 of the signed record body: importing twice adds nothing
+        fp_duration REAL NOT NULL,
+        fingerprint BLOB NOT NULL,        -- raw chromaprint, uint32 little-endian
+        duration REAL NOT NULL,
+        signer TEXT NOT NULL,             -- key id of the agent that signed the record
+        import_id INTEGER NOT NULL REFERENCES shared_imports(id),
+        analyses TEXT NOT NULL,           -- the validated analyses, as in the bundle (JSON)
+        imported REAL NOT NULL,
+        adopted INTEGER REFERENCES recordings(id) ON DELETE SET NULL
+    );
+    CREATE TABLE shared_fp_index (
+        key INTEGER NOT NULL,
+        record_id INTEGER NOT NULL REFERENCES shared_records(id) ON DELETE CASCADE,
+        PRIMARY KEY (key, record_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX shared_fp_index_record ON shared_fp_index(record_id);
+    CREATE INDEX shared_records_adopted ON shared_records(adopted);
+    CREATE TABLE shared_imports (
+        id INTEGER PRIMARY KEY,
+        bundle TEXT NOT NULL,             -- the bundle's id (from its signed header)
+        signer TEXT NOT NULL,
+        agent_id TEXT,
+        created REAL,
+        imported REAL NOT NULL,
+        summary TEXT NOT NULL
+    );
+    """,
+    ),
+    (
         "0100-listens",
         # What people listen to (docs/listens.md). ``user`` is the user id as the source names it;
         # ``dedup`` makes a replayed import add nothing. The external ids stay beside the match so
