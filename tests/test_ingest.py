@@ -404,3 +404,52 @@ def urlopen(port: int, method: str, path: str, body: bytes | None, token: str | 
         f"http://127.0.0.1:{port}/api/v1{path}", data=body, method=method, headers=h
     )
     return urllib.request.urlopen(req, timeout=60)
+
+
+@pytest.mark.corpus
+def test_a_file_scanned_later_joins_the_streamed_recording(
+    agent: RunningAgent, corpus: Path
+) -> None:
+    """The library gains a file of audio that was streamed before: the scan matches it by
+    fingerprint and reuses the stream's analysis; collection keeps a recording only a stream
+    holds."""
+    planar, sr = decoded(corpus / "sh12.ogg")
+    st, res = stream(agent, planar, sr, "s16le", {"provider": "test", "provider_id": "test://sh12"})
+    assert st == 200 and res["analysed"], res
+    rec = res["recording_id"]
+    st, before = agent.request("GET", "/status")
+    root = Path(agent.cfg.libraries[0].path)
+    (root / "later.ogg").write_bytes((corpus / "sh12.ogg").read_bytes())
+    assert agent.request("POST", "/scan", {"paths": [str(root / "later.ogg")]})[0] == 200
+    agent.idle(300)
+    st, after = agent.request("GET", "/status")
+    assert (
+        after["queue"]["totals"].get("reused", 0) == before["queue"]["totals"].get("reused", 0) + 1
+    )
+    st, found = agent.request("GET", f"/tracks/lookup?path={root / 'later.ogg'}")
+    assert found["items"][0]["recording_id"] == rec
+    # answers now show the file for that recording, not the stream
+    st, lk = agent.request("GET", "/recordings/lookup?provider_id=test://sh12")
+    assert [x["kind"] for x in lk["items"]] == ["file", "stream"]
+
+
+def test_collection_keeps_streamed_recordings(tmp_path: Path) -> None:
+    from nomarr.store import Store
+
+    with Store(tmp_path / "db.sqlite") as st:
+        with st.tx():
+            rec = st.new_recording(100.0, [1, 2, 3])
+            sid, created = st.put_stream(
+                rec, np.arange(50, dtype=np.uint32), provider="p", provider_id="p://1"
+            )
+            orphan = st.new_recording(100.0, [4])
+        assert created
+        with st.tx():
+            assert st.gc_recordings() == 1  # the orphan only
+        assert st.recording_exists(rec) and not st.recording_exists(orphan)
+        assert len(st.recording_fingerprints(rec)) == 1
+        with st.tx():
+            assert st.put_stream(rec, None, provider="p", provider_id="p://1") == (sid, False)
+            st.delete_stream(sid)
+            assert st.gc_recordings() == 1
+        assert not st.recording_exists(rec)
