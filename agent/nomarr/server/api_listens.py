@@ -77,7 +77,7 @@ async def export_user(request: web.Request) -> api.UserExport:
 
     def work() -> api.UserExport:
         st = agent.store()
-        if user not in st.users():
+        if not st.has_user(user):
             raise ApiError(404, "not-found", f"no data stored for user {user!r}")
         return api.UserExport(exported=time.time(), **st.export_user(user))
 
@@ -89,7 +89,7 @@ async def delete_user(request: web.Request) -> api.UserDeleted:
     user = user_of(request)
 
     def work(st: Any) -> api.UserDeleted:
-        if user not in st.users():
+        if not st.has_user(user):
             raise ApiError(404, "not-found", f"no data stored for user {user!r}")
         with st.tx():
             deleted = st.delete_user(user)

@@ -15,7 +15,7 @@ from nomarr.taste.trends import trends
 
 
 def _known(st: Any, user: str) -> None:
-    if user not in st.users():
+    if not st.has_user(user):
         raise ApiError(404, "not-found", f"no listens stored for user {user!r}")
 
 

@@ -107,6 +107,14 @@ class ListensMixin(Database):
 
     # -- listens -------------------------------------------------------------------------------
 
+    def _bump(self, users: Iterable[str]) -> None:
+        """A user's evidence changed: profiles and caches keyed by its version are stale."""
+        self.db.executemany(
+            "INSERT INTO listen_versions (user, version) VALUES (?, 1) "
+            "ON CONFLICT(user) DO UPDATE SET version = version + 1",
+            [(u,) for u in set(users)],
+        )
+
     def add_listens(self, user: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert listens (tuples in :data:`LISTEN_FIELDS` order); a row whose ``dedup`` key this
         user already has is skipped. Returns how many were added."""
@@ -116,7 +124,10 @@ class ListensMixin(Database):
             f"(?, {', '.join('?' * len(LISTEN_FIELDS))}) ON CONFLICT(user, dedup) DO NOTHING",
             [(user, *r) for r in rows],
         )
-        return int(self.db.total_changes - before)
+        added = int(self.db.total_changes - before)
+        if added:
+            self._bump([user])
+        return added
 
     def existing_dedup(self, user: str, keys: Iterable[str]) -> set[str]:
         """Which of these dedup keys the user already has (an import reports its duplicates)."""
@@ -222,12 +233,27 @@ class ListensMixin(Database):
 
     def set_listen_matches(self, matches: Iterable[tuple[int, str, int]]) -> int:
         """Record matches found later: ``(recording id, rule, listen id)``."""
+        rows = list(matches)
         before = self.db.total_changes
         self.db.executemany(
             "UPDATE listens SET recording_id = ?, match = ? WHERE id = ? AND recording_id IS NULL",
-            list(matches),
+            rows,
         )
-        return int(self.db.total_changes - before)
+        n = int(self.db.total_changes - before)
+        if n:
+            ids = [r[2] for r in rows]
+            users: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                users.update(
+                    u
+                    for (u,) in self.db.execute(
+                        f"SELECT DISTINCT user FROM listens WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+                )
+            self._bump(users)
+        return n
 
     def last_listen_ts(self, user: str, source: str | None = None) -> float | None:
         """The newest listen's time (per source when given)."""
@@ -309,6 +335,8 @@ class ListensMixin(Database):
                     (user, source, k),
                 )
             removed = len(gone)
+        if changed or removed:
+            self._bump([user])
         return changed, removed
 
     def remove_favourites(self, user: str, source: str, keys: Iterable[str]) -> int:
@@ -318,7 +346,10 @@ class ListensMixin(Database):
             "DELETE FROM favourites WHERE user = ? AND source = ? AND key = ?",
             [(user, source, k) for k in keys],
         )
-        return int(self.db.total_changes - before)
+        n = int(self.db.total_changes - before)
+        if n:
+            self._bump([user])
+        return n
 
     def favourite_scores(self, user: str) -> list[tuple[int, int, float]]:
         """(recording id, score, since) of the user's matched favourites (+1 loved, -1 hated)."""
@@ -348,6 +379,7 @@ class ListensMixin(Database):
             "UPDATE favourites SET recording_id = ?, match = ? WHERE user = ? AND source = ? AND key = ?",
             (rec, rule, user, source, key),
         )
+        self._bump([user])
 
     # -- play counters (polled sources) --------------------------------------------------------
 
@@ -417,17 +449,19 @@ class ListensMixin(Database):
         )
 
     def listens_version(self, user: str) -> str:
-        """Changes whenever the user's evidence changes (listens, matches, favourites)."""
-        a = self.db.execute(
-            "SELECT count(*), max(id), count(recording_id), total(recording_id) FROM listens "
-            "WHERE user = ?",
-            (user,),
+        """Changes whenever the user's evidence changes (listens, matches, favourites): a counter
+        every write bumps, so checking it costs one primary-key lookup at any history size."""
+        row = self.db.execute(
+            "SELECT version FROM listen_versions WHERE user = ?", (user,)
         ).fetchone()
-        b = self.db.execute(
-            "SELECT count(*), total(score), total(recording_id), max(ts) FROM favourites WHERE user = ?",
-            (user,),
-        ).fetchone()
-        return json.dumps([list(a), list(b)])
+        return str(row[0]) if row else "0"
+
+    def has_user(self, user: str) -> bool:
+        """Whether anything is stored for a user."""
+        return any(
+            self.db.execute(f"SELECT 1 FROM {t} WHERE user = ? LIMIT 1", (user,)).fetchone()
+            for t in ("listens", "favourites", "listen_sources", "play_counters")
+        )
 
     # -- privacy -------------------------------------------------------------------------------
 
@@ -477,6 +511,13 @@ class ListensMixin(Database):
     def delete_user(self, user: str) -> dict[str, int]:
         """Remove every row about one user (call inside a transaction); counts per table."""
         out = {}
-        for table in ("listens", "favourites", "play_counters", "listen_sources", "taste_profiles"):
+        for table in (
+            "listens",
+            "favourites",
+            "play_counters",
+            "listen_sources",
+            "taste_profiles",
+            "listen_versions",
+        ):
             out[table] = self.db.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount
         return out

@@ -183,7 +183,11 @@ MIGRATIONS: list[tuple[str, str]] = [
         profile BLOB NOT NULL,
         computed REAL NOT NULL,
         PRIMARY KEY (user, space)
-    )
+    );
+    CREATE TABLE listen_versions (
+        user TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    ) WITHOUT ROWID
     """,
     ),
     (

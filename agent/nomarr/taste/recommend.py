@@ -58,6 +58,8 @@ class _Scored:
     final: np.ndarray  # [n] adjusted taste score per row
     best: np.ndarray  # [n] nearest taste centre per row
     sim: np.ndarray  # [n] cosine with that centre
+    reps: np.ndarray  # evidence indices of the liked recordings that explain answers
+    reps_x: np.ndarray  # their centred vectors
 
 
 def _names(t: Track | None) -> str:
@@ -155,7 +157,11 @@ class Taste:
         if p.negatives:
             neg = sp.cosines(np.stack([c.vector for c in p.negatives])).max(axis=1)
             final -= SKIP_PENALTY * np.maximum(neg, 0.0)
-        s = _Scored(p.version, sp, final, best, sim)
+        ev = p.evidence
+        like = np.flatnonzero(ev.net > 0)
+        reps = like[np.argsort(-ev.net[like], kind="stable")][:REPRESENTATIVES]
+        reps_x = sp.centred(ev.rows[reps]) if reps.size else np.zeros((0, sp.unit.shape[1]))
+        s = _Scored(p.version, sp, final, best, sim, reps, reps_x)
         with self._lock:
             self._scores[key] = s
         return s
@@ -328,15 +334,12 @@ class Taste:
         """ "Because you played X": the liked recording nearest to each item."""
         if not out:
             return
-        ev = p.evidence
-        like = np.flatnonzero(ev.net > 0)
-        reps = like[np.argsort(-ev.net[like], kind="stable")][:REPRESENTATIVES]
+        ev, reps = p.evidence, s.reps
         if reps.size == 0:
             return
-        rx = s.space.centred(ev.rows[reps])
         rows = s.space.rows(np.asarray([r.track.recording_id or 0 for r in out]))
         x = s.space.centred(np.maximum(rows, 0))
-        nearest = np.argmax(x @ rx.T, axis=1)
+        nearest = np.argmax(np.einsum("nd,kd->nk", x, s.reps_x), axis=1)
         rep_recs = [int(ev.recs[reps[i]]) for i in nearest]
         items = store.items_of_recordings(sorted(set(rep_recs)))
         for r, rec, i in zip(out, rep_recs, nearest, strict=True):

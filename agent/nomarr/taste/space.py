@@ -90,8 +90,15 @@ def principal_directions(x: np.ndarray, k: int) -> np.ndarray:
     d × d scatter matrix: a full SVD of a tall matrix costs seconds on a busy small CPU."""
     c = np.asarray(x, dtype=np.float64)
     c = c - c.mean(axis=0)
-    vals, vecs = np.linalg.eigh(c.T @ c)
-    axes = vecs[:, np.argsort(-vals)[:k]].T.astype(np.float32)
+    if c.shape[0] < c.shape[1]:  # fewer rows than dimensions (weeks): the n x n Gram matrix
+        vals, vecs = np.linalg.eigh(c @ c.T)
+        top = np.argsort(-vals)[:k]
+        axes = (c.T @ vecs[:, top]).T
+        axes /= np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-12)
+        axes = axes.astype(np.float32)
+    else:
+        vals, vecs = np.linalg.eigh(c.T @ c)
+        axes = vecs[:, np.argsort(-vals)[:k]].T.astype(np.float32)
     for i in range(axes.shape[0]):
         j = int(np.argmax(np.abs(axes[i])))
         if axes[i, j] < 0:

@@ -74,13 +74,16 @@ def week_of(ts: np.ndarray | float) -> np.ndarray:
 
 
 def ema(x: np.ndarray, span: int) -> np.ndarray:
-    """Exponential moving average with ``alpha = 2 / (span + 1)``, NaN weeks carried over."""
+    """Exponential moving average down the first axis (weeks; one column per series) with
+    ``alpha = 2 / (span + 1)``; a NaN week carries the average over, the first value starts it."""
     a = 2.0 / (span + 1.0)
-    out = np.empty_like(x, dtype=np.float64)
-    cur = np.nan
-    for i, v in enumerate(x):
-        if np.isfinite(v):
-            cur = v if not np.isfinite(cur) else a * v + (1 - a) * cur
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    cur = np.full(x.shape[1:], np.nan)
+    for i in range(x.shape[0]):
+        v = x[i]
+        ok = np.isfinite(v)
+        cur = np.where(ok & np.isfinite(cur), a * v + (1 - a) * cur, np.where(ok, v, cur))
         out[i] = cur
     return out
 
@@ -253,12 +256,11 @@ def trends(
                 "map": None if nv[i] == 0 else [_r(mapxy[i, 0]), _r(mapxy[i, 1])],
             }
         )
+    names = list(series)
+    table = np.stack([series[n] for n in names], axis=1) if names else np.zeros((weeks, 0))
+    short, long_ = ema(table, EMA_SHORT)[-1], ema(table, EMA_LONG)[-1]
     momentum = {
-        name: {
-            "ema": _r(ema(v, EMA_SHORT)[-1]),
-            "momentum": _r(ema(v, EMA_SHORT)[-1] - ema(v, EMA_LONG)[-1]),
-        }
-        for name, v in series.items()
+        n: {"ema": _r(short[i]), "momentum": _r(short[i] - long_[i])} for i, n in enumerate(names)
     }
     return {
         "user": user,
@@ -288,7 +290,7 @@ def _axes(
 ) -> dict[str, np.ndarray]:
     """Weekly means of the interpretable axes, from whichever model scores them."""
     out: dict[str, np.ndarray] = {}
-    for model in store.model_ids():
+    for model in _model_ids(store):
         if model in have:
             labels, means = have[model]
             for axis, names in AXES.items():
@@ -312,6 +314,20 @@ def _axes(
             tot = np.bincount(wk[ok], weights=np.nan_to_num(mat[rows[ok], i]), minlength=weeks)
             out[axis] = np.where(n > 0, tot / np.maximum(n, 1), np.nan)
     return out
+
+
+_MODELS: dict[str, tuple[float, list[str]]] = {}
+
+
+def _model_ids(store: Store) -> list[str]:
+    """The models with analyses, remembered for a minute: finding them scans every analysis,
+    which at 100k tracks costs more than the rest of a trend answer."""
+    key = str(store.path)
+    got = _MODELS.get(key)
+    if got is None or time.monotonic() - got[0] > 60.0:
+        got = (time.monotonic(), store.model_ids())
+        _MODELS[key] = got
+    return got[1]
 
 
 def _change_points(
