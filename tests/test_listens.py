@@ -292,3 +292,27 @@ def test_listenbrainz_sync_pages_rate_limit_and_cursor(store: Store) -> None:
         assert store.count_listens("alice") == 2502
     finally:
         srv.stop()
+
+
+def test_listens_leave_the_vector_copies_current(tmp_path: Path) -> None:
+    """Listens arrive per track played: storing one must not make the in-memory vector copies
+    stale (a rebuild costs seconds at 100k tracks); an analysis must."""
+    import numpy as np
+    from nomarr.store import Analysis
+    from nomarr.vindex import VectorIndex
+
+    db = tmp_path / "v.db"
+    st = Store(db)
+    build_library(st, 50, kinds=2)
+    vi = VectorIndex(str(db))
+    before = vi._version()
+    other = Store(db)  # another connection, as the API's writer is
+    record_listens(other, Matcher(), "u", [ListenIn(ts=1e9, source="t", ids={"track_id": 1})])
+    assert vi._version() == before
+    with other.tx():
+        a = Analysis(1, "m", "nom:x_", "p", "fast", [], 1, None, {"a": 0.5})
+        other.put_analysis(1, a, np.ones(4, np.float32))
+    assert vi._version() != before
+    vi.close()
+    other.close()
+    st.close()

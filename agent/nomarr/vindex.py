@@ -6,8 +6,10 @@ matrix per space answers the same question with one BLAS matrix-vector product (
 ``n × dim × 4`` bytes (80 MB at 100k × 200). The database stays the source of truth, and an answer
 is never stale by more than a bound **in time**, whatever the rate of queries:
 
-- every query compares the copy's ``PRAGMA data_version`` with the database's (one cheap pragma on
-  a long-lived connection); equal means the copy is current;
+- every query compares the copy's library version with the database's: ``meta.library_version``,
+  which triggers move when analyses, present files or streams change (not when a listen is
+  stored), read again only when ``PRAGMA data_version`` on a long-lived connection says another
+  connection committed; equal means the copy is current;
 - when another connection has committed since and the copy is cheap to rebuild (its last build
   took at most ``sync_build_s``, 50 ms by default: about 20k × 200-d vectors on a Pi-class CPU),
   the query rebuilds it first and answers from the fresh copy: the very next query after an
@@ -81,16 +83,26 @@ class VectorIndex:
         self._first: dict[Key, threading.Lock] = {}
         self._vlock = threading.Lock()
         self._vdb: Any = None
+        self._dv: int | None = None
+        self._lv = 0
 
     def _version(self) -> int:
-        """``PRAGMA data_version`` of one long-lived connection: it changes exactly when another
-        connection (the scanner) has committed, and costs no table access."""
+        """The library's version (``meta.library_version``, which triggers move whenever
+        analyses, present files or streams change), read again only when ``PRAGMA data_version``
+        of one long-lived connection says another connection has committed: a listen stored
+        commits too, but leaves the copies current."""
         with self._vlock:
             if self._vdb is None:
                 self._vdb = sqlite3.connect(
                     self.db_path, check_same_thread=False, isolation_level=None
                 )
-            return int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
+            dv = int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
+            if dv != self._dv:
+                row = self._vdb.execute(
+                    "SELECT value FROM meta WHERE key = 'library_version'"
+                ).fetchone()
+                self._dv, self._lv = dv, int(row[0]) if row else 0
+            return self._lv
 
     def _build(self, key: Key) -> _Entry | None:
         t0 = time.perf_counter()

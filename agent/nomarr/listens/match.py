@@ -124,17 +124,9 @@ class Matcher:
         self._index: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
 
     def _signature(self, store: Store) -> tuple[Any, ...]:
-        # one pass over each table: rows, ids, recordings, the newest sighting and the names'
-        # lengths change whenever a file comes, goes, moves recording or is re-tagged
-        a = store.db.execute(
-            "SELECT count(*), max(id), total(recording_id), max(last_seen), "
-            "total(length(title) * 7 + length(artist)) FROM tracks WHERE +status = 'ok'"
-        ).fetchone()
-        b = store.db.execute(
-            "SELECT count(*), max(id), total(recording_id), "
-            "total(length(title) * 7 + length(artist)) FROM streams"
-        ).fetchone()
-        return (str(store.path), *a, *b)
+        # moved by triggers whenever a file comes, goes, changes recording or is re-tagged, or a
+        # stream is stored (migration 0102-library-version)
+        return (str(store.path), store.meta("library_version", "0"))
 
     def _ensure_index(self, store: Store) -> dict[tuple[str, str], list[tuple[int, float | None]]]:
         sig = self._signature(store)

@@ -217,4 +217,36 @@ MIGRATIONS: list[tuple[str, str]] = [
     CREATE INDEX streams_isrc ON streams(isrc)
     """,
     ),
+    (
+        "0102-library-version",
+        # A counter that moves only when what answers are made of moves (analyses and their
+        # vectors, which files are present for which recording, streams), kept by triggers. The
+        # in-memory vector copies follow it instead of SQLite's data_version, which also moves for
+        # every listen stored: with listens arriving per track played, each would otherwise cost
+        # a rebuild of the copies (seconds at 100k tracks) before the next answer.
+        """
+    CREATE TRIGGER library_version_analyses_insert AFTER INSERT ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_analyses_update AFTER UPDATE ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_analyses_delete AFTER DELETE ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_insert AFTER INSERT ON tracks
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_delete AFTER DELETE ON tracks
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_update AFTER UPDATE ON tracks
+    WHEN OLD.status IS NOT NEW.status OR OLD.recording_id IS NOT NEW.recording_id
+        OR OLD.title IS NOT NEW.title OR OLD.artist IS NOT NEW.artist
+        OR OLD.duration IS NOT NEW.duration OR OLD.mb_recording IS NOT NEW.mb_recording
+        OR OLD.isrc IS NOT NEW.isrc OR OLD.path IS NOT NEW.path
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_insert AFTER INSERT ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_update AFTER UPDATE ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_delete AFTER DELETE ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END
+    """,
+    ),
 ]
