@@ -270,3 +270,25 @@ def test_no_listens_and_no_vectors(tmp_path: Path) -> None:
     )
     with pytest.raises(TasteError, match="no liked"):
         Taste().recommend(st, "skipper", "for_you", 5)
+
+
+def test_cached_listen_columns_follow_appends_and_rewrites(lib: tuple[Store, Library]) -> None:
+    st, library = lib
+    add(st, "cols", history(library, plays={1: 50}, start=NOW - 30 * DAY, days=30))
+    taste = Taste()
+    first = taste.arrays(st, "cols")
+    # appended listens (some older than those read: an imported history) are read alone
+    more = history(library, plays={2: 20}, start=NOW - 60 * DAY, days=60, seed=9)
+    record_listens(st, Matcher(), "cols", more)  # type: ignore[arg-type]
+    got = taste.arrays(st, "cols")
+    full = st.listen_arrays("cols")
+    assert got is not first and got.ts.size == 70
+    for k in ("ts", "recording", "outcome", "estimated"):
+        assert np.array_equal(getattr(got, k), getattr(full, k)), k
+    # a rewrite (a favourite, a re-match, a delete) makes it read everything again
+    from nomarr.listens.record import record_favourites
+
+    record_favourites(st, Matcher(), "cols", "s", [("k", 1, NOW, {"track_id": 3})], complete=True)
+    assert st.listen_state("cols")[1] > 0
+    again = taste.arrays(st, "cols")
+    assert again is not got and np.array_equal(again.ts, full.ts)

@@ -99,6 +99,25 @@ class ListenArrays:
     outcome: np.ndarray  # int8: 1 completed, 0 played, -1 skipped
     estimated: np.ndarray  # bool
     seconds: np.ndarray  # float64, NaN when unknown
+    max_id: int = 0  # the newest listen row read (unmatched ones are not in the columns)
+
+    def extend(self, more: ListenArrays) -> ListenArrays:
+        """These columns and ``more``'s, oldest first again."""
+        if more.ts.size == 0:
+            return ListenArrays(
+                self.ts,
+                self.recording,
+                self.outcome,
+                self.estimated,
+                self.seconds,
+                max(self.max_id, more.max_id),
+            )
+        cols = [
+            np.concatenate([getattr(self, k), getattr(more, k)])
+            for k in ("ts", "recording", "outcome", "estimated", "seconds")
+        ]
+        order = np.argsort(cols[0], kind="stable")
+        return ListenArrays(*(c[order] for c in cols), max(self.max_id, more.max_id))
 
 
 class ListensMixin(Database):
@@ -107,13 +126,22 @@ class ListensMixin(Database):
 
     # -- listens -------------------------------------------------------------------------------
 
-    def _bump(self, users: Iterable[str]) -> None:
-        """A user's evidence changed: profiles and caches keyed by its version are stale."""
+    def _bump(self, users: Iterable[str], *, rewrite: bool = True) -> None:
+        """A user's evidence changed: profiles and caches keyed by its version are stale.
+        ``rewrite=False``: listens were only added (a cache may read just the new rows)."""
+        r = int(rewrite)
         self.db.executemany(
-            "INSERT INTO listen_versions (user, version) VALUES (?, 1) "
-            "ON CONFLICT(user) DO UPDATE SET version = version + 1",
-            [(u,) for u in set(users)],
+            "INSERT INTO listen_versions (user, version, rewrites) VALUES (?, 1, ?) "
+            "ON CONFLICT(user) DO UPDATE SET version = version + 1, rewrites = rewrites + ?",
+            [(u, r, r) for u in set(users)],
         )
+
+    def listen_state(self, user: str) -> tuple[int, int]:
+        """(version, rewrites): both move on any change; only version moves on additions."""
+        row = self.db.execute(
+            "SELECT version, rewrites FROM listen_versions WHERE user = ?", (user,)
+        ).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def add_listens(self, user: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert listens (tuples in :data:`LISTEN_FIELDS` order); a row whose ``dedup`` key this
@@ -126,7 +154,7 @@ class ListensMixin(Database):
         )
         added = int(self.db.total_changes - before)
         if added:
-            self._bump([user])
+            self._bump([user], rewrite=False)
         return added
 
     def existing_dedup(self, user: str, keys: Iterable[str]) -> set[str]:
@@ -192,33 +220,41 @@ class ListensMixin(Database):
             sql += " AND recording_id IS NULL"
         return sql, args
 
-    def listen_arrays(self, user: str, *, since: float | None = None) -> ListenArrays:
-        """The user's matched listens as numpy columns, oldest first (one query)."""
+    def listen_arrays(
+        self, user: str, *, since: float | None = None, after_id: int = 0
+    ) -> ListenArrays:
+        """The user's matched listens as numpy columns, oldest first (one query); ``after_id``:
+        only listens stored after that one (a cache extending itself)."""
         sql = (
             "SELECT ts, recording_id, CASE outcome WHEN 'completed' THEN 1 WHEN 'skipped' THEN -1 "
-            "ELSE 0 END, estimated, seconds FROM listens WHERE user = ? AND recording_id IS NOT NULL"
+            "ELSE 0 END, estimated, seconds, id FROM listens WHERE user = ? AND "
+            "recording_id IS NOT NULL"
         )
         args: list[Any] = [user]
         if since is not None:
             sql += " AND ts >= ?"
             args.append(since)
+        if after_id:
+            sql += " AND id > ?"
+            args.append(after_id)
         rows = self.db.execute(sql + " ORDER BY ts", args).fetchall()
-        n = len(rows)
-        if n == 0:
+        if not rows:
             return ListenArrays(
                 np.zeros(0),
                 np.zeros(0, np.int64),
                 np.zeros(0, np.int8),
                 np.zeros(0, bool),
                 np.zeros(0),
+                after_id,
             )
-        ts, rec, out, est, sec = zip(*rows, strict=True)
+        ts, rec, out, est, sec, ids = zip(*rows, strict=True)
         return ListenArrays(
             np.asarray(ts, dtype=np.float64),
             np.asarray(rec, dtype=np.int64),
             np.asarray(out, dtype=np.int8),
             np.asarray(est, dtype=bool),
             np.asarray([np.nan if s is None else s for s in sec], dtype=np.float64),
+            max(max(ids), after_id),
         )
 
     def unmatched(self, limit: int = 10000, after_id: int = 0) -> list[tuple[int, dict[str, Any]]]:

@@ -186,7 +186,8 @@ MIGRATIONS: list[tuple[str, str]] = [
     );
     CREATE TABLE listen_versions (
         user TEXT PRIMARY KEY,
-        version INTEGER NOT NULL
+        version INTEGER NOT NULL,
+        rewrites INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID
     """,
     ),

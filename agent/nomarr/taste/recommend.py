@@ -81,19 +81,23 @@ class Taste:
         self._lock = threading.Lock()
         self._profiles: dict[tuple[str, str, str], Profile] = {}
         self._scores: dict[tuple[str, str, str], _Scored] = {}
-        self._arrays: dict[tuple[str, str], tuple[str, ListenArrays]] = {}
+        self._arrays: dict[tuple[str, str], tuple[tuple[int, int], ListenArrays]] = {}
 
     def arrays(self, store: Store, user: str) -> ListenArrays:
-        """The user's matched listens as columns, read again only when they changed."""
-        version = store.listens_version(user)
+        """The user's matched listens as columns, read again only when they changed; when listens
+        were only added since, only the new rows are read."""
+        version, rewrites = store.listen_state(user)
         key = (str(store.path), user)
         with self._lock:
             got = self._arrays.get(key)
-        if got is not None and got[0] == version:
+        if got is not None and got[0] == (version, rewrites):
             return got[1]
-        arr = store.listen_arrays(user)
+        if got is not None and got[0][1] == rewrites:
+            arr = got[1].extend(store.listen_arrays(user, after_id=got[1].max_id))
+        else:
+            arr = store.listen_arrays(user)
         with self._lock:
-            self._arrays[key] = (version, arr)
+            self._arrays[key] = ((version, rewrites), arr)
         return arr
 
     def forget(self, user: str) -> None:
