@@ -198,7 +198,8 @@ def main() -> int:
                 f"  first answer after a new listen (profile rebuilt, library re-scored): median "
                 f"{res['for_you_cold_ms']:.0f} ms"
             )
-            # 3. trends
+            # 3. trends (the very first call also builds the agent's in-memory label scores)
+            tfirst = c.call("GET", f"/users/{USER}/trends?weeks=52")[0]
             c.new_listen(999)
             tcold = c.call("GET", f"/users/{USER}/trends?weeks=52")[0]
             tw = [
@@ -206,9 +207,13 @@ def main() -> int:
             ]
             res["trends_ms"] = statistics.median(tw) * 1e3
             res["trends_cold_ms"] = tcold * 1e3
+            res["trends_first_ms"] = tfirst * 1e3
             print(
                 f"trends for a year (52 weeks): median {res['trends_ms']:.0f} ms, first after a new "
                 f"listen {tcold * 1e3:.0f} ms; target ≤ 200 ms: {ratio(TARGETS['trends_ms'], res['trends_ms'])}"
+            )
+            print(
+                f"  the agent's first trends answer (builds its label-score copy): {tfirst * 1e3:.0f} ms"
             )
             # 4. streamed ingest (one short untimed stream first: the worker loads its models)
             speeds = []
