@@ -33,6 +33,7 @@ import io
 import json
 import os
 import posixpath
+import time
 import urllib.parse
 import wave
 from collections import Counter
@@ -129,10 +130,15 @@ def build_library(base: Path) -> FuzzLibrary:
     )
 
 
-def start_agent(lib: FuzzLibrary) -> RunningAgent:
+def start_agent(lib: FuzzLibrary, listenbrainz_url: str | None = None) -> RunningAgent:
     """A real agent over ``lib``, scanned and idle. The watcher is off so the symlinks the path
-    tests add later stay unknown to the library (a watched library would scan them in)."""
-    cfg = config([str(lib.root)], str(lib.base / "db.sqlite"))
+    tests add later stay unknown to the library (a watched library would scan them in). Ingest
+    sessions stay open for the whole module (the samples hold some), one second of audio is
+    enough to end one, and ListenBrainz is a local stand-in."""
+    extra: dict[str, Any] = dict(ingest_idle_s=3600.0, ingest_sessions=64, ingest_min_s=1.0)
+    if listenbrainz_url:
+        extra["listenbrainz_url"] = listenbrainz_url
+    cfg = config([str(lib.root)], str(lib.base / "db.sqlite"), **extra)
     for library in cfg.libraries:
         library.watch = "off"
         library.rescan_interval_s = 0.0
@@ -246,7 +252,7 @@ def library_samples(target: Target) -> dict[str, list[Any]]:
         if status == 200:
             vectors = [m["embedding"] for m in an.get("models", {}).values() if m.get("embedding")]
     folders = sorted({posixpath.dirname(p) for p in paths} | set(target.roots))
-    return {
+    return _listen_samples(target, ids) | {
         "track_id": ids,
         "exclude_track_ids": [ids[:3]],
         "path": paths,
@@ -271,6 +277,65 @@ def _essentia_metadata() -> dict[str, Any]:
     return dict(MOOD_HAPPY)
 
 
+FUZZ_USER = "nomarr-fuzz"
+STREAM_PROVIDER_ID = "fuzz://stream/1"
+
+
+def _listen_samples(target: Target, ids: list[int]) -> dict[str, list[Any]]:
+    """A user with listens (so taste, trends and exports answer), open ingest sessions (one with
+    enough audio to end), a stored stream and its provider id."""
+    now = time.time()
+    send_json(
+        target,
+        "POST",
+        f"/users/{FUZZ_USER}/listens",
+        {"listens": [{"ts": now - 3600 * i, "track_id": t} for i, t in enumerate(ids[:8])]},
+    )
+    pcm = (music_like(6.0, 8000, 1, seed=3)[0] * 32767).astype("<i2").tobytes()
+
+    def session(fill: bool) -> str | None:
+        fmt = {"encoding": "s16le", "sample_rate": 8000, "channels": 1}
+        status, body, _ = send_json(
+            target,
+            "POST",
+            "/ingest",
+            {"format": fmt, "identity": {"provider": "fuzz", "provider_id": STREAM_PROVIDER_ID}},
+        )
+        if status != 200:
+            return None
+        if fill:
+            send(
+                target.url,
+                "POST",
+                f"/ingest/{body['id']}/chunks?seq=0",
+                pcm,
+                {**target.auth, "Content-Type": "application/octet-stream"},
+            )
+        return str(body["id"])
+
+    stream_ids: list[int] = []
+    done = session(True)
+    if done is not None:
+        status, res, _ = send_json(target, "POST", f"/ingest/{done}/end")
+        if status == 200:
+            stream_ids.append(int(res["stream"]["id"]))
+
+    # one set per kind of operation: an end or an abort closes the session it is given
+    def some(fill: bool, n: int) -> list[str]:
+        return [x for x in (session(fill) for _ in range(n)) if x]
+
+    return {
+        "user": [FUZZ_USER],
+        "ingest_id": some(True, 1) + some(False, 2),
+        "ingest_end_id": some(True, 2),
+        "ingest_abort_id": some(False, 3),
+        "stream_id": stream_ids,
+        "seq": [0, 1],
+        "provider_id": [STREAM_PROVIDER_ID],
+        "lb_user": ["someone"],
+    }
+
+
 def _inside(path: str, root: str) -> bool:
     root = root.rstrip("/") or "/"
     return path == root or path.startswith(root + "/") or root == "/"
@@ -288,11 +353,25 @@ def _strings(doc: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-def outside_strings(doc: Any, target: Target) -> list[str]:
+def _path_values(doc: Any) -> Iterator[str]:
+    """The values of ``path`` keys anywhere in a JSON document."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if k == "path" and isinstance(v, str):
+                yield v
+            else:
+                yield from _path_values(v)
+    elif isinstance(doc, list):
+        for v in doc:
+            yield from _path_values(v)
+
+
+def outside_strings(doc: Any, target: Target, only_paths: bool = False) -> list[str]:
     """Strings in a JSON answer that name something outside the roots: an absolute path that is
-    not below a root, or anything mentioning a forbidden location."""
+    not below a root, or anything mentioning a forbidden location. ``only_paths``: look at the
+    ``path`` fields only (answers that echo text the caller stored, such as a listen's title)."""
     bad = []
-    for s in _strings(doc):
+    for s in _path_values(doc) if only_paths else _strings(doc):
         if any(f in s for f in target.forbidden):
             bad.append(s)
         elif s.startswith("/") and len(s) > 1:
@@ -313,7 +392,8 @@ def no_outside_paths(target: Target) -> Callable[..., None]:
             doc = response.json()
         except ValueError:
             return  # content_type_conformance reports a non-JSON answer
-        bad = outside_strings(doc, target)
+        echoes = case.operation.path.startswith(PREFIX + "/users")
+        bad = outside_strings(doc, target, only_paths=echoes)
         if bad:
             raise AssertionError(f"2xx answer names paths outside the library roots: {bad[:5]}")
 
@@ -513,12 +593,38 @@ EXTREME_STRS = ["", "\x00", "\ud800", "\udc80", "\u202e", "../" * 20, "%00", "x"
 # Objects that name a track by exactly one of these (the document cannot say "exactly one"):
 # (operation path, key of the object in the body, "" for the body itself) -> allowed seeds
 SEEDED = {
-    (PREFIX + "/similar", ""): ("track_id", "path", "vector"),
+    (PREFIX + "/similar", ""): ("track_id", "path", "vector", "stream_id"),
+    (PREFIX + "/recordings/lookup", "?"): ("provider_id", "mbid", "isrc"),
     (PREFIX + "/playlists/radio", ""): ("track_id", "path"),
     (PREFIX + "/playlists/path", "start"): ("track_id", "path"),
     (PREFIX + "/playlists/path", "end"): ("track_id", "path"),
     (PREFIX + "/tracks/lookup", "?"): ("path", "mbid", "isrc", "fingerprint"),
 }
+
+
+def _enum_strings() -> frozenset[str]:
+    """Every string an ``enum`` of a request model allows (``mode``, ``encoding``, …)."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            out.update(v for v in node.get("enum", []) if isinstance(v, str))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for r in ROUTES:
+        if r.request is not None:
+            walk(r.request.model_json_schema())
+    return frozenset(out)
+
+
+# schemathesis re-validates a steered body with jsonschema_rs, which cannot hand a lone
+# surrogate to an ``enum`` comparison (UnicodeEncodeError inside the validator): an enum value is
+# steered to the other extremes, which the server must refuse all the same
+ENUM_STRINGS = _enum_strings()
 
 
 def _extreme(value: Any, data: st.DataObject) -> Any:
@@ -529,7 +635,10 @@ def _extreme(value: Any, data: st.DataObject) -> Any:
     if isinstance(value, float):
         return data.draw(st.sampled_from(EXTREME_FLOATS), label="extreme float")
     if isinstance(value, str):
-        return data.draw(st.sampled_from(EXTREME_STRS), label="extreme str")
+        pool = EXTREME_STRS
+        if value in ENUM_STRINGS:
+            pool = [x for x in EXTREME_STRS if not _has_surrogate(x)]
+        return data.draw(st.sampled_from(pool), label="extreme str")
     return value
 
 
@@ -609,8 +718,21 @@ def _steer_case(
                 case.query[k] = given[k]  # keep what schemathesis generated
     if case.operation.path == PREFIX + "/events":  # a stream: one event, then the answer ends
         case.query = {**(case.query or {}), "once": "true"}
-    if case.path_parameters:  # {id} is a model id under /models, a track id elsewhere
-        alias = "model" if "/models/" in case.operation.path else "track_id"
+    if case.path_parameters:  # {id}: a model id under /models, a session, a stream, or a track
+        p = case.operation.path
+        alias = (
+            "model"
+            if "/models/" in p
+            else "ingest_end_id"
+            if p.endswith("/end")
+            else "ingest_abort_id"
+            if "/ingest/" in p and case.method.upper() == "DELETE"
+            else "ingest_id"
+            if "/ingest/" in p
+            else "stream_id"
+            if "/streams/" in p
+            else "track_id"
+        )
         pp = {
             k: _steer(alias if k == "id" else k, v, data, samples)
             for k, v in case.path_parameters.items()
@@ -635,7 +757,37 @@ def case_strategy(
     )
     if op.path == PREFIX + "/analyze":
         return st.tuples(base, st.data()).map(lambda cd: _small_upload(*cd))
+    if op.path.endswith("/listens/import"):
+        return st.tuples(base, st.data()).map(lambda cd: _export_body(*cd))
+    if op.path.endswith("/chunks"):
+        return st.tuples(base, st.data()).map(lambda cd: _pcm_body(*cd))
     return base
+
+
+def _pcm_body(case: schemathesis.Case, data: st.DataObject) -> schemathesis.Case:
+    """Now and then whole frames (the sample sessions take 16-bit mono), else noise, kept small."""
+    if data.draw(st.booleans(), label="whole frames"):
+        case.body = bytes(2 * data.draw(st.integers(1, 2000), label="frames"))
+        case.query = {**(case.query or {}), "seq": data.draw(st.sampled_from([0, 1]), label="seq")}
+    elif isinstance(case.body, (bytes, bytearray)):
+        case.body = bytes(case.body[:UPLOAD_MAX_BYTES])
+    return case
+
+
+def _export_body(case: schemathesis.Case, data: st.DataObject) -> schemathesis.Case:
+    """Now and then a real (small) ListenBrainz export, whole or cut short, instead of noise."""
+    from tests.lbstandin import export_zip, lb_listen
+
+    pick = data.draw(st.integers(0, 3), label="export body")
+    if pick:
+        listens = [lb_listen(1_700_000_000 + i, "A", f"T{i}", f"fz{i}") for i in range(3)]
+        blob = export_zip(listens, []) if pick == 1 else json.dumps(listens).encode()
+        if pick == 3:
+            blob = blob[: data.draw(st.integers(1, len(blob)), label="cut")]
+        case.body = blob
+    elif isinstance(case.body, (bytes, bytearray)):
+        case.body = bytes(case.body[:UPLOAD_MAX_BYTES])
+    return case
 
 
 def fuzz_operation(
@@ -1297,13 +1449,21 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def fuzz_agent(fuzz_env: Path) -> Any:
     """(target, library, analysis spy) for one agent shared by the module's tests."""
+    from tests.lbstandin import StandIn, lb_listen
+
     lib = build_library(fuzz_env)
+    lbs = StandIn(
+        [lb_listen(1_700_000_000 + 60 * i, "A", f"T{i}", f"s{i}") for i in range(5)],
+        None,
+        limit=1000,
+    )
     with analysis_spy() as seen:
-        ra = start_agent(lib)
+        ra = start_agent(lib, lbs.url)
         try:
             yield target_for(ra.url, ra.token, lib, ra.agent.uploads), lib, seen
         finally:
             ra.stop()
+            lbs.stop()
 
 
 @pytest.fixture(scope="module")

@@ -302,3 +302,29 @@ def test_plugin_loads_no_numpy_or_onnxruntime() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_play_counts_become_listens_and_for_you_answers_with_items(setup: Any) -> None:
+    """mpdstats' play_count/skip_count/last_played go to the agent; the recommendations come back
+    as beets items with their reasons."""
+    ra, beets, _, _, _ = setup
+    files = sorted(beets.paths())
+    liked, skipped = files[0], files[1]
+    beets.run("modify", "-y", f"path:{liked}", "play_count=4", "last_played=1700000000")
+    beets.run("modify", "-y", f"path:{skipped}", "skip_count=3", "last_played=1700000100")
+    out = beets.run("nomarr-listens", "--user", "bea").stdout
+    assert "2 items with counts: 7 new listens for bea (7 matched" in out, out
+    out = beets.run("nomarr-listens", "--user", "bea").stdout
+    assert "0 new listens" in out
+    from nomarr_client import SyncNomarrClient
+
+    with SyncNomarrClient(ra.url, ra.token) as c:
+        outcomes = sorted(x.outcome for x in c.listens("bea").items)
+        assert outcomes == ["completed"] * 4 + ["skipped"] * 3
+    r = beets.run("nomarr-foryou", "--user", "bea", "--mode", "discovery", "-f", "$path")
+    lines = [x for x in r.stdout.splitlines() if x.strip()]
+    assert len(lines) == len(files) - 2  # every item never played, nothing else
+    assert all("because you played" in x for x in lines)
+    assert not any(str(liked) in x or str(skipped) in x for x in lines)
+    r = beets.run("nomarr-foryou", "--user", "nobody", check=False)
+    assert r.returncode != 0 and "no listens stored" in r.stderr

@@ -55,6 +55,17 @@ SAMPLES: dict[str, tuple[str, str, list[str] | None, Any]] = {
     "console": ("off", "false", ["--no-console"], False),
     "debounce_s": ("0.5", "0.5", ["--debounce-s", "0.5"], 0.5),
     "settle_s": ("4", "4", ["--settle-s", "4"], 4.0),
+    "ingest_sessions": ("2", "2", ["--ingest-sessions", "2"], 2),
+    "ingest_idle_s": ("30", "30", ["--ingest-idle-s", "30"], 30.0),
+    "ingest_max_mb": ("64", "64", ["--ingest-max-mb", "64"], 64),
+    "ingest_min_s": ("5", "5", ["--ingest-min-s", "5"], 5.0),
+    "listenbrainz_sync_s": ("0", "0", ["--listenbrainz-sync-s", "0"], 0.0),
+    "listenbrainz_url": (
+        "http://lb.local:8100",
+        '"http://lb.local:8100"',
+        ["--listenbrainz-url", "http://lb.local:8100"],
+        "http://lb.local:8100",
+    ),
 }
 GLOBAL_FLAGS = {"log_level"}  # flags of the top-level parser: before the command
 

@@ -188,7 +188,12 @@ def test_sigkill_at_random_moments(corpus: Path, tmp_path: Path) -> None:
             t = store.track_by_path(p)
             assert t is not None and t.status == "ok" and t.recording_id is not None, (p, t)
             present.add(t.id)
-            want, _ = desired_tags(store.analyses(t.recording_id).values(), thresholds, False)
+            want, _ = desired_tags(
+                store.analyses(t.recording_id).values(),
+                thresholds,
+                False,
+                store.descriptors(t.recording_id),
+            )
             assert want and tagio.read_tags(p).nom == want, p
         ok = {t.id for t in store.tracks(status="ok")}
         assert ok == present  # no file that is gone still counts as present

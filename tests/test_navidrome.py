@@ -510,6 +510,8 @@ class SubsonicStandIn:
                     "album": "OpenClonk",
                 }
         self.playlists: dict[str, dict[str, Any]] = {}
+        self.plays: dict[str, tuple[int, str]] = {}  # song id -> (playCount, played)
+        self.starred: set[str] = set()
         self.calls: list[str] = []
         self._next = 1
         self.url = ""
@@ -529,6 +531,15 @@ class SubsonicStandIn:
         return web.json_response(
             {"subsonic-response": {"status": "ok", "version": "1.16.1", **body}}
         )
+
+    def _song(self, sid: str) -> dict[str, Any]:
+        """A song with the user's play count, last play and star, as Navidrome reports them."""
+        out = dict(self.songs[sid])
+        if sid in self.plays:
+            out["playCount"], out["played"] = self.plays[sid]
+        if sid in self.starred:
+            out["starred"] = "2024-05-01T10:00:00Z"
+        return out
 
     def _pl(self, pl: dict[str, Any], entries: bool = False) -> dict[str, Any]:
         d = {k: pl[k] for k in ("id", "name", "comment", "owner", "public")}
@@ -560,8 +571,14 @@ class SubsonicStandIn:
             return self._fail(40, "Wrong username or password")
         if endpoint == "ping":
             return self._ok()
+        if endpoint == "getStarred2":
+            return self._ok(starred2={"song": [self._song(s) for s in self.starred]})
         if endpoint == "search3":
             words = re.findall(r"\w+", q.get("query", "").casefold())
+            if not words:  # Navidrome: an empty query pages through the whole library
+                off, n = int(q.get("songOffset", 0)), int(q.get("songCount", 20))
+                every = [self._song(s) for s in sorted(self.songs)]
+                return self._ok(searchResult3={"song": every[off : off + n]})
             hits = []
             for s in self.songs.values():
                 text = " " + " ".join(
@@ -775,3 +792,54 @@ def test_merge_keeps_unrelated_tables_and_drops_stale_nom_tables():
     doc = tomllib.loads(merged)
     assert "nom_mood_gone" not in doc["Tags"] and doc["Tags"]["genre"] == {"Split": [";"]}
     assert tagconfig.merge(merged, empty) == merged
+
+
+# -- listens and the taste playlists ------------------------------------------------------------
+
+
+def test_listens_become_the_agents_and_for_you_is_pushed(
+    agent, subsonic_server, capsys, monkeypatch
+):
+    ra, lib = agent
+    srv = subsonic_server
+    monkeypatch.setenv("NAVIDROME_URL", srv.url)
+    monkeypatch.setenv("NAVIDROME_USER", "alice")
+    monkeypatch.setenv("NAVIDROME_PASSWORD", "s3cret pass")
+    ids = {p.stem: sid for sid, p in srv.by_id_path.items()}
+    srv.plays = {
+        ids["sh01"]: (3, "2024-05-01T20:00:00Z"),
+        ids["sh04"]: (1, "2024-05-02T08:30:00+02:00"),
+    }
+    srv.plays["decoy"] = (2, "2024-05-03T00:00:00Z")  # a song the agent has no file of
+    srv.starred = {ids["sh16"]}
+    assert nd(ra, "listens") == 0
+    out = capsys.readouterr().out
+    assert (
+        "6 new listens (4 matched to the agent's library, 2 not)" in out
+        and "1 starred (1 matched)" in out
+    )
+    with SyncNomarrClient(ra.url, ra.token) as c:
+        page = c.listens("alice", limit=10)
+        by_title = {x.title for x in page.items if x.recording_id}
+        assert by_title == {"Island Dreams", "The Skylands"}
+        # the same counts again: nothing new; two more plays of sh01: two listens, the newest exact
+        assert nd(ra, "listens") == 0
+        assert "0 new listens" in capsys.readouterr().out
+        srv.plays[ids["sh01"]] = (5, "2024-06-01T12:00:00Z")
+        assert nd(ra, "listens", "--as", "alice") == 0
+        assert "2 new listens" in capsys.readouterr().out
+        newest = c.listens("alice", limit=1).items[0]
+        assert newest.ts == 1717243200.0 and not newest.estimated
+        assert c.taste("alice").liked == 3  # sh01, sh04, and the starred sh16
+    # "For you": the agent's recommendations, mapped to Navidrome songs, as a playlist
+    assert nd(ra, "push", "for-you", "-n", "4", "--dry-run") == 0
+    assert "would create" in capsys.readouterr().out and not srv.writes()
+    # "Rediscover": liked (five plays; a star) and not played for 90 days: sh01 and sh16
+    assert nd(ra, "push", "rediscover", "--for", "alice") == 0
+    (red,) = [p for p in srv.playlists.values() if p["name"] == "Rediscover (alice)"]
+    assert set(red["songs"]) == {ids["sh01"], ids["sh16"]}
+    assert nd(ra, "push", "for-you", "-n", "4") == 0
+    (pl,) = [p for p in srv.playlists.values() if p["name"] == "For you (alice)"]
+    assert len(pl["songs"]) == 4 and "decoy" not in pl["songs"]
+    heard = {ids["sh01"], ids["sh04"]}  # played in May 2024: long ago, so allowed back in
+    assert set(pl["songs"]) - heard

@@ -73,7 +73,9 @@ def assert_sound(db: Path, files: list[Path], before: dict[str, str]) -> None:
             t = st.track_by_path(p)
             if t is None or t.status != "ok" or t.recording_id is None:
                 continue
-            want, _ = desired_tags(st.analyses(t.recording_id).values(), th, False)
+            want, _ = desired_tags(
+                st.analyses(t.recording_id).values(), th, False, st.descriptors(t.recording_id)
+            )
             if st.last_write(t.id) is not None:
                 assert tagio.read_tags(p).nom == want, p
 

@@ -60,7 +60,7 @@ DEFAULT_PORT = 8765
 ENV_PREFIX = "NOMARR_"
 WATCH_MODES = ("off", "event", "poll")
 # The config file's tables only group settings for people; keys are looked up by name alone.
-TABLES = ("server", "scan", "watch")
+TABLES = ("server", "scan", "watch", "listening")
 # The short spelling of the library list from before NOMARR_LIBRARIES existed (kept: units use it).
 LIBRARY_ENV = "NOMARR_LIBRARY"
 
@@ -230,6 +230,32 @@ class ServeConfig(BaseSettings):
     )
     console: bool = _setting(
         True, "server", "serve the web console at / (same port and token); false: the API only"
+    )
+    # streaming ingest (docs/ingest.md)
+    ingest_sessions: int = _setting(
+        4, "listening", "streaming-ingest sessions open at once (more: 429)", ge=1
+    )
+    ingest_idle_s: float = _setting(
+        60.0, "listening", "an ingest session with no chunk for this long is dropped", ge=1.0
+    )
+    ingest_max_mb: int = _setting(
+        512, "listening", "raw PCM one ingest session may send (MiB; more: 413, dropped)", ge=1
+    )
+    ingest_min_s: float = _setting(
+        10.0, "listening", "shorter streams are refused at their end (too short to tag)", ge=1.0
+    )
+    # ListenBrainz (docs/listens.md)
+    listenbrainz_sync_s: float = _setting(
+        6 * 3600.0,
+        "listening",
+        "re-sync the users whose ListenBrainz token the agent keeps this often; 0: on request only",
+        ge=0,
+    )
+    listenbrainz_url: str = _setting(
+        "https://api.listenbrainz.org",
+        "listening",
+        "the ListenBrainz API the agent syncs from",
+        pattern=r"^https?://\S+$",
     )
     # watcher
     debounce_s: float = _setting(

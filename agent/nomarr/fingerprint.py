@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from nomarr.audio.pcm import PcmSource
     from nomarr.store import Store
 
 FP_LENGTH_S = 120  # seconds fingerprinted from the start, as fpcalc and AcoustID do
@@ -187,6 +188,27 @@ def fingerprint_lib(path: str, length: int = FP_LENGTH_S) -> Fingerprint:
     except (AudioError, OSError) as e:
         raise FingerprintError(f"chromaprint: {e}") from e
     return feed.result()
+
+
+def fingerprint_pcm(source: PcmSource, length: int = FP_LENGTH_S) -> Fingerprint:
+    """Chromaprint of PCM that came without a file (the streaming-ingest API): libchromaprint fed
+    the first ``length`` seconds as 16-bit mono at the stream's own rate, resampled by
+    Chromaprint itself as ``fpcalc`` has it do for a file; the duration is the whole stream's,
+    as ``fpcalc`` reports it, so the match rule compares like with like."""
+    try:
+        import chromaprint  # pyacoustid's ctypes binding
+    except ImportError as e:  # pragma: no cover
+        raise FingerprintError("pyacoustid is not installed") from e
+    try:
+        fper = chromaprint.Fingerprinter()
+        fper.start(source.rate, 1)
+        fper.feed(source.pcm16(float(length)))
+        values, _ = chromaprint.decode_fingerprint(fper.finish())
+    except (OSError, chromaprint.FingerprintError) as e:
+        raise FingerprintError(f"chromaprint: {e}") from e
+    if not values:
+        raise FingerprintError("chromaprint: audio too short to fingerprint")
+    return Fingerprint(source.duration, np.array(values, dtype=np.int64).astype(np.uint32))
 
 
 def fingerprint(path: str | os.PathLike[str], length: int = FP_LENGTH_S) -> Fingerprint:

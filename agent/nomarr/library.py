@@ -282,15 +282,37 @@ def stored_answer(
     analyses = store.analyses(t.recording_id)
     if not is_current(analyses, want, store.descriptor_provenance(t.recording_id)):
         return None
+    return recording_answer(
+        store,
+        t.recording_id,
+        path=path,
+        filename=os.path.basename(path),
+        duration=t.duration,
+        with_embedding=with_embedding,
+    )
+
+
+def recording_answer(
+    store: Store,
+    rec: int,
+    *,
+    path: str | None,
+    filename: str | None,
+    duration: float | None,
+    with_embedding: bool = False,
+) -> api.AnalyzeResponse:
+    """A recording's stored analyses as an analysis answer (``source="library"``), tiered by
+    the library: a scanned file's, or a streamed recording's that matched a stored one."""
+    analyses = store.analyses(rec)
     th = store.tier_thresholds()
-    tags, _ = desired_tags(analyses.values(), th, False, store.descriptors(t.recording_id))
+    tags, _ = desired_tags(analyses.values(), th, False, store.descriptors(rec))
     models = {
         mid: _model_result(
             a,
             provider=a.provider,
             patches=a.n_patches,
             thresholds=th,
-            embedding=store.embedding(mid, t.recording_id),
+            embedding=store.embedding(mid, rec),
             with_embedding=with_embedding,
             complete=a.complete,
         )
@@ -298,9 +320,9 @@ def stored_answer(
     }
     return api.AnalyzeResponse(
         path=path,
-        filename=os.path.basename(path),
+        filename=filename,
         source="library",
-        duration=t.duration,
+        duration=duration,
         profile=next(iter(analyses.values())).profile if analyses else None,
         models=models,
         tags=tags,

@@ -77,6 +77,7 @@ class Filters:
     keys: list[str] | None = None  # Camelot codes (any notation is normalised on the way in)
     min_energy: float | None = None
     max_energy: float | None = None
+    files_only: bool = False  # leave out recordings known only as a stream
 
     @property
     def needs_descriptors(self) -> bool:
@@ -114,6 +115,8 @@ class Filters:
         desc: dict[str, Any] | None = None,
     ) -> bool:
         """Whether a track passes every filter (``desc``: its recording's descriptor columns)."""
+        if t.kind != "file" and (self.files_only or self.under):
+            return False
         if not self.accepts_descriptors(desc):
             return False
         if self.under:
@@ -151,10 +154,15 @@ def pick_space(store: Store, model: str | None = None) -> str:
     raise QueryError("the library has no embeddings yet: run `nomarr scan` first")
 
 
-def resolve_track(store: Store, ref: str | int) -> Track:
-    """A track by id (an int or digits) or by path."""
+def resolve_track(store: Store, ref: str | int | Track) -> Track:
+    """A track by id (an int or digits) or by path; a :class:`Track` (a stream the caller looked
+    up) is taken as it is."""
     t: Track | None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and not os.path.exists(ref)):
+    if isinstance(ref, Track):
+        t = ref
+    elif isinstance(ref, int) or (
+        isinstance(ref, str) and ref.isdigit() and not os.path.exists(ref)
+    ):
         t = store.track(int(ref))
     else:
         t = store.track_by_path(os.path.abspath(str(ref)))
@@ -187,16 +195,19 @@ def similar_to_vector(
     distinct: bool = False,
     seed_recording: int | None = None,
     exclude_tracks: set[int] | None = None,
+    exclude_streams: set[int] | None = None,
 ) -> list[Hit]:
-    """Nearest files to a vector, filtered; grows ``k`` until ``n`` answers survive the filters."""
+    """Nearest items to a vector (files, and streams for recordings no file holds), filtered;
+    grows ``k`` until ``n`` answers survive the filters."""
     filters = filters or Filters()
     exclude_recordings = exclude_recordings or set()
     exclude_tracks = exclude_tracks or set()
+    exclude_streams = exclude_streams or set()
     k = max(16, 2 * n + 8)
     while True:
         hits = store.knn(model, vector, k)
         recs = [r for r, _ in hits if r not in exclude_recordings]
-        files = store.tracks_of_recordings(recs)
+        files = store.items_of_recordings(recs, files_only=filters.files_only)
         scores = _scores_of(store, recs) if filters.min_scores else {}
         descs = store.descriptor_columns(recs)
         out: list[Hit] = []
@@ -204,9 +215,9 @@ def similar_to_vector(
             if rid in exclude_recordings:
                 continue
             for t in files.get(rid, []):
-                if t.id in exclude_tracks or not filters.accepts(
-                    t, scores.get(rid), descs.get(rid)
-                ):
+                if t.id in exclude_tracks if t.kind == "file" else t.id in exclude_streams:
+                    continue
+                if not filters.accepts(t, scores.get(rid), descs.get(rid)):
                     continue
                 out.append(
                     Hit(
@@ -224,7 +235,7 @@ def similar_to_vector(
 
 def similar(
     store: Store,
-    ref: str | int,
+    ref: str | int | Track,
     n: int = 10,
     *,
     model: str | None = None,
@@ -251,7 +262,8 @@ def similar(
         exclude_recordings=excl,
         distinct=distinct,
         seed_recording=seed.recording_id,
-        exclude_tracks={seed.id},
+        exclude_tracks={seed.id} if seed.kind == "file" else None,
+        exclude_streams={seed.id} if seed.kind == "stream" else None,
     )
     return seed, hits
 
@@ -293,7 +305,7 @@ def mood_playlist(
         for pos, i in enumerate(order):
             if pos % chunk == 0:  # files fetched a chunk at a time: filters may skip many
                 part = [recs[j] for j in order[pos : pos + chunk]]
-                files.update(store.tracks_of_recordings(part))
+                files.update(store.items_of_recordings(part, files_only=filters.files_only))
                 descs.update(store.descriptor_columns(part))
             s = float(col[i])
             if s < min_score or s != s:

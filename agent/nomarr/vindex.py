@@ -6,8 +6,10 @@ matrix per space answers the same question with one BLAS matrix-vector product (
 ``n × dim × 4`` bytes (80 MB at 100k × 200). The database stays the source of truth, and an answer
 is never stale by more than a bound **in time**, whatever the rate of queries:
 
-- every query compares the copy's ``PRAGMA data_version`` with the database's (one cheap pragma on
-  a long-lived connection); equal means the copy is current;
+- every query compares the copy's library version with the database's: ``meta.library_version``,
+  which triggers move when analyses, present files or streams change (not when a listen is
+  stored), read again only when ``PRAGMA data_version`` on a long-lived connection says another
+  connection committed; equal means the copy is current;
 - when another connection has committed since and the copy is cheap to rebuild (its last build
   took at most ``sync_build_s``, 50 ms by default: about 20k × 200-d vectors on a Pi-class CPU),
   the query rebuilds it first and answers from the fresh copy: the very next query after an
@@ -81,16 +83,26 @@ class VectorIndex:
         self._first: dict[Key, threading.Lock] = {}
         self._vlock = threading.Lock()
         self._vdb: Any = None
+        self._dv: int | None = None
+        self._lv = 0
 
     def _version(self) -> int:
-        """``PRAGMA data_version`` of one long-lived connection: it changes exactly when another
-        connection (the scanner) has committed, and costs no table access."""
+        """The library's version (``meta.library_version``, which triggers move whenever
+        analyses, present files or streams change), read again only when ``PRAGMA data_version``
+        of one long-lived connection says another connection has committed: a listen stored
+        commits too, but leaves the copies current."""
         with self._vlock:
             if self._vdb is None:
                 self._vdb = sqlite3.connect(
                     self.db_path, check_same_thread=False, isolation_level=None
                 )
-            return int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
+            dv = int(self._vdb.execute("PRAGMA data_version").fetchone()[0])
+            if dv != self._dv:
+                row = self._vdb.execute(
+                    "SELECT value FROM meta WHERE key = 'library_version'"
+                ).fetchone()
+                self._dv, self._lv = dv, int(row[0]) if row else 0
+            return self._lv
 
     def _build(self, key: Key) -> _Entry | None:
         t0 = time.perf_counter()
@@ -115,20 +127,7 @@ class VectorIndex:
 
     @staticmethod
     def _load_vectors(st: Store, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        name = space_name(model_id)
-        row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        dim = int(row[0])
-        rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        mat = (
-            np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            .reshape(len(rows), dim)
-            .copy()
-        )
-        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
-        return ids, mat
+        return load_vectors(st, model_id)
 
     def _rebuild_async(self, key: Key) -> None:
         with self._lock:
@@ -232,6 +231,12 @@ class VectorIndex:
         idx = idx[np.lexsort((ids[idx], -sims[idx]))]
         return [(int(ids[i]), float(1.0 - sims[i])) for i in idx]
 
+    def matrix(self, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The current copy of one space: (recording ids, unit vectors, one row each), refreshed
+        like the KNN answers. Shared and read-only: callers must not write into it."""
+        got = self._get(("vectors", model_id))
+        return None if got is None or len(got[0]) == 0 else got
+
     def unload_idle(self) -> int:
         """Drop copies unused for ``idle_unload_s``; returns how many were dropped."""
         now = time.monotonic()
@@ -256,3 +261,20 @@ class VectorIndex:
             return {
                 f"{k[0]}:{k[1]}": {"build_s": round(e.build_s, 3)} for k, e in self._entries.items()
             }
+
+
+def load_vectors(st: Store, model_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every vector of one space from the database: (recording ids, unit vectors), or None when
+    the library has no such space."""
+    name = space_name(model_id)
+    row = st.db.execute("SELECT dim FROM spaces WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    dim = int(row[0])
+    rows = st.db.execute(f"SELECT recording_id, embedding FROM {name}").fetchall()
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    mat = (
+        np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim).copy()
+    )
+    mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+    return ids, mat

@@ -3,7 +3,8 @@
 Workers load the models once (in :func:`init_worker`) and then take three kinds of job: the
 scanner's :func:`process_file` (identify a file, decoding it once, or analyse it unless a current
 analysis can be reused) and :func:`infer_job` (the models on an identified file's patches), and
-``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing). Scan jobs
+``POST /analyze``'s :func:`analyze_job` (run the models on one file and touch nothing), and
+``POST /ingest``'s :func:`ingest_job` (the same for PCM that came without a file). Scan jobs
 return a typed :class:`~nomarr.results.WorkerResult`, never exceptions, because an exception that
 cannot be unpickled in the parent makes it declare the whole pool broken. The HTTP layer and the scanner both use this module;
 neither imports the other.
@@ -24,7 +25,7 @@ import numpy as np
 
 from nomarr.fingerprint import match_recording
 from nomarr.library import recording_reusable
-from nomarr.results import FileFacts, ModelOutput, WorkerResult, stat_tuple
+from nomarr.results import FileFacts, ModelOutput, WorkerResult, stat_tuple, to_wire
 from nomarr.stages import Stages
 from nomarr.store import Store
 
@@ -327,6 +328,47 @@ def _failure(out: WorkerResult, e: BaseException) -> WorkerResult:
     else:
         out.error = f"{type(e).__name__}: {e}"
     return out
+
+
+def ingest_job(spool: str, rate: int, name: str, embedding: bool = False) -> dict[str, Any]:
+    """Worker job for ``POST /ingest/{id}/end``: fingerprint the session's PCM (a spool of float32
+    mono samples at ``rate``), and run the models on it unless the fingerprint matches a stored
+    recording whose analyses are reusable. Touches no database (the agent stores the result in
+    one transaction); returns plain data (:func:`~nomarr.results.to_wire`'s fields, the stream's
+    duration and the analysis document)."""
+    from nomarr.audio.pcm import PcmSource
+    from nomarr.fingerprint import FingerprintError, fingerprint_pcm
+
+    src = PcmSource.from_spool(spool, rate, name)
+    out: dict[str, Any] = {"path": name, "duration": src.duration, "match": None}
+    t0 = time.perf_counter()
+    res = WorkerResult(name, "failed")
+    try:
+        try:
+            fp = fingerprint_pcm(src)
+            out["fp"], out["fp_duration"] = fp.values, fp.duration
+            store = _worker_store()
+            out["match"] = match_recording(store, fp) if store is not None else None
+        except FingerprintError as e:
+            out["fp_error"] = str(e)
+        store = _worker_store() if out["match"] is not None else None
+        if store is not None and recording_reusable(store, out["match"], _W["want"]):
+            out.update(kind="reuse", timing={"total": time.perf_counter() - t0})
+            return out
+        fa = _W["analyzer"].analyze(src)
+        _analysed(res, fa)
+        wire = to_wire(res)
+        for k in ("kind", "windows", "results", "warnings", "complete", "decoded_s", "silent"):
+            out[k] = wire[k]
+        out["descriptors"], out["timeline"] = res.descriptors, res.timeline
+        out["timing"] = dict(fa.timing)
+        out["doc"] = fa.to_dict(with_embeddings=embedding)
+        out["doc"]["elapsed_s"] = round(time.perf_counter() - t0, 4)
+        return out
+    except Exception as e:  # noqa: BLE001 - failures are data, as for every job
+        _failure(res, e)
+        reason = (res.error or "failed").removeprefix("vanished during the scan")
+        return {**out, "kind": "failed", "error": f"cannot analyse the audio: {reason or e}"}
 
 
 def _describe(path: str, st0: os.stat_result) -> FileFacts:

@@ -29,6 +29,7 @@ import av
 import numpy as np
 
 from nomarr.audio.decode import (
+    BLOCK_SAMPLES,
     AudioError,
     AudioInfo,
     NativeTap,
@@ -38,6 +39,7 @@ from nomarr.audio.decode import (
     _short,
     resampler,
 )
+from nomarr.audio.pcm import PcmSource
 from nomarr.stages import Stages
 
 
@@ -145,15 +147,25 @@ class FileReader:
         """``native_tap``: fed the continuous read's blocks before the downmix (float32
         [channels, n] at the file's rate), e.g. a loudness meter; windows read by seeking skip it."""
         self.path = os.fspath(path)
-        self.native_tap = native_tap
-        self.stages = stages or Stages()
-        self.model_rate = model_rate
         self.container, self.stream = _open(path)
         try:
-            self.info: AudioInfo = _info(path, self.container, self.stream)
+            info = _info(path, self.container, self.stream)
         except Exception:
             self.container.close()
             raise
+        self._setup(info, model_rate, stages, native_tap)
+
+    def _setup(
+        self,
+        info: AudioInfo,
+        model_rate: int,
+        stages: Stages | None,
+        native_tap: NativeTap | None,
+    ) -> None:
+        self.info: AudioInfo = info
+        self.native_tap = native_tap
+        self.stages = stages or Stages()
+        self.model_rate = model_rate
         self.native_rate = self.info.sample_rate
         self._blocks: Iterator[tuple[int, np.ndarray]] | None = None
         self._rs = resampler(self.native_rate, model_rate)
@@ -175,6 +187,12 @@ class FileReader:
         """Release the decoder (safe to call twice)."""
         self._blocks = None
         self.container.close()
+
+    def _native(
+        self, start: float = 0.0, duration: float | None = None, native: NativeTap | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first sample's index, mono block) at the native rate (see ``_native_blocks``)."""
+        return _native_blocks(self.container, self.stream, self.path, start, duration, native)
 
     def _emit(self, consumers: list[PcmConsumer], native: np.ndarray, native_t: float) -> bool:
         """Resample one native block and hand it to every consumer still listening."""
@@ -207,9 +225,7 @@ class FileReader:
         self._wants = {id(c): True for c in live}
         try:
             if self._blocks is None and not self.ended:
-                self._blocks = _native_blocks(
-                    self.container, self.stream, self.path, native=self.native_tap
-                )
+                self._blocks = self._native(native=self.native_tap)
             while live and not self.ended and (until is None or self.position < until):
                 assert self._blocks is not None
                 t = time.perf_counter()
@@ -246,7 +262,7 @@ class FileReader:
         self._blocks = None
         self._seeked = True
         rs = resampler(self.native_rate, self.model_rate)
-        it = _native_blocks(self.container, self.stream, self.path, start, duration)
+        it = self._native(start, duration)
         try:
             while True:
                 t = time.perf_counter()
@@ -282,3 +298,39 @@ class FileReader:
         )
         for c in consumers:
             c.feed(b)
+
+
+class PcmReader(FileReader):
+    """A :class:`~nomarr.audio.pcm.PcmSource` (audio streamed to the agent without a file) read
+    exactly as a :class:`FileReader` reads a file: the same blocks, the same resampling from the
+    start of the continuous read or of a seeked window, so streamed PCM of a file's decoded
+    samples gives that file's windows, patches and scores."""
+
+    def __init__(
+        self,
+        src: PcmSource,
+        model_rate: int = 16000,
+        stages: Stages | None = None,
+        native_tap: NativeTap | None = None,
+    ) -> None:
+        self.path = src.name
+        self.src = src
+        info = AudioInfo(src.name, "pcm", "pcm_f32le", src.rate, 1, src.duration, None)
+        self._setup(info, model_rate, stages, native_tap)
+
+    def close(self) -> None:
+        self._blocks = None
+
+    def _native(
+        self, start: float = 0.0, duration: float | None = None, native: NativeTap | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        samples, rate = self.src.samples, self.src.rate
+        first = max(0, int(round(start * rate)))
+        stop = samples.shape[0]
+        if duration is not None:
+            stop = min(stop, first + int(np.ceil(duration * rate)))
+        for a in range(first, stop, BLOCK_SAMPLES):
+            block = np.array(samples[a : min(stop, a + BLOCK_SAMPLES)], dtype=np.float32)
+            if native is not None:
+                native(block[None, :])
+            yield a, block

@@ -27,7 +27,8 @@ from nomarr_client.tags import (
 )
 
 from nomarr import analyzers as dsp
-from nomarr.audio.decode import AudioError
+from nomarr.audio.decode import AudioError, load_mono
+from nomarr.audio.pcm import PcmSource
 from nomarr.models.backends import make_backend
 from nomarr.models.clap import (
     DEFAULT_MOODS,
@@ -75,6 +76,16 @@ def _head_spec(m: Manifest) -> HeadSpec:
 def _head_feed(m: Manifest) -> str | None:
     """Which embedder output feeds this head; None: the embedder's [outputs].embedding."""
     return _head_spec(m).embedder_output
+
+
+Source = str | Path | PcmSource  # a file, or PCM that arrived without one (POST /ingest)
+
+
+def _load(src: Source, sr: int, start: float, duration: float | None) -> np.ndarray:
+    """A window of a file or of a :class:`PcmSource` at ``sr`` (what CLAP takes whole)."""
+    if isinstance(src, PcmSource):
+        return src.load(sr, start, duration)
+    return load_mono(src, sr=sr, start=start, duration=duration)
 
 
 def _activate(x: np.ndarray, activation: str) -> np.ndarray:
@@ -427,9 +438,10 @@ class Analyzer:
         plug in here, see :mod:`nomarr.audio.reader`)."""
         return []
 
-    def analyze(self, path: str | Path) -> FileAnalysis:
-        """Analyse one file; raises AudioError for undecodable input."""
-        path = str(path)
+    def analyze(self, path: str | Path | PcmSource) -> FileAnalysis:
+        """Analyse one file, or PCM that came without a file (a :class:`PcmSource`); raises
+        AudioError for undecodable input."""
+        src: str | PcmSource = path if isinstance(path, PcmSource) else str(path)
         t0 = time.perf_counter()
         st = Stages()
         out = _Outputs(self.groups)
@@ -442,7 +454,7 @@ class Analyzer:
                 pending[key] = []
 
         prep = prepare(
-            path,
+            src,
             self.profile,
             list(self.groups),
             sink=sink,
@@ -521,7 +533,7 @@ class Analyzer:
                     results.update(self._collect(lm, out.acc[lm.id], n))
         for lm in self.models.claps():
             with st("inference"):
-                results[lm.id] = self._run_clap(lm, prep.path, prep.windows)
+                results[lm.id] = self._run_clap(lm, prep.pcm or prep.path, prep.windows)
         if not results:
             raise ModelError("no audio model selected")
         coverage = prep.coverage
@@ -593,10 +605,12 @@ class Analyzer:
             hres = head.backend.run({hs.input_name: res[feeds[head.id]]}, [ho.scores])
             acc.setdefault(f"head:{head.id}", []).append(_activate(hres[ho.scores], ho.activation))
 
-    def _run_clap(self, lm: LoadedModel, path: str, windows: list[Window]) -> ModelResult:
+    def _run_clap(self, lm: LoadedModel, path: Source, windows: list[Window]) -> ModelResult:
         """Unit audio vectors over the profile's windows, their mean, and zero-shot moods."""
         enc = ClapAudio(lm.backend, lm.manifest)
-        vecs = np.concatenate([enc.embed_file(path, w.start, w.duration) for w in windows])
+        vecs = np.concatenate(
+            [enc.embed_signal(_load(path, enc.sr, w.start, w.duration)) for w in windows]
+        )
         mean = vecs.mean(axis=0)
         mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
         scores = (

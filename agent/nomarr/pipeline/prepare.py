@@ -25,7 +25,8 @@ import numpy as np
 
 from nomarr.audio.decode import AudioError, AudioInfo, stream_mono
 from nomarr.audio.mel import MelSpec, MelStream, log_mel
-from nomarr.audio.reader import FileReader, HeadBuffer, PcmConsumer
+from nomarr.audio.pcm import PcmSource
+from nomarr.audio.reader import FileReader, HeadBuffer, PcmConsumer, PcmReader
 from nomarr.fingerprint import FP_LENGTH_S, ChromaprintFeed, Fingerprint
 from nomarr.pipeline.level import LevelScaler
 from nomarr.pipeline.profiles import Profile, Window, first_strong_onset, plan_windows
@@ -115,6 +116,7 @@ class Prepared:
     coverage: Coverage = field(default_factory=lambda: Coverage(None))
     starts: dict[FrontKey, list[float]] = field(default_factory=dict)  # each patch's start (s)
     descriptors: TrackDescriptors | None = None  # DSP descriptors, without the models' scores
+    pcm: PcmSource | None = None  # the audio, when it came as PCM without a file (POST /ingest)
 
     @property
     def n_patches(self) -> int:
@@ -276,7 +278,7 @@ def _search_span(profile: Profile, duration: float | None) -> tuple[float, float
 
 
 def prepare(
-    path: str,
+    path: str | PcmSource,
     profile: Profile,
     keys: list[FrontKey],
     *,
@@ -303,7 +305,11 @@ def prepare(
     st = stages if stages is not None else Stages()
     rate = keys[0][0] if keys else 16000
     with st("open"):
-        reader = FileReader(path, model_rate=rate, stages=st)
+        reader = (
+            PcmReader(path, model_rate=rate, stages=st)
+            if isinstance(path, PcmSource)
+            else FileReader(path, model_rate=rate, stages=st)
+        )
     try:
         whole = _search_span(profile, reader.info.duration) is None
         run = describe(whole) if describe is not None and keys else None
@@ -313,6 +319,8 @@ def prepare(
         prep = _prepare(
             reader, profile, keys, fingerprint, decide, sink, max_patches, consumers, st, run
         )
+        if isinstance(path, PcmSource):
+            prep.pcm = path
         if run is not None and not (prep.stopped or prep.too_long):
             with st("descriptors"):
                 prep.descriptors = run.describe(reader.info.duration, whole)
@@ -397,7 +405,7 @@ def _prepare(
         cov.errors.append(reader.error)
     for k in keys:
         if k[0] != reader.model_rate:  # a front end at another rate decodes on its own
-            _other_rate(reader.path, k, prep, out, st, profile.level_norm)
+            _other_rate(reader, k, prep, out, st, profile.level_norm)
     if sink is None:
         for k in keys:
             if kept[k]:
@@ -408,12 +416,17 @@ def _prepare(
 
 
 def _other_rate(
-    path: str, key: FrontKey, prep: Prepared, out: Sink, st: Stages, level: float | None
+    reader: FileReader, key: FrontKey, prep: Prepared, out: Sink, st: Stages, level: float | None
 ) -> None:
     fronts = _Fronts([key], prep, out, st, level)
     for w in prep.windows:
         fronts.open(w.start)
-        for block in _timed(stream_mono(path, sr=key[0], start=w.start, duration=w.duration), st):
+        blocks = (
+            reader.src.stream(key[0], w.start, w.duration)
+            if isinstance(reader, PcmReader)
+            else stream_mono(reader.path, sr=key[0], start=w.start, duration=w.duration)
+        )
+        for block in _timed(blocks, st):
             fronts.push(block)
         fronts.close()
 

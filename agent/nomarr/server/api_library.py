@@ -61,6 +61,7 @@ def parse_filters(agent: Agent, f: api.Filters | None) -> query.Filters | None:
         keys=camelot_keys(f.keys),
         min_energy=f.min_energy,
         max_energy=f.max_energy,
+        files_only=f.files_only,
     )
 
 
@@ -207,7 +208,9 @@ async def similar(request: web.Request) -> api.HitList:
     agent = agent_of(request)
     req: api.SimilarRequest = await json_body(request, api.SimilarRequest)
     filters = parse_filters(agent, req.filters)
-    seed = seed_of(agent, req.track_id, req.path) if req.vector is None else None
+    seed: Any = None
+    if req.track_id is not None or req.path is not None:
+        seed = seed_of(agent, req.track_id, req.path)
 
     def work() -> api.HitList:
         check_labels(agent.store(), filters)
@@ -227,10 +230,15 @@ async def similar(request: web.Request) -> api.HitList:
                 st, vec, space, req.limit, filters=filters, distinct=req.distinct
             )
             return api.HitList(model=space, items=hit_models(hits))
-        assert seed is not None
+        ref = seed
+        if req.stream_id is not None:
+            ref = st.stream(req.stream_id) if req.stream_id <= 2**63 - 1 else None
+            if ref is None:
+                raise ApiError(404, "not-found", f"no stream {req.stream_id}")
+        assert ref is not None
         space = query.pick_space(st, req.model)
         seed_track, hits = query.similar(
-            st, seed, req.limit, model=space, filters=filters, distinct=req.distinct
+            st, ref, req.limit, model=space, filters=filters, distinct=req.distinct
         )
         return api.HitList(model=space, seed=track_model(seed_track), items=hit_models(hits))
 

@@ -60,13 +60,16 @@ class Route:
     # a route answering something other than JSON: its media types (the OpenAPI document lists
     # them as binary, and JSON for the errors)
     media: tuple[str, ...] = ()
+    raw_body: bool = False  # the body is bytes (an export file, PCM), not a JSON model
 
 
-def query_param(name: str, typ: str, desc: str, **schema: Any) -> dict[str, Any]:
+def query_param(
+    name: str, typ: str, desc: str, *, required: bool = False, **schema: Any
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
-        "required": False,
+        "required": required,
         "description": desc,
         "schema": {"type": typ, **schema},
     }
@@ -80,20 +83,14 @@ def agent_of(request: web.Request) -> Agent:
     return request.app[AGENT_KEY]
 
 
-async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
+async def json_body(
+    request: web.Request, model: type[BaseModel], *, limit_kb: int | None = None
+) -> Any:
+    """The body parsed into ``model``; at most ``max_json_kb`` KiB (or ``limit_kb``: batches of
+    listens and counters are larger than any query)."""
     agent = agent_of(request)
-    limit = agent.cfg.max_json_kb * 1024
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
-    # read(n) answers with whatever has arrived: a body sent in pieces needs reading to the end
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "too-large", f"request body over {agent.cfg.max_json_kb} KiB")
-    raw = b"".join(parts)
+    kb = max(agent.cfg.max_json_kb, limit_kb or 0)
+    raw = await read_body(request, kb * 1024, f"request body over {kb} KiB")
     if not json_depth_ok(raw):
         raise ApiError(
             400, "bad-request", f"body is nested more than {MAX_JSON_DEPTH} arrays/objects deep"
@@ -113,6 +110,23 @@ async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
         raise ApiError(400, "bad-request", "body is nested too deeply") from None
     except ValidationError as e:
         raise ApiError(400, "bad-request", validation_message(e), error_details(e)) from None
+
+
+async def read_body(request: web.Request, limit: int, too_large: str) -> bytes:
+    """The whole body, refused with 413 past ``limit`` bytes. (``StreamReader.read(n)`` returns
+    what has arrived so far, which for a large body is only its first part.)"""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too-large", too_large)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too-large", too_large)
+        parts.append(chunk)
 
 
 def error_details(e: ValidationError) -> list[dict[str, Any]]:

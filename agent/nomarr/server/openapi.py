@@ -7,6 +7,7 @@ enforces.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from nomarr_client import models as api
@@ -23,6 +24,8 @@ _ERRORS = {
     "413": "request body or upload too large",
     "415": "upload without a known audio file extension",
     "422": "well-formed but cannot be answered (no embeddings yet, undecodable audio…)",
+    "429": "too many ingest sessions open",
+    "502": "an upstream service (a model download, ListenBrainz) failed",
 }
 
 
@@ -104,9 +107,11 @@ def _operation(r: Any) -> dict[str, Any]:
         for code, desc in _ERRORS.items():
             op["responses"][code] = {"description": desc, "content": _json_ref("ErrorResponse")}
     params = list(r.query)
-    if "{id}" in r.path:
-        kind = "integer" if r.path.startswith("/tracks") else "string"
-        params.insert(0, {"name": "id", "in": "path", "required": True, "schema": {"type": kind}})
+    for i, name in enumerate(re.findall(r"\{(\w+)\}", r.path)):
+        kind = (
+            "integer" if name == "id" and r.path.startswith(("/tracks", "/streams")) else "string"
+        )
+        params.insert(i, {"name": name, "in": "path", "required": True, "schema": {"type": kind}})
     if params:
         op["parameters"] = params
     if r.request is not None:
@@ -118,6 +123,12 @@ def _operation(r: Any) -> dict[str, Any]:
                 "schema": {"type": "object", "required": ["file"], "properties": {"file": binary}}
             }
         op["requestBody"] = {"required": True, "content": content}
+    elif r.raw_body:
+        binary = {"type": "string", "format": "binary"}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": binary}},
+        }
     return op
 
 

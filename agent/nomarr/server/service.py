@@ -4,8 +4,10 @@ the vector index and the zeroconf announcement, with the HTTP API (``nomarr.serv
 Why one scanner thread fed by a queue: the watcher, the poll schedule and ``POST /scan`` all ask for
 rescans of paths at unpredictable moments; merging them into batches keeps a burst of 500 copied
 files one scan (one process pool, one calibration) instead of 500, and a single writer is what
-SQLite wants anyway. The API never writes to the database: it reads through per-thread
-connections, which WAL lets run alongside the scanner.
+SQLite wants anyway. The API reads through per-thread connections, which WAL lets run alongside
+the scanner; what it writes (listens, favourites, streamed recordings, taste profiles) goes
+through :meth:`Agent.write`, one writer at a time, and waits its turn with the scanner on
+SQLite's own lock.
 """
 
 from __future__ import annotations
@@ -129,6 +131,23 @@ class Agent:
             cfg.worker_count(), Scanner.worker_initargs(self.scan_opts, self.db_path, self.want)
         )
         self.index = VectorIndex(self.db_path, idle_unload_s=max(cfg.idle_unload_s, 60.0))
+        from nomarr.ingest.sessions import Limits, Sessions
+        from nomarr.listens.match import Matcher
+        from nomarr.taste.recommend import Taste
+
+        self.matcher = Matcher()
+        self.taste = Taste()
+        self.write_lock = threading.Lock()
+        self.ingest = Sessions(
+            paths.cache_dir() / "ingest",
+            Limits(
+                sessions=cfg.ingest_sessions,
+                idle_s=cfg.ingest_idle_s,
+                max_bytes=cfg.ingest_max_mb * 1024 * 1024,
+                min_seconds=cfg.ingest_min_s,
+            ),
+        )
+        self.syncing: set[str] = set()  # users whose ListenBrainz sync runs now
         self.queue = ScanQueue()
         self.cancel = threading.Event()
         self.scanning: str | None = None
@@ -166,6 +185,17 @@ class Agent:
             with self._stores_lock:
                 self._stores.append(s)
         return s
+
+    def write(self, fn: Callable[[Store], Any]) -> Any:
+        """Run ``fn`` with this thread's connection as the API's one writer (call off the loop)."""
+        with self.write_lock:
+            return fn(self.store())
+
+    def rematch(self) -> int:
+        """Match the stored listens no recording matched yet (after a scan or an ingest)."""
+        from nomarr.listens.match import rematch
+
+        return int(self.write(lambda st: rematch(st, self.matcher)))
 
     # -- path confinement ------------------------------------------------------------------------
 
@@ -351,6 +381,7 @@ class Agent:
             specs, self.submit, debounce_s=self.cfg.debounce_s, settle_s=self.cfg.settle_s
         )
         await self.watcher.start()
+        self.on_scan_done.append(self._rematch_after_scan)
         if self.cfg.scan_on_start and self.roots:
             self.submit(list(self.roots), "start")
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="nomarr-housekeeping"))
@@ -378,10 +409,24 @@ class Agent:
             )
             self.announcer = None
 
+    def _rematch_after_scan(self, summary: dict[str, Any]) -> None:
+        """A scan that added files may hold recordings stored listens are of."""
+        if summary.get("analysed") or summary.get("reused") or summary.get("moved"):
+            n = self.rematch()
+            if n:
+                log.info("listens matched after the scan", extra={"matched": n})
+
     async def _housekeeping(self) -> None:
-        """Idle unload: worker processes (and their models) and the vector copies go when unused."""
+        """Idle unload: worker processes (and their models) and the vector copies go when unused;
+        idle ingest sessions expire; remembered ListenBrainz users are synced when due."""
         while True:
             await asyncio.sleep(min(10.0, max(0.5, self.cfg.idle_unload_s / 4)))
+            try:
+                if self.ingest.expire():
+                    log.info("idle ingest sessions dropped")
+                await self._sync_due()
+            except Exception:
+                log.exception("housekeeping (ingest, sync) failed")
             try:
                 if (
                     self.pool.loaded
@@ -425,6 +470,7 @@ class Agent:
                     "scan still running at shutdown; abandoning it (files are written atomically)"
                 )
         await asyncio.to_thread(self.pool.shutdown, True)
+        self.ingest.close()
         self.index.close()
         with self._stores_lock:
             for s in self._stores:
@@ -433,6 +479,27 @@ class Agent:
                 except Exception:
                     pass
             self._stores.clear()
+
+    async def _sync_due(self) -> None:
+        """Start the ListenBrainz syncs that are due (users who asked the agent to remember)."""
+        every = self.cfg.listenbrainz_sync_s
+        if every <= 0:
+            return
+        from nomarr.server.api_listens import run_sync
+
+        due = await asyncio.to_thread(
+            lambda: [
+                u
+                for u, src, st, _ in self.store().sources()
+                if src == "listenbrainz"
+                and st.get("remember")
+                and time.time() - float(st.get("synced", 0)) >= every
+            ]
+        )
+        self._tasks = [t for t in self._tasks if not t.done()]
+        for user in due:
+            if user not in self.syncing:
+                self._tasks.append(asyncio.create_task(run_sync(self, user, None)))
 
     # -- status ----------------------------------------------------------------------------------
 

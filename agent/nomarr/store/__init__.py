@@ -27,8 +27,10 @@ from nomarr.store.db import (
     sqlite3,
 )
 from nomarr.store.descriptors import DSP_ID, DescriptorsMixin
+from nomarr.store.listens import Listen, ListenArrays, ListensMixin
 from nomarr.store.recordings import RecordingsMixin
 from nomarr.store.shared import SharedMixin, SharedRecord
+from nomarr.store.streams import StreamsMixin
 from nomarr.store.tracks import Track, TracksMixin
 from nomarr.store.writes import WritesMixin
 
@@ -36,6 +38,8 @@ __all__ = [
     "DSP_ID",
     "SCHEMA_VERSION",
     "Analysis",
+    "Listen",
+    "ListenArrays",
     "Store",
     "StoreError",
     "SharedRecord",
@@ -49,18 +53,20 @@ __all__ = [
 
 class Store(
     DescriptorsMixin,
+    StreamsMixin,
     TracksMixin,
     RecordingsMixin,
     AnalysesMixin,
     WritesMixin,
     SharedMixin,
     BrowseMixin,
+    ListensMixin,
     Database,
 ):
     """A connection to one library database. Not shared between threads: open one per thread.
 
     One class per table family (``store/tracks.py``, ``recordings.py``, ``analyses.py``,
-    ``writes.py``, ``shared.py``, ``descriptors.py``) over one connection (``store/db.py``); a
-    new feature adds its mixin here and its
-    named migration to ``store/schema.py``.
+    ``writes.py``, ``shared.py``, ``descriptors.py``, ``browse.py``, ``listens.py``,
+    ``streams.py``) over one connection (``store/db.py``); a new feature adds its mixin here and
+    its named migration to ``store/schema.py``.
     """

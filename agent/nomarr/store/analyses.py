@@ -151,13 +151,15 @@ class AnalysesMixin(Database):
     def label_scores(self, model_id: str) -> tuple[list[str], np.ndarray, list[int]]:
         """All stored scores of one model as a matrix: (labels, [n recordings, n labels], recording ids).
 
-        Used for tier calibration and mood playlists; recordings with no present file are left out.
+        Used for tier calibration and mood playlists; recordings with neither a present file nor
+        a stream are left out.
         """
         if self.vector_index is not None:  # the agent's in-memory copy
             return self.vector_index.label_scores(model_id)  # type: ignore[no-any-return]
         rows = self.db.execute(
-            "SELECT recording_id, scores FROM analyses WHERE model_id = ? AND recording_id IN "
-            "(SELECT recording_id FROM tracks WHERE status = 'ok')",
+            "SELECT recording_id, scores FROM analyses WHERE model_id = ? AND (recording_id IN "
+            "(SELECT recording_id FROM tracks WHERE status = 'ok') OR recording_id IN "
+            "(SELECT recording_id FROM streams))",
             (model_id,),
         ).fetchall()
         if not rows:

@@ -215,3 +215,19 @@ class Database:
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _statements(sql: str) -> list[str]:
+    """A migration's statements, split at the semicolons that end one (a trigger's body holds
+    semicolons of its own: ``sqlite3.complete_statement`` tells them apart)."""
+    out: list[str] = []
+    buf = ""
+    for part in sql.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \n\t;"):
+        out.append(buf)
+    return out

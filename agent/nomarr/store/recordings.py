@@ -53,14 +53,22 @@ class RecordingsMixin(Database):
         return rank_candidates(self.db, "fp_index", "recording_id", keys, min_shared, limit)
 
     def recording_fingerprints(self, rec_id: int) -> list[np.ndarray]:
-        """Fingerprints of files already assigned to a recording (any status)."""
-        return [
+        """Fingerprints of files (any status) and streams already assigned to a recording."""
+        files = [
             np.frombuffer(r[0], dtype="<u4")
             for r in self.db.execute(
                 "SELECT fingerprint FROM tracks WHERE recording_id = ? AND fingerprint IS NOT NULL LIMIT 3",
                 (rec_id,),
             )
         ]
+        if len(files) >= 3:
+            return files
+        streams = self.db.execute(
+            "SELECT fingerprint FROM streams WHERE recording_id = ? AND fingerprint IS NOT NULL "
+            "LIMIT 3",
+            (rec_id,),
+        )
+        return files + [np.frombuffer(r[0], dtype="<u4") for r in streams]
 
     def recording_exists(self, rec_id: int) -> bool:
         """Whether a recording is still stored (another file's scan may have collected it)."""
@@ -78,11 +86,13 @@ class RecordingsMixin(Database):
         return None if row is None else float(row[0] or 0.0)
 
     def gc_recordings(self) -> int:
-        """Drop recordings no file points to any more (their analyses and vectors go with them)."""
+        """Drop recordings no file and no stream points to any more (their analyses and vectors
+        go with them). A streamed recording has no file by design: its stream row keeps it."""
         orphans = [
             r[0]
             for r in self.db.execute(
-                "SELECT id FROM recordings WHERE id NOT IN (SELECT recording_id FROM tracks WHERE recording_id IS NOT NULL)"
+                "SELECT id FROM recordings WHERE id NOT IN (SELECT recording_id FROM tracks WHERE recording_id IS NOT NULL) "
+                "AND id NOT IN (SELECT recording_id FROM streams)"
             )
         ]
         for rid in orphans:

@@ -171,6 +171,133 @@ MIGRATIONS: list[tuple[str, str]] = [
     ALTER TABLE writes ADD COLUMN std TEXT;
     """,
     ),
+    (
+        "0100-listens",
+        # What people listen to (docs/listens.md). ``user`` is the user id as the source names it;
+        # ``dedup`` makes a replayed import add nothing. The external ids stay beside the match so
+        # a listen of a recording the library gains later is matched then (``recording_id`` is set
+        # NULL when its recording is collected, and matched again on the next pass).
+        """
+    CREATE TABLE listens (
+        id INTEGER PRIMARY KEY,
+        user TEXT NOT NULL,
+        ts REAL NOT NULL,
+        source TEXT NOT NULL,
+        dedup TEXT NOT NULL,
+        recording_id INTEGER REFERENCES recordings(id) ON DELETE SET NULL,
+        match TEXT,
+        mb_recording TEXT, isrc TEXT, provider_id TEXT,
+        artist TEXT, title TEXT, album TEXT, duration REAL,
+        seconds REAL,
+        outcome TEXT NOT NULL,
+        estimated INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (user, dedup)
+    );
+    CREATE INDEX listens_user_ts ON listens(user, ts);
+    CREATE INDEX listens_recording ON listens(recording_id);
+    CREATE TABLE favourites (
+        user TEXT NOT NULL,
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        recording_id INTEGER REFERENCES recordings(id) ON DELETE SET NULL,
+        match TEXT,
+        mb_recording TEXT, isrc TEXT, provider_id TEXT,
+        artist TEXT, title TEXT, album TEXT, duration REAL,
+        score INTEGER NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (user, source, key)
+    );
+    CREATE INDEX favourites_recording ON favourites(recording_id);
+    CREATE TABLE play_counters (
+        user TEXT NOT NULL,
+        source TEXT NOT NULL,
+        item TEXT NOT NULL,
+        plays INTEGER NOT NULL,
+        skips INTEGER NOT NULL,
+        last_played REAL,
+        PRIMARY KEY (user, source, item)
+    ) WITHOUT ROWID;
+    CREATE TABLE listen_sources (
+        user TEXT NOT NULL,
+        source TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (user, source)
+    );
+    CREATE TABLE taste_profiles (
+        user TEXT NOT NULL,
+        space TEXT NOT NULL,
+        version TEXT NOT NULL,
+        profile BLOB NOT NULL,
+        computed REAL NOT NULL,
+        PRIMARY KEY (user, space)
+    );
+    CREATE TABLE listen_versions (
+        user TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        rewrites INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+    ),
+    (
+        "0101-streams",
+        # Recordings heard as a stream (the streaming-ingest API) that no library file holds: their
+        # identity (external ids and the PCM's Chromaprint) lives here, and a recording a stream
+        # row points to is not collected when no file points to it (docs/ingest.md).
+        """
+    CREATE TABLE streams (
+        id INTEGER PRIMARY KEY,
+        recording_id INTEGER NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+        provider TEXT,
+        provider_id TEXT,
+        mb_recording TEXT,
+        isrc TEXT,
+        title TEXT, artist TEXT, album TEXT,
+        duration REAL,
+        sample_rate INTEGER,
+        channels INTEGER,
+        fingerprint BLOB,
+        created REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX streams_provider ON streams(provider, provider_id)
+        WHERE provider_id IS NOT NULL;
+    CREATE INDEX streams_recording ON streams(recording_id);
+    CREATE INDEX streams_mbid ON streams(mb_recording);
+    CREATE INDEX streams_isrc ON streams(isrc)
+    """,
+    ),
+    (
+        "0102-library-version",
+        # A counter that moves only when what answers are made of moves (analyses and their
+        # vectors, which files are present for which recording, streams), kept by triggers. The
+        # in-memory vector copies follow it instead of SQLite's data_version, which also moves for
+        # every listen stored: with listens arriving per track played, each would otherwise cost
+        # a rebuild of the copies (seconds at 100k tracks) before the next answer.
+        """
+    CREATE TRIGGER library_version_analyses_insert AFTER INSERT ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_analyses_update AFTER UPDATE ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_analyses_delete AFTER DELETE ON analyses
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_insert AFTER INSERT ON tracks
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_delete AFTER DELETE ON tracks
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_tracks_update AFTER UPDATE ON tracks
+    WHEN OLD.status IS NOT NEW.status OR OLD.recording_id IS NOT NEW.recording_id
+        OR OLD.title IS NOT NEW.title OR OLD.artist IS NOT NEW.artist
+        OR OLD.duration IS NOT NEW.duration OR OLD.mb_recording IS NOT NEW.mb_recording
+        OR OLD.isrc IS NOT NEW.isrc OR OLD.path IS NOT NEW.path
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_insert AFTER INSERT ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_update AFTER UPDATE ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END;
+    CREATE TRIGGER library_version_streams_delete AFTER DELETE ON streams
+    BEGIN INSERT INTO meta (key, value) VALUES ('library_version', '1') ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1; END
+    """,
+    ),
 ]
 
 # The web console's library table: full-text search over title, artist, album and path (prefix

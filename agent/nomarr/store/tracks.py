@@ -36,9 +36,16 @@ class Track:
     album: str | None = None
     mb_recording: str | None = None
     isrc: str | None = None
+    # "file", or "stream": a recording heard through the streaming-ingest API that no library
+    # file holds (``id`` is then the stream's id and ``path`` is empty; ``stream`` says what it is)
+    kind: str = "file"
+    stream: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the API and ``--json`` outputs)."""
+        extra: dict[str, Any] = {}
+        if self.kind != "file":
+            extra = {"kind": self.kind, "stream": self.stream}
         return {
             "id": self.id,
             "path": self.path,
@@ -54,7 +61,7 @@ class Track:
             "album": self.album,
             "mb_recording": self.mb_recording,
             "isrc": self.isrc,
-        }
+        } | extra
 
 
 _TRACK_COLS = (

@@ -161,6 +161,7 @@ class NomarrPlugin(BeetsPlugin):
                 "discovery_timeout": 3,
                 "limit": 20,  # default -n for similar and playlists
                 "scan_imports": True,  # ask the agent to index imported files that lie in its roots
+                "user": "",  # the agent's user id for nomarr-listens / nomarr-foryou (default: login)
             }
         )
         self.config["token"].redact = True
@@ -615,7 +616,9 @@ class NomarrPlugin(BeetsPlugin):
         playlist.parser.add_option("-o", "--output", help="write an M3U playlist to this file")
         playlist.parser.add_format_option()
         playlist.func = self._cmd_playlist
-        return [analyse, similar, playlist]
+        from beetsplug._nomarr_listening import foryou_command, listens_command
+
+        return [analyse, similar, playlist, listens_command(self), foryou_command(self)]
 
     def _cmd_analyse(self, lib: Library, opts: optparse.Values, args: list[str]) -> None:
         write = self.config["write"].get(bool) if opts.write is None else opts.write

@@ -49,6 +49,7 @@ from pydantic_core import PydanticSerializationError
 from yarl import URL
 
 from . import models as api
+from .listening import ListeningMixin
 
 log = logging.getLogger("nomarr.client")
 
@@ -224,7 +225,7 @@ class _Retry(enum.Enum):
 # -- the async client ---------------------------------------------------------------------------
 
 
-class NomarrClient:
+class NomarrClient(ListeningMixin):
     """Async client for one agent. Use ``async with NomarrClient(url, token) as c: ...``.
 
     ``timeout`` bounds a whole request (seconds); ``connect_timeout`` just the TCP connect, so a
@@ -349,10 +350,12 @@ class NomarrClient:
         params: Sequence[tuple[str, str]] | None = None,
         retry: _Retry = _Retry.QUERY,
         upload: str | None = None,
+        raw: bytes | None = None,
         long: bool = False,
     ) -> M:
-        """One API call with retries; ``upload`` is a local file streamed as the body, ``long``
-        picks ``long_timeout`` (analysis, uploads, downloads)."""
+        """One API call with retries; ``upload`` is a local file streamed as the body, ``raw``
+        bytes sent as the body (PCM), ``long`` picks ``long_timeout`` (analysis, uploads,
+        downloads)."""
         session = self._get_session()
         url = self._url(path + (f"?{_query(params)}" if params else ""))
         params = None  # in the URL, percent-encoded byte for byte (see _query)
@@ -364,6 +367,9 @@ class NomarrClient:
             data = _json_body(body)
             headers["Content-Type"] = "application/json"
         elif upload is not None:
+            headers["Content-Type"] = _UPLOAD_TYPE
+        elif raw is not None:
+            data = raw
             headers["Content-Type"] = _UPLOAD_TYPE
         total = self.long_timeout if long else self.timeout
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=self.connect_timeout)
@@ -608,8 +614,10 @@ class NomarrClient:
         limit: int = 10,
         distinct: bool = False,
         filters: api.Filters | Mapping[str, Any] | None = None,
+        stream_id: int | None = None,
     ) -> api.HitList:
-        """Nearest tracks to a track (id or path) or a raw embedding (``vector`` with ``model``)."""
+        """Nearest tracks to a track (id or path), a streamed recording (``stream_id``) or a raw
+        embedding (``vector`` with ``model``)."""
         if vector is not None and not all(math.isfinite(x) for x in vector):
             # JSON has no NaN: it would go out as null and come back as a puzzling "not a number"
             raise BadRequest(None, "bad-request", "vector must be finite (no NaN or infinity)")
@@ -622,6 +630,7 @@ class NomarrClient:
             limit=limit,
             distinct=distinct,
             filters=filters,
+            stream_id=stream_id,
         )
         return await self._request("POST", "/similar", api.HitList, body=req)
 
@@ -1031,6 +1040,24 @@ class SyncNomarrClient:
     analyze_file = _sync(NomarrClient.analyze_file)
     models = _sync(NomarrClient.models)
     pull_model = _sync(NomarrClient.pull_model)
+    users = _sync(NomarrClient.users)
+    add_listens = _sync(NomarrClient.add_listens)
+    listens = _sync(NomarrClient.listens)
+    import_listenbrainz = _sync(NomarrClient.import_listenbrainz)
+    sync_listenbrainz = _sync(NomarrClient.sync_listenbrainz)
+    post_counters = _sync(NomarrClient.post_counters)
+    post_favourites = _sync(NomarrClient.post_favourites)
+    taste = _sync(NomarrClient.taste)
+    recommendations = _sync(NomarrClient.recommendations)
+    trends = _sync(NomarrClient.trends)
+    export_user = _sync(NomarrClient.export_user)
+    delete_user = _sync(NomarrClient.delete_user)
+    ingest_start = _sync(NomarrClient.ingest_start)
+    ingest_chunk = _sync(NomarrClient.ingest_chunk)
+    ingest_end = _sync(NomarrClient.ingest_end)
+    ingest_abort = _sync(NomarrClient.ingest_abort)
+    stream = _sync(NomarrClient.stream)
+    lookup_recording = _sync(NomarrClient.lookup_recording)
 
     def iter_tracks(
         self, status: str = "ok", under: str | Sequence[str] | None = None, page_size: int = 500

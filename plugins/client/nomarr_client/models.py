@@ -165,8 +165,22 @@ class Status(_Response):
 # -- tracks -------------------------------------------------------------------------------------
 
 
+class StreamInfo(_Response):
+    """What a streamed recording is (``kind == "stream"`` items): the provider's item it was heard
+    as through ``POST /ingest``."""
+
+    id: int
+    provider: str | None = None
+    provider_id: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    created: float | None = None
+
+
 class Track(_Response):
-    """One file the agent knows."""
+    """One file the agent knows — or, with ``kind == "stream"``, a recording it heard through the
+    streaming-ingest API and holds no file of (``id`` is then the stream's id, ``path`` is empty
+    and ``stream`` says which provider item it is)."""
 
     id: int
     path: str
@@ -186,6 +200,8 @@ class Track(_Response):
     key: str | None = Field(default=None, description="key in ID3v2.4 notation (Am, F#)")
     camelot: str | None = Field(default=None, description="key in Camelot notation (8A)")
     energy: float | None = Field(default=None, description="energy 0..1 (docs/descriptors.md)")
+    kind: Literal["file", "stream"] = "file"
+    stream: StreamInfo | None = None
 
 
 class ModelScores(_Response):
@@ -266,6 +282,11 @@ class Filters(_Request):
     )
     min_energy: float | None = Field(default=None, ge=0, le=1)
     max_energy: float | None = Field(default=None, ge=0, le=1)
+    files_only: bool = Field(
+        default=False,
+        description="only library files: leave out recordings known only as a stream (hosts "
+        "that can play files only, such as beets and Navidrome, set this)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Filters:
@@ -299,8 +320,11 @@ class _Seed(_Request):
 
 
 class SimilarRequest(_Seed):
-    """``POST /similar``: nearest tracks to a track or a raw embedding."""
+    """``POST /similar``: nearest tracks to a track, a streamed recording or a raw embedding."""
 
+    stream_id: int | None = Field(
+        default=None, ge=1, description="seed: a streamed recording (POST /ingest)"
+    )
     vector: list[float] | None = Field(default=None, min_length=1, max_length=MAX_VECTOR_DIM)
     model: str | None = Field(
         default=None,
@@ -313,7 +337,9 @@ class SimilarRequest(_Seed):
 
     @model_validator(mode="after")
     def _check(self) -> SimilarRequest:
-        self._one_seed(self.vector)
+        given = sum(x is not None for x in (self.track_id, self.path, self.vector, self.stream_id))
+        if given != 1:
+            raise ValueError("give exactly one of track_id, path, stream_id, vector")
         if self.vector is not None and self.model is None:
             raise ValueError("a vector query needs model (the embedding space it belongs to)")
         return self
@@ -704,3 +730,365 @@ class ScanRequest(_Request):
 class ScanQueued(_Response):
     queued: int = Field(description="paths queued")
     pending: int
+
+
+# -- listens (docs/listens.md) --------------------------------------------------------------------
+
+MAX_USER = 200
+MAX_LISTENS = 5000
+MAX_COUNTERS = 5000
+MAX_FAVOURITES = 50000
+OUTCOMES = ("completed", "played", "skipped")
+
+
+class Identity(_Request):
+    """What a listen, a favourite or a stream is of: whatever the source knows. The agent matches
+    it to a library recording (docs/listens.md, "The match rule")."""
+
+    track_id: int | None = Field(default=None, ge=1, description="the agent's track id")
+    stream_id: int | None = Field(default=None, ge=1, description="the agent's stream id")
+    mbid: str | None = Field(default=None, max_length=64, description="MusicBrainz recording id")
+    isrc: str | None = Field(default=None, max_length=32)
+    provider_id: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="the source's own item id or URI (e.g. Music Assistant's spotify://track/…)",
+    )
+    artist: str | None = Field(default=None, max_length=1000)
+    title: str | None = Field(default=None, max_length=1000)
+    album: str | None = Field(default=None, max_length=1000)
+    duration: float | None = Field(default=None, gt=0, le=86400, description="seconds")
+
+
+class ListenItem(Identity):
+    """One listen."""
+
+    ts: float = Field(gt=0, lt=32503680000, description="when it was played (unix seconds)")
+    outcome: Literal["completed", "played", "skipped"] | None = Field(
+        default=None,
+        description="omitted: decided from seconds (completed after half the track or 4 min, "
+        "skipped under 30 s)",
+    )
+    seconds: float | None = Field(default=None, ge=0, le=86400, description="seconds played")
+    id: str | None = Field(
+        default=None,
+        max_length=300,
+        description="the source's id of this listen; sending the same id twice stores it once "
+        "(default: source, second and what was played)",
+    )
+
+
+class ListensRequest(_Request):
+    """``POST /users/{user}/listens``."""
+
+    source: str = Field(default="api", min_length=1, max_length=64)
+    listens: list[ListenItem] = Field(min_length=1, max_length=MAX_LISTENS)
+
+
+class ImportResult(_Response):
+    """What an import or sync stored."""
+
+    received: int
+    added: int
+    duplicates: int = Field(description="already stored (replays add nothing)")
+    invalid: int = 0
+    matched: int = Field(description="added listens matched to a library recording")
+    unmatched: int = Field(description="added listens kept with their ids, not (yet) matched")
+    by_rule: dict[str, int] = Field(
+        default_factory=dict, description="matched listens per match rule"
+    )
+    favourites: int = 0
+    errors: list[str] = Field(default_factory=list, description="the first unreadable entries")
+    username: str | None = Field(default=None, description="the export's ListenBrainz user")
+
+
+class ListenBrainzSync(_Request):
+    """``POST /users/{user}/listenbrainz/sync``: fetch new listens from the ListenBrainz API (the
+    agent's ``listenbrainz_url`` setting, https://api.listenbrainz.org by default)."""
+
+    lb_user: str | None = Field(
+        default=None, max_length=MAX_USER, description="ListenBrainz user name (default: user)"
+    )
+    token: str | None = Field(
+        default=None, max_length=200, description="the user's ListenBrainz token"
+    )
+    max_pages: int = Field(default=1000, ge=1, le=100000, description="of 1000 listens each")
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenBrainzSync:
+        # the token travels in a header: visible ASCII only (a CR/LF would be header injection)
+        if self.token is not None and not all(33 <= ord(c) < 127 for c in self.token):
+            raise ValueError("token must be printable ASCII without spaces")
+        return self
+
+    remember: bool = Field(
+        default=False,
+        description="keep the token on the agent: it then syncs by itself every "
+        "listenbrainz_sync_s, and a POST with no body syncs again",
+    )
+
+
+class SyncResult(ImportResult):
+    """``POST /users/{user}/listenbrainz/sync``."""
+
+    pages: int
+    fetched: int
+    waited_s: float = Field(description="seconds slept because the API's rate limit asked")
+    cursor: float | None = Field(
+        default=None, description="listens up to this time are stored; the next sync starts here"
+    )
+    complete: bool = Field(description="false: stopped early (page limit or rate limit)")
+
+
+class CounterItem(Identity):
+    """One song's counters as a polled source reports them."""
+
+    item: str = Field(min_length=1, max_length=300, description="the source's song id")
+    plays: int = Field(ge=0, le=10**9)
+    skips: int = Field(default=0, ge=0, le=10**9)
+    last_played: float | None = Field(default=None, gt=0, lt=32503680000)
+    starred: bool | None = Field(default=None, description="true: a favourite; false: not")
+    starred_at: float | None = Field(default=None, gt=0, lt=32503680000)
+
+
+class CountersRequest(_Request):
+    """``POST /users/{user}/counters``: play counts from Subsonic/Navidrome or beets; every
+    rise since the last report becomes listens (docs/listens.md)."""
+
+    source: str = Field(min_length=1, max_length=64, description="e.g. subsonic:<server>, beets")
+    items: list[CounterItem] = Field(max_length=MAX_COUNTERS)
+    complete: bool = Field(
+        default=False,
+        description="these are all of the source's starred items: others lose their star",
+    )
+
+
+class FavouriteItem(Identity):
+    key: str = Field(min_length=1, max_length=300, description="the source's id of the item")
+    score: Literal[1, -1] = Field(default=1, description="1 loved/starred, -1 hated")
+    since: float | None = Field(default=None, gt=0, lt=32503680000)
+
+
+class FavouritesRequest(_Request):
+    """``POST /users/{user}/favourites``."""
+
+    source: str = Field(min_length=1, max_length=64)
+    items: list[FavouriteItem] = Field(max_length=MAX_FAVOURITES)
+    complete: bool = Field(default=True, description="the source's whole list: others go")
+
+
+class FavouritesResult(_Response):
+    changed: int
+    removed: int
+    matched: int
+    unmatched: int
+
+
+class StoredListen(_Response):
+    id: int
+    ts: float
+    source: str
+    outcome: str
+    seconds: float | None = None
+    estimated: bool = Field(default=False, description="the time is a guess (a play count)")
+    recording_id: int | None = None
+    match: str | None = Field(default=None, description="the rule that matched it")
+    track: Track | None = Field(default=None, description="the item answering for it now")
+    mb_recording: str | None = None
+    isrc: str | None = None
+    provider_id: str | None = None
+    artist: str | None = None
+    title: str | None = None
+    album: str | None = None
+    duration: float | None = None
+
+
+class ListenPage(_Response):
+    """``GET /users/{user}/listens``: newest first."""
+
+    items: list[StoredListen]
+    total: int
+    offset: int
+    limit: int
+    next_offset: int | None = None
+
+
+class UserSummary(_Response):
+    user: str
+    listens: int
+    matched: int
+    unmatched: int
+    skips: int
+    recordings: int
+    favourites: int
+    first: float | None = None
+    last: float | None = None
+    sources: dict[str, int] = Field(default_factory=dict)
+
+
+class UserList(_Response):
+    items: list[UserSummary]
+
+
+class UserExport(_Response):
+    """``GET /users/{user}/export``: everything the agent stores about one user (tokens left
+    out)."""
+
+    user: str
+    exported: float
+    listens: list[dict[str, object]]
+    favourites: list[dict[str, object]]
+    play_counters: list[dict[str, object]]
+    sources: list[dict[str, object]]
+    taste_profiles: list[dict[str, object]]
+
+
+class UserDeleted(_Response):
+    """``DELETE /users/{user}``: rows removed per table, in one transaction."""
+
+    user: str
+    deleted: dict[str, int]
+
+
+# -- taste (docs/taste.md) ------------------------------------------------------------------------
+
+
+class TasteCentre(_Response):
+    share: float = Field(description="of the side's evidence weight")
+    recordings: int
+    top: list[Track] = Field(default_factory=list, description="its heaviest recordings")
+
+
+class TasteProfile(_Response):
+    """``GET /users/{user}/taste``."""
+
+    user: str
+    model: str
+    computed: float
+    reference_time: float = Field(description="decay is counted back from here")
+    half_life_days: float
+    listens: int
+    recordings: int = Field(description="recordings with evidence and a vector")
+    liked: int
+    disliked: int
+    k: int = Field(description="taste centres")
+    silhouettes: dict[str, float] = Field(default_factory=dict, description="k → silhouette")
+    centres: list[TasteCentre]
+    negatives: list[TasteCentre] = Field(default_factory=list, description="what is skipped")
+
+
+class RecommendRequest(_Request):
+    """``POST /users/{user}/recommendations``."""
+
+    mode: Literal["for_you", "rediscover", "discovery"] = "for_you"
+    limit: int = Field(default=25, ge=1, le=MAX_LIMIT)
+    model: str | None = Field(default=None, max_length=200)
+    recent_days: float = Field(
+        default=30.0, ge=0, le=36500, description="for_you: leave out what was played this recently"
+    )
+    since_days: float = Field(
+        default=90.0, ge=0, le=36500, description="rediscover: not played for this long"
+    )
+    max_per_artist: int = Field(default=3, ge=0, le=MAX_LIMIT, description="0: no cap")
+    filters: Filters | None = None
+
+
+class Recommendation(Hit):
+    reason: str = Field(description='why: "because you played …", or the play history')
+    because: Track | None = Field(default=None, description="the liked item it is nearest to")
+    centre: int | None = Field(default=None, description="the taste centre it answers")
+
+
+class Recommendations(_Response):
+    user: str
+    mode: str
+    model: str
+    items: list[Recommendation]
+
+
+class TrendWeek(_Response):
+    week: str = Field(description="ISO date of the week's Monday (UTC)")
+    listens: int
+    skips: int
+    moods: dict[str, float | None]
+    axes: dict[str, float | None]
+    diversity: float | None = None
+    map: list[float | None] | None = Field(default=None, description="taste position (x, y)")
+
+
+class ChangePoint(_Response):
+    week: str
+    index: int
+    through: str
+    moved: list[dict[str, object]]
+
+
+class SeriesMomentum(_Response):
+    ema: float | None = None
+    momentum: float | None = None
+
+
+class Trends(_Response):
+    """``GET /users/{user}/trends``."""
+
+    user: str
+    model: str
+    scores_model: str
+    weeks: list[TrendWeek]
+    labels: dict[str, list[float | None]]
+    momentum: dict[str, SeriesMomentum]
+    change_points: list[ChangePoint]
+    method: dict[str, object]
+
+
+# -- streaming ingest (docs/ingest.md) ------------------------------------------------------------
+
+
+class PcmFormat(_Request):
+    """Raw PCM, interleaved, little-endian."""
+
+    encoding: Literal["s16le", "s24le", "s32le", "f32le"] = "s16le"
+    sample_rate: int = Field(ge=8000, le=384000)
+    channels: int = Field(ge=1, le=8)
+
+
+class StreamIdentity(_Request):
+    """What is being streamed: the provider's item, and whatever ids it has."""
+
+    provider: str | None = Field(default=None, max_length=64, description="e.g. spotify, tidal")
+    provider_id: str | None = Field(default=None, max_length=1000, description="item id or URI")
+    mbid: str | None = Field(default=None, max_length=64)
+    isrc: str | None = Field(default=None, max_length=32)
+    artist: str | None = Field(default=None, max_length=1000)
+    title: str | None = Field(default=None, max_length=1000)
+    album: str | None = Field(default=None, max_length=1000)
+    duration: float | None = Field(default=None, gt=0, le=86400)
+
+
+class IngestStart(_Request):
+    """``POST /ingest``: open a session."""
+
+    identity: StreamIdentity = Field(default_factory=StreamIdentity)
+    format: PcmFormat
+
+
+class IngestSession(_Response):
+    id: str
+    state: Literal["open", "ending", "done", "aborted"]
+    received_bytes: int
+    frames: int
+    seconds: float
+    next_seq: int
+    limits: dict[str, int | float]
+
+
+class IngestResult(_Response):
+    """``POST /ingest/{id}/end``: what was stored."""
+
+    session: str
+    stream: Track
+    recording_id: int
+    analysed: bool = Field(description="false: the audio matched a recording already analysed")
+    matched: bool = Field(description="the PCM's fingerprint matched a stored recording")
+    seconds: float
+    analysis: AnalyzeResponse

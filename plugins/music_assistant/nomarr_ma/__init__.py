@@ -21,18 +21,22 @@ from music_assistant_models.errors import SetupFailedError
 from .constants import (
     CONF_AGENT_ID,
     CONF_AGENT_ROOT,
+    CONF_LISTENER,
     CONF_MEDIA_PROVIDER,
     CONF_MOOD_ROWS,
     CONF_ROW_SIZE,
     CONF_ROWS,
     CONF_STATUS,
+    CONF_STREAM_UNKNOWN,
     CONF_TOKEN,
     CONF_URL,
+    DEFAULT_LISTENER,
     DEFAULT_MOOD_ROWS,
     DEFAULT_ROW_SIZE,
     LIBRARY_DOMAIN,
     PATH_DOMAINS,
     ROW_CHOICES,
+    ROW_FOR_YOU,
     ROW_MOODS,
     ROW_RECENT,
 )
@@ -119,9 +123,26 @@ async def get_config_entries(
             required=False,
             default_value=list(ROW_CHOICES),
             options=[
+                ConfigValueOption(title="For you (from what you play)", value=ROW_FOR_YOU),
                 ConfigValueOption(title="More like what you just played", value=ROW_RECENT),
                 ConfigValueOption(title="One row per strong mood", value=ROW_MOODS),
             ],
+        ),
+        ConfigEntry(
+            key=CONF_LISTENER,
+            type=ConfigEntryType.STRING,
+            required=False,
+            default_value=DEFAULT_LISTENER,
+            description="the user id your plays are stored under on the agent (used when Music "
+            "Assistant does not say which user played)",
+        ),
+        ConfigEntry(
+            key=CONF_STREAM_UNKNOWN,
+            type=ConfigEntryType.BOOLEAN,
+            required=False,
+            default_value=True,
+            description="send the audio of tracks the agent has no file of (streaming "
+            "providers) to it for analysis, in the background",
         ),
         ConfigEntry(
             key=CONF_MOOD_ROWS,

@@ -22,10 +22,13 @@ CONF_ROWS = "rows"
 CONF_MOOD_ROWS = "mood_rows"
 CONF_ROW_SIZE = "row_size"
 CONF_STATUS = "status_label"
+CONF_LISTENER = "listener"
+CONF_STREAM_UNKNOWN = "stream_unknown"
 
 ROW_RECENT = "more_like_recent"
 ROW_MOODS = "moods"
-ROW_CHOICES = (ROW_RECENT, ROW_MOODS)
+ROW_FOR_YOU = "for_you"
+ROW_CHOICES = (ROW_FOR_YOU, ROW_RECENT, ROW_MOODS)
 MOOD_ROW_PREFIX = "mood_"
 
 # The music provider aggregating all others: its ids are database row numbers, never the ids a
@@ -51,6 +54,15 @@ DEFAULT_MOOD_ROWS = 3
 SEED_CACHE_SIZE = 4096
 MISS_TTL_S = 300  # a track the agent does not know is not asked about again for this long
 RESOLVE_CONCURRENCY = 8
+# listens and streaming ingest (listening.py)
+DEFAULT_LISTENER = "music_assistant"  # the agent's user id when MA's report names no user
+LISTEN_QUEUE = 1000  # listens kept while the agent is away (oldest dropped beyond)
+LISTEN_BATCH = 200
+INGEST_QUEUE = 20  # tracks waiting to be streamed to the agent
+INGEST_BUFFER = 8  # PCM chunks in flight between MA's reader and the agent (bounded memory)
+INGEST_CHUNK_S = 2.0
+INGEST_RATE = 44100
+INGEST_CHANNELS = 2
 
 # Which labels are moods: the vocabulary every host shares (nomarr_client.vocab).
 MOOD_LABELS = MOODS

@@ -110,3 +110,12 @@ def mood_title(label: str) -> str:
     """A row title for a mood label: ``easy_listening`` → ``Easy listening``."""
     words = label.replace("_", " ").replace("-", " ").strip()
     return words[:1].upper() + words[1:]
+
+
+def parse_uri(uri: str) -> tuple[str, str] | None:
+    """``provider://track/item_id`` (Music Assistant's uri of a track) → (item_id, provider)."""
+    provider, sep, rest = uri.partition("://")
+    kind, sep2, item_id = rest.partition("/")
+    if not (sep and sep2 and provider and item_id) or kind != "track":
+        return None
+    return item_id, provider

@@ -58,6 +58,7 @@ from .constants import (
     REQUEST_TIMEOUT_S,
     RESOLVE_CONCURRENCY,
     ROW_CHOICES,
+    ROW_FOR_YOU,
     ROW_MOODS,
     ROW_RECENT,
     ROW_TTL_S,
@@ -66,6 +67,7 @@ from .constants import (
     SERVICE_TYPE,
     TIER_WEIGHT,
 )
+from .listening import Listening
 
 if TYPE_CHECKING:
     from music_assistant_models.config_entries import ProviderConfig
@@ -111,6 +113,9 @@ class NomarrProvider(PluginProvider):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._last_rows: dict[str, list[list[str]]] = {}
         self._unregister: list[Callable[[], None]] = []
+        self.listening = Listening(self)
+        self._for_you_ready = False  # the agent holds listens of this listener (row shown)
+        self._for_you_checked = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -161,12 +166,14 @@ class NomarrProvider(PluginProvider):
         ):
             self._unregister.append(self.mass.register_api_command(f"{DOMAIN}/{name}", handler))
         self._schedule_mood_refresh()
+        self.listening.start()
 
     async def unload(self, is_removed: bool = False) -> None:
         """Unregister commands and stop background work; MA's HTTP session stays open."""
         for unregister in self._unregister:
             unregister()
         self._unregister.clear()
+        await self.listening.stop()
         for task in (self._mood_task, self._reconnect_task):
             if task is not None and not task.done():
                 task.cancel()
@@ -266,6 +273,19 @@ class NomarrProvider(PluginProvider):
         """The rows we offer, without items (no network: mood rows come from the last refresh)."""
         rows = self._enabled_rows()
         folders: list[RecommendationFolder] = []
+        if ROW_FOR_YOU in rows:
+            if time.monotonic() - self._for_you_checked > MOOD_REFRESH_S:
+                self._for_you_checked = time.monotonic()
+                self.mass.create_task(self._check_for_you())
+            if self._for_you_ready:
+                folders.append(
+                    self._folder(
+                        ROW_FOR_YOU,
+                        "For you",
+                        "mdi-account-music",
+                        "Near your taste, from what you play",
+                    )
+                )
         if ROW_RECENT in rows:
             folders.append(
                 self._folder(
@@ -492,7 +512,11 @@ class NomarrProvider(PluginProvider):
         return out
 
     async def _ma_ref(self, hit: api.Track) -> tuple[str, str] | None:
-        """(item_id, provider instance) of the mapped provider's track for an agent track."""
+        """(item_id, provider instance) of the mapped provider's track for an agent track; a
+        streamed recording is the MA item whose audio was streamed (its uri)."""
+        if hit.kind == "stream":
+            uri = hit.stream.provider_id if hit.stream else None
+            return mapping.parse_uri(uri) if uri else None
         if self._is_path_provider():
             item_id = mapping.provider_item_id(hit.path, self._agent_root)
             return (item_id, self._media_provider) if item_id else None
@@ -547,8 +571,23 @@ class NomarrProvider(PluginProvider):
         agent = self._agent.agent_id if self._agent else ""
         return f"{agent}|{self._media_provider}|{self._agent_root}|{self._row_size()}"
 
+    async def _check_for_you(self) -> None:
+        """Whether the agent holds listens of this listener (else the row would be empty)."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            users = await client.users()
+        except NomarrError as e:
+            self._note_error("for-you row", e)
+            return
+        want = self.listening.user
+        self._for_you_ready = any(u.user == want and u.matched > 0 for u in users.items)
+
     def _known_row(self, item_id: str) -> bool:
         rows = self._enabled_rows()
+        if item_id == ROW_FOR_YOU:
+            return ROW_FOR_YOU in rows
         if item_id == ROW_RECENT:
             return ROW_RECENT in rows
         return (
@@ -572,6 +611,16 @@ class NomarrProvider(PluginProvider):
         if client is None:
             return []
         size = self._row_size()
+        if item_id == ROW_FOR_YOU:
+            try:
+                recs = await client.recommendations(
+                    self.listening.user, "for_you", min(api.MAX_LIMIT, size * 2)
+                )
+            except NomarrError as e:
+                if e.status == 404 or e.code == "unprocessable":
+                    return []  # no listens (or none matched) yet
+                raise
+            return await self._resolve(recs.items, size)
         if item_id == ROW_RECENT:
             seeds = await self._recent_seeds()
             lists = []

@@ -43,6 +43,23 @@ def tag(path: Path, **fields: str) -> None:
     )
 
 
+def decode_pcm(src: Path, dest: Path, rate: int = 44100) -> Path:
+    """A clip as raw 16-bit stereo PCM at ``rate`` (what MA's stream pipeline hands a reader),
+    decoded with the agent venv's PyAV (not installed next to MA)."""
+    code = (
+        "import sys, av, numpy as np\n"
+        "with av.open(sys.argv[1]) as c, open(sys.argv[2], 'wb') as out:\n"
+        "    r = av.AudioResampler(format='s16', layout='stereo', rate=int(sys.argv[3]))\n"
+        "    for fr in c.decode(c.streams.audio[0]):\n"
+        "        for o in r.resample(fr): out.write(np.ascontiguousarray(o.to_ndarray()).tobytes())\n"
+        "    for o in r.resample(None): out.write(np.ascontiguousarray(o.to_ndarray()).tobytes())\n"
+    )
+    subprocess.run(
+        [str(AGENT_PYTHON), "-c", code, str(src), str(dest), str(rate)], check=True, timeout=120
+    )
+    return dest
+
+
 class Agent:
     """One running agent: ``url``, ``token``, ``agent_id`` and a JSON helper."""
 

@@ -135,6 +135,11 @@ class FakeMusic:
         self.tracks = FakeTracks()
         self.played: list[ItemMapping] = []
 
+    async def get_item_by_uri(self, uri: str) -> Track:
+        """``provider://track/item_id`` → the provider's track (MediaNotFoundError if none)."""
+        provider, _, rest = uri.partition("://")
+        return await self.tracks.get(rest.partition("/")[2], provider)
+
     async def recently_played(
         self, limit: int = 10, media_types: list[MediaType] | None = None
     ) -> list[ItemMapping]:
@@ -162,6 +167,7 @@ class FakeMass:
     config: FakeConfigController = field(default_factory=FakeConfigController)
     providers: dict[str, Any] = field(default_factory=dict)
     command_handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    subscribers: list[tuple[Callable[[Any], Any], Any]] = field(default_factory=list)
     aiozc: Any = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
@@ -197,6 +203,23 @@ class FakeMass:
         task = asyncio.get_running_loop().create_task(target)
         self.tasks.append(task)
         return task
+
+    def subscribe(
+        self, cb_func: Callable[[Any], Any], event_filter: Any = None, id_filter: Any = None
+    ) -> Callable[[], None]:
+        """``mass.subscribe``: the callback gets every matching MassEvent."""
+        entry = (cb_func, event_filter)
+        self.subscribers.append(entry)
+        return lambda: self.subscribers.remove(entry)
+
+    def signal_event(self, event: Any, object_id: str | None = None, data: Any = None) -> None:
+        """``mass.signal_event``: call the subscribers as MA does (a MassEvent each)."""
+        from music_assistant_models.event import MassEvent
+
+        ev = MassEvent(event=event, object_id=object_id, data=data)
+        for cb, flt in list(self.subscribers):
+            if flt is None or event == flt or (isinstance(flt, tuple) and event in flt):
+                cb(ev)
 
     def register_api_command(
         self,

@@ -20,11 +20,13 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from nomarr_client import NomarrClient, NomarrError
 from nomarr_client import models as api
 
 from . import nsp, tagconfig
+from .listens import sync_listens
 from .push import PushError, display_title, push, report
 from .subsonic import Subsonic, SubsonicError
 
@@ -199,6 +201,12 @@ async def cmd_push(args: argparse.Namespace, settings: dict[str, dict[str, Any]]
                 else (args.start, args.end)
             )
             name, what = f"Path: {a} → {b}", f"A song path from {a} to {b}"
+        elif args.kind in TASTE_KINDS:
+            who = args.listener or nd.user
+            mode, title, blurb = TASTE_KINDS[args.kind]
+            recs = await c.recommendations(who, mode, args.limit, filters={"files_only": True})
+            tracks = list(recs.items)
+            name, what = f"{title} ({who})", f"{blurb} {who}'s listening"
         else:
             pl = await c.mood_playlist(args.label, limit=args.limit)
             tracks = list(pl.items)
@@ -214,6 +222,28 @@ async def cmd_push(args: argparse.Namespace, settings: dict[str, dict[str, Any]]
         )
     report(res, verbose=args.verbose)
     return 0
+
+
+TASTE_KINDS = {
+    "for-you": ("for_you", "For you", "Near the taste of"),
+    "rediscover": ("rediscover", "Rediscover", "Liked long ago, not played lately, from"),
+    "discovery": ("discovery", "Discovery", "Never played, near the taste of"),
+}
+
+
+async def cmd_listens(args: argparse.Namespace, settings: dict[str, dict[str, Any]]) -> int:
+    """Send the Navidrome user's play counts and stars to the agent (once, or every N s)."""
+    nd = navidrome(args, settings)
+    who = args.listener or nd.user
+    source = f"subsonic:{urlsplit(nd.base).netloc}"
+    async with await connect_agent(args, settings) as c:
+        while True:
+            async with nd:
+                rep = await sync_listens(nd, c, who, source)
+            print(f"{who}: {rep.summary()}", flush=True)
+            if not args.every:
+                return 0
+            await asyncio.sleep(args.every)
 
 
 # -- argument parsing ---------------------------------------------------------------------------
@@ -236,7 +266,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--discovery-timeout", type=float, default=3.0, help="seconds to browse for agents"
     )
-    n = p.add_argument_group("Navidrome (push only)")
+    n = p.add_argument_group("Navidrome (push and listens)")
     n.add_argument(
         "--navidrome",
         metavar="URL",
@@ -294,7 +324,34 @@ def parser() -> argparse.ArgumentParser:
         "mood", parents=[common], help="mood radio: the tracks scoring highest for a label"
     )
     m.add_argument("--label", required=True, help="a label from the agent's /moods, e.g. happy")
+    for kind, (_, title, blurb) in TASTE_KINDS.items():
+        t = kinds.add_parser(
+            kind,
+            parents=[common],
+            help=f'"{title}" from a listener\'s taste ({blurb.lower()} them)',
+        )
+        t.add_argument(
+            "--for",
+            dest="listener",
+            metavar="USER",
+            help="the agent's user whose listens to use (default: the Navidrome user)",
+        )
     pu.set_defaults(run=cmd_push)
+
+    li = sub.add_parser(
+        "listens",
+        help="send the Navidrome user's play counts and stars to the agent (rises become listens)",
+    )
+    li.add_argument(
+        "--as",
+        dest="listener",
+        metavar="USER",
+        help="the agent's user id for these listens (default: the Navidrome user)",
+    )
+    li.add_argument(
+        "--every", type=float, default=0.0, metavar="SECONDS", help="keep polling this often"
+    )
+    li.set_defaults(run=cmd_listens)
     return p
 
 

@@ -1,4 +1,4 @@
-"""The few Subsonic API calls ``push`` needs, as Navidrome answers them.
+"""The few Subsonic API calls ``push`` and ``listens`` need, as Navidrome answers them.
 
 Authentication is the spec's token scheme (API 1.13+): every request carries ``u`` (user),
 ``s`` (a fresh random salt) and ``t = md5(password + salt)``, so the password itself never crosses
@@ -16,6 +16,7 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -56,10 +57,17 @@ class Song:
     album: str | None
     duration: int | None
     path: str | None
+    play_count: int = 0
+    played: float | None = None  # OpenSubsonic: when last played (unix seconds)
+    starred: float | None = None  # when starred, if it is
+    mbid: str | None = None  # OpenSubsonic musicBrainzId (the recording)
+    isrc: str | None = None
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> Song:
         dur = d.get("duration")
+        pc = d.get("playCount")
+        isrc = d.get("isrc")
         return cls(
             str(d["id"]),
             str(d.get("title") or ""),
@@ -67,7 +75,25 @@ class Song:
             d.get("album"),
             int(dur) if isinstance(dur, int | float) else None,
             d.get("path"),
+            int(pc) if isinstance(pc, int | float) and pc > 0 else 0,
+            _when(d.get("played")),
+            _when(d.get("starred")),
+            d.get("musicBrainzId") or None,
+            (isrc[0] if isrc else None) if isinstance(isrc, list) else (isrc or None),
         )
+
+
+def _when(v: Any) -> float | None:
+    """A Subsonic date (ISO 8601, ``Z`` or an offset) as unix seconds; None when absent or bad."""
+    if not isinstance(v, str) or not v:
+        return None
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.timestamp()
 
 
 @dataclass(frozen=True)
@@ -205,6 +231,33 @@ class Subsonic:
         )
         songs = (body.get("searchResult3") or {}).get("song") or []
         return [Song.of(s) for s in songs]
+
+    async def all_songs(self, page: int = 500) -> list[Song]:
+        """Every song, by ``search3`` with an empty query paged by ``songOffset`` (Navidrome and
+        other OpenSubsonic servers answer an empty query with the whole library)."""
+        out: list[Song] = []
+        offset = 0
+        while True:
+            body = await self.call(
+                "search3",
+                [
+                    ("query", ""),
+                    ("songCount", str(page)),
+                    ("songOffset", str(offset)),
+                    ("artistCount", "0"),
+                    ("albumCount", "0"),
+                ],
+            )
+            songs = (body.get("searchResult3") or {}).get("song") or []
+            out += [Song.of(x) for x in songs]
+            if len(songs) < page:
+                return out
+            offset += page
+
+    async def starred_songs(self) -> list[Song]:
+        """The user's starred songs (``getStarred2``)."""
+        body = await self.call("getStarred2")
+        return [Song.of(x) for x in (body.get("starred2") or {}).get("song") or []]
 
     async def playlists(self) -> list[PlaylistInfo]:
         body = await self.call("getPlaylists")

@@ -1,0 +1,1 @@
+"""Stand-ins for ``music_assistant.helpers`` (see the package docstring)."""
