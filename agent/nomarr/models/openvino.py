@@ -194,7 +194,7 @@ def qualify(
     difference of track-level means) of one OpenVINO build: measured once per machine and
     cached; whether it qualifies is decided against the policy's bound (:func:`passes`)."""
     from nomarr.models.runtime import OrtBackend
-    from nomarr.pipeline.analyze import _activate
+    from nomarr.pipeline.modelset import _activate
 
     ref = OrtBackend(path, "CPUExecutionProvider", threads=1)
     cand = OpenVinoBackend(path, precision, threads=1)

@@ -144,7 +144,7 @@ def hello(
     claim another's models, and an agent knows the worker holds the cluster's secret.
     """
     from nomarr.models.registry import ModelError, Registry
-    from nomarr.pipeline.analyze import planned_provenance
+    from nomarr.pipeline.modelset import planned_provenance
     from nomarr.pipeline.profiles import get_profile
     from nomarr.remote.secrets import mac
 

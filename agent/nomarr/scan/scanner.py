@@ -53,7 +53,7 @@ class Scanner(Applier):
         ``on_progress(done, total, path)``: called once when processing starts (done 0) and after
         every file (the agent's live progress)."""
         from nomarr.models.registry import Registry
-        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.modelset import planned_provenance
         from nomarr.pipeline.profiles import get_profile
 
         self.opts = opts

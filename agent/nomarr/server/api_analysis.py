@@ -45,7 +45,7 @@ async def analyze(request: web.Request) -> api.AnalyzeResponse:
 
 def check_models(agent: Agent, profile: str | None, model_ids: list[str] | None) -> None:
     from nomarr.models.registry import ModelError
-    from nomarr.pipeline.analyze import resolve_models
+    from nomarr.pipeline.modelset import resolve_models
     from nomarr.pipeline.profiles import get_profile
 
     if profile is not None:
@@ -178,7 +178,7 @@ async def list_models(request: web.Request) -> api.ModelList:
     agent = agent_of(request)
 
     def work() -> api.ModelList:
-        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.modelset import planned_provenance
         from nomarr.pipeline.profiles import get_profile
         from nomarr.server.api_console import precision_of
 

@@ -90,7 +90,7 @@ class Agent:
 
     def __init__(self, cfg: ServeConfig) -> None:
         from nomarr.models.registry import Registry
-        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.modelset import planned_provenance
         from nomarr.pipeline.profiles import get_profile
         from nomarr.scan import Scanner, ScanOptions
         from nomarr.workers import WorkerPool

@@ -6,7 +6,7 @@ damaged or made up, and nothing in it can be trusted. A record whose numbers are
 whose analyses were made by a model build this agent does not run (another file hash, another
 front end, another tag schema: another *provenance*) keeps only the analyses this agent could have
 made itself; with none left it is refused as foreign. The provenance an agent "knows" is the one
-:func:`~nomarr.pipeline.analyze.planned_provenance` computes from its own verified model files for
+:func:`~nomarr.pipeline.modelset.planned_provenance` computes from its own verified model files for
 the record's model and profile, so an import can never bring in numbers this agent's models would
 not have produced.
 """
@@ -102,7 +102,7 @@ class Validator:
 
     def _compute(self, model_id: str, profile: str) -> tuple[str, Any] | str:
         from nomarr.models.registry import ModelError
-        from nomarr.pipeline.analyze import planned_provenance
+        from nomarr.pipeline.modelset import planned_provenance
         from nomarr.pipeline.profiles import get_profile
 
         try:

@@ -15,7 +15,7 @@ from nomarr.store.db import Database, StoreError, space_name
 @dataclass
 class Analysis:
     """One model's stored result for one recording. ``complete``: the analysed file decoded
-    fully (see :class:`nomarr.pipeline.analyze.Coverage`); ``decoded_s``: seconds it saw."""
+    fully (see :class:`nomarr.pipeline.prepare.Coverage`); ``decoded_s``: seconds it saw."""
 
     recording_id: int
     model_id: str
