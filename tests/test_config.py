@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nomarr import config
+from nomarr import config, identity
 from nomarr.cli import build_parser, main
 from nomarr.cli.serve import setting_flags, settings_markdown
 
@@ -354,26 +354,26 @@ def test_bad_config_exits_1_from_the_cli(
 
 def test_token_created_once_private_and_reused(tmp_path: Path) -> None:
     cfg = config.ServeConfig()
-    tok, created = config.ensure_token(cfg)
+    tok, created = identity.ensure_token(cfg)
     assert created and tok and len(tok) >= 32
     f = Path(os.environ["XDG_CONFIG_HOME"]) / "nomarr" / "token"
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
-    assert config.ensure_token(cfg) == (tok, False)
+    assert identity.ensure_token(cfg) == (tok, False)
     os.chmod(f, 0o644)  # someone loosened it: tightened again on the next start
-    assert config.ensure_token(cfg) == (tok, False)
+    assert identity.ensure_token(cfg) == (tok, False)
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
-    assert config.ensure_token(config.ServeConfig(token="configured-token-123")) == (
+    assert identity.ensure_token(config.ServeConfig(token="configured-token-123")) == (
         "configured-token-123",
         False,
     )
     with pytest.raises(config.ConfigError):
-        config.ensure_token(config.ServeConfig(token="short"))
-    assert config.ensure_token(config.ServeConfig(auth="none")) == (None, False)
+        identity.ensure_token(config.ServeConfig(token="short"))
+    assert identity.ensure_token(config.ServeConfig(auth="none")) == (None, False)
 
 
 def test_agent_id_is_stable() -> None:
-    a = config.agent_id()
-    assert a == config.agent_id() and len(a) == 36
+    a = identity.agent_id()
+    assert a == identity.agent_id() and len(a) == 36
 
 
 def test_cpu_cap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,7 @@ def _counter(label: str, enabled: bool) -> tuple[object, object]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the library's analyses to a signed bundle."""
-    from nomarr.config import agent_id
+    from nomarr.identity import agent_id
     from nomarr.share import BundleError, export_bundle, load_or_create_key
     from nomarr.share.exchange import default_bundle_name
 

@@ -25,7 +25,8 @@ from typing import Any
 from nomarr_client import models as api
 
 from nomarr import __version__, paths
-from nomarr.config import ServeConfig, agent_id, ensure_token
+from nomarr.config import ServeConfig
+from nomarr.identity import agent_id, ensure_token
 from nomarr.store import Store, StoreError
 from nomarr.vindex import VectorIndex
 from nomarr.walk import inside
