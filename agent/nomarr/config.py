@@ -15,8 +15,8 @@ it came from: ``/etc/nomarr.toml: port: must be at most 65535, got 70000``,
 ``NOMARR_MAX_JSON_KB: expected an integer, got 'x'``, ``--cpu-share: …``. Every default is safe on a
 Raspberry Pi: half the cores, low priority, models unloaded when idle.
 
-Kept as one module (just over 500 lines) because the model, its two sources and the wording of its
-errors change together; the token and agent-id files at the end are what the model points at.
+The model, its two sources and the wording of its errors change together, so they stay in one
+module; the token and agent-id files live in :mod:`nomarr.identity`.
 """
 
 from __future__ import annotations
