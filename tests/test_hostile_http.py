@@ -95,7 +95,7 @@ JSON_POSTS = [r.path for r in ROUTES if r.method == "POST" and r.request is not 
 
 
 def test_every_json_endpoint_refuses_deep_nesting_with_a_400(agent: RunningAgent) -> None:
-    assert len(JSON_POSTS) == 7, JSON_POSTS
+    assert len(JSON_POSTS) >= 7, JSON_POSTS  # every JSON POST route, listening ones included
     for route in JSON_POSTS:
         for body in (
             b"[" * 1000,

@@ -126,6 +126,7 @@ ND_COLUMNS = {
     "duration": "media_file.duration",
     "title": "media_file.title",
     "filepath": "media_file.path",
+    "bpm": "media_file.bpm",  # Navidrome's own column, read from the file's BPM tag
 }
 
 
@@ -180,7 +181,15 @@ def agent_view(ra: RunningAgent) -> dict[str, dict[str, Any]]:
                 for a0 in d.analyses
                 for lab in a0.tiers
             }
-            out[t.path] = {"duration": t.duration, "values": vals, "tiers": tiers}
+            out[t.path] = {
+                "duration": t.duration,
+                "values": vals,
+                "tiers": tiers,
+                # descriptors: BPM as the file's BPM tag holds it (Navidrome's bpm column, 0 when
+                # unset), the Camelot code of the key
+                "bpm": int(round(t.bpm)) if t.bpm else 0,
+                "camelot": t.camelot,
+            }
     return out
 
 
@@ -219,7 +228,8 @@ def navidrome_db(files: list[Path], declared: dict[str, list[str]]) -> sqlite3.C
     """media_file rows as Navidrome stores them: tags JSON keyed by declared tag name."""
     db = sqlite3.connect(":memory:")
     db.execute(
-        "create table media_file (id integer primary key, path text, title text, duration real, tags text)"
+        "create table media_file (id integer primary key, path text, title text, duration real, "
+        "bpm integer, tags text)"
     )
     for i, p in enumerate(files, 1):
         raw = taglib_keys(p)
@@ -233,7 +243,8 @@ def navidrome_db(files: list[Path], declared: dict[str, list[str]]) -> sqlite3.C
                     try:
                         float(v)
                     except ValueError:  # sanitize(): a float tag that does not parse is dropped
-                        continue
+                        if not name.startswith("nom_dsp_"):  # (key descriptors are string tags)
+                            continue
                     vals.append(v)
             if vals:
                 tags[name] = [
@@ -241,9 +252,17 @@ def navidrome_db(files: list[Path], declared: dict[str, list[str]]) -> sqlite3.C
                 ]
         if raw.get("genre"):
             tags["genre"] = [{"id": "g", "value": v} for v in raw["genre"]]
+        bpm = raw.get("bpm") or raw.get("tbpm") or []
         db.execute(
-            "insert into media_file values (?, ?, ?, ?, ?)",
-            (i, str(p), (raw.get("title") or [p.stem])[0], length, json.dumps(tags)),
+            "insert into media_file values (?, ?, ?, ?, ?, ?)",
+            (
+                i,
+                str(p),
+                (raw.get("title") or [p.stem])[0],
+                length,
+                int(float(bpm[0])) if bpm else 0,
+                json.dumps(tags),
+            ),
         )
     return db
 
@@ -260,10 +279,11 @@ def to_sql(e: dict[str, Any], declared: set[str], args: list[Any]) -> str:
     ((field, value),) = val.items()
     cmp = {"gt": ">", "lt": "<", "is": "="}[o]
     args.append(value)
-    if field in declared:  # a float tag
+    if field in declared:  # a float tag (a string one when compared with text)
+        cast = "value" if isinstance(value, str) else "CAST(value AS REAL)"
         return (
             f"exists (select 1 from json_tree(media_file.tags, '$.{field}') where key='value' "
-            f"and CAST(value AS REAL) {cmp} ?)"
+            f"and {cast} {cmp} ?)"
         )
     return f"{ND_COLUMNS[field]} {cmp} ?"
 
@@ -300,7 +320,10 @@ def check_nsp(doc: dict[str, Any], declared: set[str]) -> None:
         assert field.lower() in ND_FIELDS or field.lower() in declared, field
         if field in declared:
             assert op.lower() != "intherange"
-            assert isinstance(value, int | float) and not isinstance(value, bool)
+            if field.endswith("_camelot"):  # a string tag: compared with "is" only
+                assert op.lower() == "is" and isinstance(value, str), (op, value)
+            else:
+                assert isinstance(value, int | float) and not isinstance(value, bool)
 
     for e in doc["all" if "all" in doc else "any"]:
         walk(e)
@@ -320,11 +343,14 @@ def expected(
             res = [holds(x, tr) for x in val]
             return all(res) if op == "all" else any(res)
         ((field, value),) = val.items()
+        if op == "is":  # the key playlists: a text tag equal to a Camelot code
+            assert field.endswith("_camelot"), field
+            return tr["camelot"] == value
         if field in declared:
             got = [tr["values"][a] for a in declared[field] if a in tr["values"]]
         else:
-            assert field == "duration", field
-            got = [tr["duration"]]
+            assert field in ("duration", "bpm"), field
+            got = [tr[field]]
         return any(v > value if op == "gt" else v < value for v in got)
 
     conj = "all" if "all" in doc else "any"
@@ -369,7 +395,9 @@ def test_config_aliases_are_what_taglib_reads(agent, tmp_path, capsys):
     # every score and tier key in the files is declared (provenance is a hash, not a float)
     assert {k for k in in_files if not k.endswith("_provenance")} == aliases
     for name, conf in ours.items():
-        assert conf["Type"] == "float" and re.fullmatch(r"nom_[a-z0-9_]+", name)
+        # floats, except the key descriptors (Camelot and ID3 key names are text)
+        assert re.fullmatch(r"nom_[a-z0-9_]+", name)
+        assert conf["Type"] == "float" or (conf["Type"] == "string" and name.startswith("nom_dsp_"))
     # one name per meaning across builds: the onnx and the tflite key of a label share a tag
     happy = ours["nom_mood_happy"]["Aliases"]
     assert sorted(k.split("_", 1)[0] for k in happy) == ["nom:onnx", "nom:tflite"]

@@ -14,13 +14,11 @@ from typing import Any
 
 import numpy as np
 from nomarr_client import models as api
-from nomarr_client.tags import DEFAULT_TIER_THRESHOLDS, slug
+from nomarr_client.tags import DEFAULT_TIER_THRESHOLDS, slug, tier_of
 
 from nomarr import query
 from nomarr.library import tiers_of
 from nomarr.store import Store, Track
-
-TIERS = ("high", "medium", "low")
 
 
 @dataclass
@@ -149,7 +147,7 @@ def _page(
         sc = scores.get(t.id)
         if sc is not None and not np.isnan(sc) and bounds is not None:
             item.score = round(sc, 4)
-            item.tier = "high" if sc >= bounds[0] else "medium" if sc >= bounds[1] else "low"
+            item.tier = tier_of(sc, bounds)
         items.append(item)
     return api.BrowsePage(
         items=items,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nomarr_client import tags as grammar
 
 from nomarr.fingerprint import Fingerprint, match_recording
 from nomarr.library import desired_std, desired_tags, recording_reusable, tags_hash
@@ -224,7 +225,9 @@ class Applier:
                     decoded_s=res.decoded_s,
                 )
                 old = stored.get(a.model_id)
-                if old is not None and old.provenance == a.provenance:
+                if old is not None and grammar.is_current(
+                    {a.model_id: old.provenance}, {a.model_id: a.provenance}
+                ):
                     if old.rank() >= a.rank():
                         continue  # the stored one represents the recording at least as well
                     replaced = True

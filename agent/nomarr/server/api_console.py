@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 from nomarr_client import models as api
-from nomarr_client.tags import slug
+from nomarr_client.tags import TIERS, slug
 
 from nomarr import query
 from nomarr.browse import BrowseParams, browse, label_column, scores_for
@@ -54,7 +54,7 @@ async def browse_tracks(request: web.Request) -> api.BrowsePage:
     if status_ not in ("ok", "failed", "missing", "all"):
         raise ApiError(400, "bad-request", "status must be ok, failed, missing or all")
     tier = q.get("tier") or None
-    if tier is not None and tier not in ("high", "medium", "low"):
+    if tier is not None and tier not in TIERS:
         raise ApiError(400, "bad-request", "tier must be high, medium or low")
     label = _str_param(request, "label")
     if label is None and (sort == "score" or tier or q.get("min_score") or q.get("max_score")):
