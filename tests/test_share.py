@@ -473,3 +473,15 @@ def test_version_1_bundle_imports_and_adopts_only_without_planned_descriptors(
         tmp_path / "f.db", "--json",
     )  # fmt: skip
     assert doc["refused"]["malformed"] == 1 and "version 1" in doc["refusals"][0]["reason"]
+
+
+def test_a_fingerprint_too_short_to_match_is_not_exported(tmp_path, capsys) -> None:
+    """A clip of a few seconds has too few fingerprint items for any importer to accept (or any
+    copy to be matched by): the exporter leaves it out rather than send a record that is refused."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    encode(lib / "clip.flac", music_like(3.0, seed=77), 44100)
+    db = tmp_path / "a.db"
+    assert scan(capsys, lib, db, "--no-write")["analysed"] == 1
+    rc, ex = cli(capsys, "analyses", "export", tmp_path / "a.gz", "--db", db, "--json")
+    assert rc == 0 and (ex["records"], ex["skipped_no_fingerprint"]) == (0, 1)

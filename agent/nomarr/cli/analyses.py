@@ -66,7 +66,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"{s.path}: {s.records} recordings, {s.analyses} analyses, {s.descriptors} with "
             f"descriptors, {s.bytes / 1e6:.2f} MB, signed by {s.signer}"
             + (
-                f"; {s.skipped_no_fingerprint} without a fingerprint left out"
+                f"; {s.skipped_no_fingerprint} without a usable fingerprint left out"
                 if s.skipped_no_fingerprint
                 else ""
             )

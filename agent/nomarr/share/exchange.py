@@ -39,7 +39,7 @@ from nomarr.share.bundle import (
     verify,
 )
 from nomarr.share.descriptors import MAX_TIMELINE_BYTES, record_part
-from nomarr.share.validate import FP_ALG, Refused, Validator
+from nomarr.share.validate import FP_ALG, Refused, Validator, check_fingerprint
 from nomarr.store import Analysis, Store, enc_path
 
 log = logging.getLogger("nomarr.share")
@@ -59,7 +59,7 @@ class ExportSummary:
     analyses: int = 0
     descriptors: int = 0  # records carrying the recording's DSP descriptors
     timelines_left_out: int = 0  # timelines over MAX_TIMELINE_BYTES (the descriptors still go)
-    skipped_no_fingerprint: int = 0
+    skipped_no_fingerprint: int = 0  # no fingerprint, or one too short to match by
     skipped_shared: int = 0
     bytes: int = 0
 
@@ -158,6 +158,11 @@ def export_bundle(
             ids = {"musicbrainz_recordingid": mbid, "isrc": isrc}
             body = record_body(store, rec, float(fp_dur or 0.0), fp, float(dur), ids, wanted)
             if body is None:
+                continue
+            try:  # a fingerprint an importer must refuse (a clip of a few seconds) is not sent
+                check_fingerprint(body["fingerprint"], body["duration"])
+            except Refused:
+                s.skipped_no_fingerprint += 1
                 continue
             w.add(body)
             s.records += 1
@@ -316,9 +321,10 @@ def _descriptor_warnings(s: ImportSummary) -> None:
     if n:
         s.warnings.append(
             f"{n} accepted records carry no descriptors this agent records "
-            f"({s.without_descriptors} none, {s.descriptors_foreign} of another analyzer build): "
-            "a scan that plans descriptors (any model set with an embedder) analyses their files "
-            "instead of adopting them; a bundle exported by a nomarr with descriptors replaces them"
+            f"({s.without_descriptors} without any, {s.descriptors_foreign} of another analyzer "
+            "build): a scan that plans descriptors (any model set with an embedder) analyses "
+            "their files instead of adopting them; importing a bundle exported with this "
+            "agent's descriptors makes them adoptable"
         )
 
 
