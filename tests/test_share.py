@@ -169,6 +169,14 @@ def test_tampered_bundle_is_refused_record_by_record(agent_a, tmp_path, capsys) 
     out = write_lines(tmp_path / "trunc.gz", [header, recs[0]])
     rc, doc = cli(capsys, "analyses", "import", out, "--db", tmp_path / "d.db", "--json")
     assert doc["accepted"] == 1 and any("truncated" in w for w in doc["warnings"])
+    # a line nested too deeply for the JSON parser is one malformed record, not a traceback
+    deep = b'{"body": {"descriptors": ' + b"[" * 100_000 + b"]" * 100_000 + b'}, "sig": ""}'
+    out = tmp_path / "deep.gz"
+    with gzip.open(out, "wb") as f:
+        f.write(b"\n".join([json.dumps(header).encode(), deep, json.dumps(recs[0]).encode()]))
+    rc, doc = cli(capsys, "analyses", "import", out, "--db", tmp_path / "f.db", "--json")
+    assert rc == 0 and doc["accepted"] == 1 and doc["refused"]["malformed"] == 1
+    assert doc["refusals"][0]["reason"] == "JSON nested too deeply"
     # a forged header (another key, same claims) is not a bundle
     forged = json.loads(json.dumps(header))
     forged["body"]["agent_id"] = "someone-else"

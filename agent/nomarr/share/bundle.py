@@ -267,7 +267,7 @@ def _header(path: Path, first: bytes) -> Header:
         obj = json.loads(first)
         body, sig = obj["body"], obj["sig"]
         fmt, ver, key = body["format"], body["version"], body["key"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BundleError(f"{path}: no valid bundle header on line 1") from e
     if fmt != FORMAT:
         raise BundleError(f"{path}: format {fmt!r} is not {FORMAT!r}")
@@ -284,6 +284,8 @@ def _parse_line(n: int, data: bytes) -> Line:
         return Line(n, error=f"line longer than {MAX_LINE} bytes")
     try:
         obj = json.loads(data)
+    except RecursionError:  # deeply nested arrays: hostile, and the parser's stack would overflow
+        return Line(n, error="JSON nested too deeply")
     except ValueError:
         return Line(n, error="not JSON")
     if (
