@@ -63,14 +63,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         emit_json(s.to_dict())
     else:
         print(
-            f"{s.path}: {s.records} recordings, {s.analyses} analyses, {s.bytes / 1e6:.2f} MB, "
-            f"signed by {s.signer}"
+            f"{s.path}: {s.records} recordings, {s.analyses} analyses, {s.descriptors} with "
+            f"descriptors, {s.bytes / 1e6:.2f} MB, signed by {s.signer}"
             + (
-                f"; {s.skipped_no_fingerprint} without a fingerprint left out"
+                f"; {s.skipped_no_fingerprint} without a usable fingerprint left out"
                 if s.skipped_no_fingerprint
                 else ""
             )
             + (f"; {s.skipped_shared} imported ones left out" if s.skipped_shared else "")
+            + (
+                f"; {s.timelines_left_out} timelines too large to travel"
+                if s.timelines_left_out
+                else ""
+            )
         )
     return 0
 
@@ -96,7 +101,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         refused = sum(s.refused.values())
         print(
             f"{s.path}: {s.records} records from agent {s.agent_id or '?'} (key {s.signer}): "
-            f"{s.accepted} imported, {s.duplicates} already here, {refused} refused "
+            f"{s.accepted} imported ({s.descriptors_accepted} with descriptors), "
+            f"{s.duplicates} already here, {refused} refused "
             f"({', '.join(f'{n} {k}' for k, n in s.refused.items() if n) or 'none'})"
             + (
                 f"; {s.analyses_foreign} analyses of models unknown here left out"

@@ -202,5 +202,11 @@ def planned_provenance(
                 text_sha = registry.verify(text)[0].actual_sha256 or ""
         out[m.id] = provenance_hash(chain, profile, text_sha)
     if any(m.kind == "embedder" for m in ms):
-        out[DSP_ID] = dsp.provenance(profile.params(), loudness=True)
+        out[DSP_ID] = dsp_provenance(profile)
     return out
+
+
+def dsp_provenance(profile: Profile) -> str:
+    """The provenance the DSP descriptors record under a profile (``planned_provenance``'s
+    ``DSP_ID`` entry; an import judges imported descriptors by it)."""
+    return dsp.provenance(profile.params(), loudness=True)

@@ -1,4 +1,4 @@
-"""The analyses bundle, version 1: the file one agent exports and another imports.
+"""The analyses bundle, version 2: the file one agent exports and another imports.
 
 Layout (documented for other implementations in docs/analyses.md): a gzip stream of UTF-8 JSON
 lines. Line 1 is the **header**, every following line but the last a **record**, the last line the
@@ -14,7 +14,9 @@ line; a bundle can be streamed (millions of records) without holding it whole.
 
 Binary values travel as base64 of little-endian arrays: the raw Chromaprint (uint32, what
 ``fpcalc -raw`` prints) and embeddings (float32), so the numbers an importer stores are bit for bit
-those the exporter stored.
+those the exporter stored. Version 2 adds each recording's DSP descriptors (the document, its
+provenance and the compact timeline, zlib bytes as base64); version 1 bundles, whose records carry
+none, are still read (:data:`READABLE`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import numpy as np
 from nomarr import paths
 
 FORMAT = "nomarr-analyses"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)  # version 1: the same records without descriptors (docs/analyses.md)
 SIG_ALG = "ed25519"
 MAX_LINE = 4 << 20  # a record holding a 1280-d and a 512-d embedding is ~15 KB; 4 MB is hostile
 
@@ -204,6 +207,11 @@ class Header:
         """The signing key's id."""
         return key_id(self.key)
 
+    @property
+    def version(self) -> int:
+        """The bundle format version (one of :data:`READABLE`)."""
+        return int(self.body["version"])
+
 
 @dataclass
 class Line:
@@ -259,12 +267,13 @@ def _header(path: Path, first: bytes) -> Header:
         obj = json.loads(first)
         body, sig = obj["body"], obj["sig"]
         fmt, ver, key = body["format"], body["version"], body["key"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise BundleError(f"{path}: no valid bundle header on line 1") from e
     if fmt != FORMAT:
         raise BundleError(f"{path}: format {fmt!r} is not {FORMAT!r}")
-    if ver != VERSION:
-        raise BundleError(f"{path}: bundle version {ver!r}; this nomarr reads version {VERSION}")
+    if isinstance(ver, bool) or ver not in READABLE:
+        readable = " and ".join(str(v) for v in READABLE)
+        raise BundleError(f"{path}: bundle version {ver!r}; this nomarr reads versions {readable}")
     if body.get("sig_alg") != SIG_ALG or not isinstance(key, str) or not verify(key, body, sig):
         raise BundleError(f"{path}: the header's signature does not verify")
     return Header(body, key)
@@ -275,6 +284,8 @@ def _parse_line(n: int, data: bytes) -> Line:
         return Line(n, error=f"line longer than {MAX_LINE} bytes")
     try:
         obj = json.loads(data)
+    except RecursionError:  # deeply nested arrays: hostile, and the parser's stack would overflow
+        return Line(n, error="JSON nested too deeply")
     except ValueError:
         return Line(n, error="not JSON")
     if (

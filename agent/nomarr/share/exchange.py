@@ -2,13 +2,16 @@
 when a scan meets a file of the same recording.
 
 Export writes one record per recording that has analyses and a present, fingerprinted file: the
-fingerprint of that file, its duration, its identifiers, and every analysis with its embedding.
+fingerprint of that file, its duration, its identifiers, every analysis with its embedding, and the
+recording's DSP descriptors with their timeline.
 Recordings whose analyses were themselves adopted from an import are left out unless asked for,
 so an agent re-signs only what it computed.
 
 Import validates record by record (:mod:`nomarr.share.validate`) and keeps the accepted ones in
 the store's shared pool (:mod:`nomarr.store.shared`); nothing in the library changes until a scan
-adopts a record for a file.
+adopts a record for a file. A record is adopted only when it carries every provenance the scan
+plans, the descriptors' included: an adopted recording is then exactly as current as an analysed
+one, and its files get the same tags and standard fields.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from nomarr.share.bundle import (
     open_bundle,
     verify,
 )
-from nomarr.share.validate import FP_ALG, Refused, Validator
+from nomarr.share.descriptors import MAX_TIMELINE_BYTES, record_part
+from nomarr.share.validate import FP_ALG, Refused, Validator, check_fingerprint
 from nomarr.store import Analysis, Store, enc_path
 
 log = logging.getLogger("nomarr.share")
@@ -53,7 +57,9 @@ class ExportSummary:
     signer: str
     records: int = 0
     analyses: int = 0
-    skipped_no_fingerprint: int = 0
+    descriptors: int = 0  # records carrying the recording's DSP descriptors
+    timelines_left_out: int = 0  # timelines over MAX_TIMELINE_BYTES (the descriptors still go)
+    skipped_no_fingerprint: int = 0  # no fingerprint, or one too short to match by
     skipped_shared: int = 0
     bytes: int = 0
 
@@ -111,7 +117,7 @@ def record_body(
         "duration": duration,
         "ids": {k: v for k, v in ids.items() if v},
         "analyses": analyses,
-        "descriptors": {},
+        "descriptors": record_part(store.descriptors(rec), store.timeline(rec)),
     }
 
 
@@ -153,9 +159,22 @@ def export_bundle(
             body = record_body(store, rec, float(fp_dur or 0.0), fp, float(dur), ids, wanted)
             if body is None:
                 continue
+            try:  # a fingerprint an importer must refuse (a clip of a few seconds) is not sent
+                check_fingerprint(body["fingerprint"], body["duration"])
+            except Refused:
+                s.skipped_no_fingerprint += 1
+                continue
             w.add(body)
             s.records += 1
             s.analyses += len(body["analyses"])
+            if body["descriptors"]:
+                s.descriptors += 1
+                if body["descriptors"]["timeline"] is None and store.timeline(rec) is not None:
+                    s.timelines_left_out += 1
+                    log.info(
+                        "timeline left out of the bundle",
+                        extra={"recording": rec, "limit": MAX_TIMELINE_BYTES},
+                    )
             if progress:
                 progress(s.records)
         w.close()
@@ -182,6 +201,9 @@ class ImportSummary:
     )
     analyses_accepted: int = 0
     analyses_foreign: int = 0
+    descriptors_accepted: int = 0  # accepted records whose descriptors were kept
+    descriptors_foreign: int = 0  # accepted records whose descriptors another build made (dropped)
+    without_descriptors: int = 0  # accepted records that carry none (e.g. a version 1 bundle)
     refusals: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -217,7 +239,7 @@ def import_bundle(
             f"{path}: signed by key {header.signer}, which is not among the trusted keys"
         )
     s = ImportSummary(str(path), str(hb.get("bundle")), header.signer, hb.get("agent_id"))
-    validator = Validator(registry)
+    validator = Validator(registry, header.version)
     import_id = 0
     trailer = None
     digests: list[bytes] = []
@@ -241,6 +263,7 @@ def import_bundle(
                 store.db.execute("COMMIT")
                 store.db.execute("BEGIN IMMEDIATE")
         _check_trailer(s, header.key, trailer, digests)
+        _descriptor_warnings(s)
         store.end_import(import_id, s.to_dict())
         store.db.execute("COMMIT")
     except BaseException:
@@ -277,10 +300,32 @@ def _one(
         ok.duration,
         s.signer,
         ok.analyses,
+        None if ok.descriptors is None else ok.descriptors.doc,
+        None if ok.descriptors is None else ok.descriptors.timeline,
     )
     s.accepted += 1
     s.analyses_accepted += len(ok.analyses)
     s.analyses_foreign += len(ok.foreign)
+    if ok.descriptors is not None:
+        s.descriptors_accepted += 1
+    elif ok.descriptors_foreign is not None:
+        s.descriptors_foreign += 1
+        log.info("descriptors dropped", extra={"line": ln.number, "reason": ok.descriptors_foreign})
+    else:
+        s.without_descriptors += 1
+
+
+def _descriptor_warnings(s: ImportSummary) -> None:
+    """Say when accepted records will not be adopted by a scan that plans descriptors."""
+    n = s.without_descriptors + s.descriptors_foreign
+    if n:
+        s.warnings.append(
+            f"{n} accepted records carry no descriptors this agent records "
+            f"({s.without_descriptors} without any, {s.descriptors_foreign} of another analyzer "
+            "build): a scan that plans descriptors (any model set with an embedder) analyses "
+            "their files instead of adopting them; importing a bundle exported with this "
+            "agent's descriptors makes them adoptable"
+        )
 
 
 def _check_trailer(s: ImportSummary, key: str, trailer: Any, digests: list[bytes]) -> None:
@@ -303,10 +348,13 @@ def _check_trailer(s: ImportSummary, key: str, trailer: Any, digests: list[bytes
 
 def adopt(store: Store, fp: Fingerprint, want: Mapping[str, str]) -> int | None:
     """A library recording made from an imported record that is this fingerprint's recording and
-    carries exactly the analyses a scan would record now; None when there is none.
+    carries exactly what a scan would record now: every entry of ``want`` (each model's
+    provenance and, where the scan plans descriptors, the descriptors' ``DSP_ID`` provenance)
+    present with the same value. None when there is none.
 
-    Runs in the scan's main process (the single writer), in its own transaction. The match rule is
-    the library's own: durations agree and the bit error rate of the best alignment is at most
+    Runs in the scan's main process (the single writer), in its own transaction: the recording,
+    its analyses, embeddings and descriptors appear together or not at all. The match rule is the
+    library's own: durations agree and the bit error rate of the best alignment is at most
     :data:`~nomarr.fingerprint.MATCH_MAX_BER`.
     """
     from nomarr_client.tags import is_current
@@ -317,7 +365,7 @@ def adopt(store: Store, fp: Fingerprint, want: Mapping[str, str]) -> int | None:
             continue
         if bit_error_rate(fp.values, r.fingerprint) > MATCH_MAX_BER:
             continue
-        if not is_current({a["model_id"]: a["provenance"] for a in r.analyses}, want):
+        if not is_current(r.provenances(), want):
             continue
         with store.tx():
             rec = store.new_recording(fp.duration, fp.keys())
@@ -338,6 +386,8 @@ def adopt(store: Store, fp: Fingerprint, want: Mapping[str, str]) -> int | None:
                     ),
                     emb,
                 )
+            if r.descriptors is not None:
+                store.put_descriptors(rec, r.descriptors, r.timeline)
             store.mark_adopted(rid, rec)
         log.info("imported analysis adopted", extra={"record": rid, "recording": rec})
         return rec

@@ -9,6 +9,11 @@ made itself; with none left it is refused as foreign. The provenance an agent "k
 :func:`~nomarr.pipeline.modelset.planned_provenance` computes from its own verified model files for
 the record's model and profile, so an import can never bring in numbers this agent's models would
 not have produced.
+
+The record's DSP descriptors follow the same two rules (:mod:`nomarr.share.descriptors`): bad
+ones (a value out of range, a key whose notations disagree, an undecodable timeline) refuse the
+record as malformed; well-formed ones of a provenance this agent's analyzers would not record for
+the record's profile are dropped (counted) and the record kept without them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.fingerprint import FP_LENGTH_S, MIN_OVERLAP, Fingerprint
+from nomarr.share import descriptors as desc
 from nomarr.share.bundle import array_b64
 
 FP_ALG = "chromaprint-raw-u32le"
@@ -48,6 +54,8 @@ class Accepted:
     duration: float
     analyses: list[dict[str, Any]]
     foreign: list[str] = field(default_factory=list)  # analyses dropped, with why
+    descriptors: desc.Descriptors | None = None
+    descriptors_foreign: str | None = None  # descriptors dropped, with why
 
 
 def _num(x: Any, what: str, lo: float, hi: float) -> float:
@@ -86,9 +94,12 @@ class Validator:
     """Checks records against this agent's registry; provenances are computed once per (model,
     profile)."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Any, version: int = 2) -> None:
         self.registry = registry
+        self.version = version  # the bundle's: version 1 records carry no descriptors
         self._known: dict[tuple[str, str], tuple[str, Any] | str] = {}
+        self._dsp: dict[str, str | None] = {}
+        self._labels: dict[str, list[str] | None] = {}
 
     def known(self, model_id: str, profile: str) -> tuple[str, Any]:
         """(provenance, manifest) this agent would record; Refused("foreign") when it cannot."""
@@ -118,6 +129,25 @@ class Validator:
             return f"model {model_id!r} is not usable here ({e})"
         return prov, m
 
+    def dsp_provenance(self, profile: str) -> str | None:
+        """The descriptors' provenance this agent records under a profile (None: unknown profile)."""
+        if profile not in self._dsp:
+            from nomarr.pipeline.modelset import dsp_provenance
+            from nomarr.pipeline.profiles import get_profile
+
+            try:
+                self._dsp[profile] = dsp_provenance(get_profile(profile))
+            except ValueError:
+                self._dsp[profile] = None
+        return self._dsp[profile]
+
+    def labels_of(self, model_id: str) -> list[str] | None:
+        """A model's labels where this agent has its manifest (timeline rows are checked by it)."""
+        if model_id not in self._labels:
+            m = self.registry.manifests().get(model_id)
+            self._labels[model_id] = None if m is None or not m.labels else list(m.labels)
+        return self._labels[model_id]
+
     def record(self, body: dict[str, Any]) -> Accepted:
         """Validate one record body; raises :class:`Refused`."""
         allowed = {"fingerprint", "duration", "ids", "analyses", "descriptors"}
@@ -131,8 +161,12 @@ class Validator:
             k not in ID_KEYS or not isinstance(v, str) or len(v) > 64 for k, v in ids.items()
         ):
             raise Refused("malformed", f"ids must map {list(ID_KEYS)} to short strings")
-        if not isinstance(body.get("descriptors", {}), dict):
-            raise Refused("malformed", "descriptors must be an object")
+        try:
+            dsp_prov = desc.envelope(body.get("descriptors", {}))
+        except desc.BadDescriptors as e:
+            raise Refused("malformed", str(e)) from None
+        if dsp_prov is not None and self.version < 2:
+            raise Refused("malformed", f"a version {self.version} record carries no descriptors")
         items = body.get("analyses")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_ANALYSES:
             raise Refused("malformed", f"analyses must be a list of 1 to {MAX_ANALYSES}")
@@ -159,7 +193,25 @@ class Validator:
             keep.append(a)
         if not keep:
             raise Refused("foreign", "; ".join(foreign))
-        return Accepted(fp, duration, keep, foreign)
+        ok = Accepted(fp, duration, keep, foreign)
+        if dsp_prov is not None:
+            self._descriptors(ok, body["descriptors"], dsp_prov)
+        return ok
+
+    def _descriptors(self, ok: Accepted, part: dict[str, Any], prov: str) -> None:
+        """Keep the record's descriptors if they are this agent's (for one of the profiles of its
+        kept analyses) and sound; drop them if another analyzer build made them."""
+        mine = {self.dsp_provenance(a["profile"]) for a in ok.analyses} - {None}
+        if prov not in mine:
+            ok.descriptors_foreign = (
+                f"descriptors provenance {prov} is not this agent's "
+                f"{' or '.join(sorted(mine)) or '(none)'} (another analyzer version or profile)"
+            )
+            return
+        try:
+            ok.descriptors = desc.check(part, ok.duration, self.labels_of)
+        except desc.BadDescriptors as e:
+            raise Refused("malformed", str(e)) from None
 
     @staticmethod
     def _shape(a: Any, duration: float) -> None:

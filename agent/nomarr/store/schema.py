@@ -333,3 +333,16 @@ MIGRATIONS.append(
     """,
     )
 )
+
+# Imported records keep the DSP descriptors they carried (bundle version 2): the document as JSON
+# (its provenance inside) and the timeline blob, NULL where the record had none. Adoption stores
+# them with the analyses, so an adopted recording is as current as an analysed one.
+MIGRATIONS.append(
+    (
+        "0007-shared-descriptors",
+        """
+    ALTER TABLE shared_records ADD COLUMN descriptors TEXT;
+    ALTER TABLE shared_records ADD COLUMN timeline BLOB
+    """,
+    )
+)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from nomarr.store.db import Database
+from nomarr.store.descriptors import DSP_ID
 from nomarr.store.recordings import rank_candidates
 
 
@@ -34,6 +35,16 @@ class SharedRecord:
     signer: str
     analyses: list[dict[str, Any]]
     adopted: int | None
+    descriptors: dict[str, Any] | None = None  # the validated document (None: the record had none)
+    timeline: bytes | None = None
+
+    def provenances(self) -> dict[str, str]:
+        """model id → provenance, plus ``DSP_ID`` → the descriptors' (what adoption compares with
+        the scan's planned provenances)."""
+        out = {a["model_id"]: a["provenance"] for a in self.analyses}
+        if self.descriptors is not None:
+            out[DSP_ID] = str(self.descriptors.get("provenance") or "")
+        return out
 
 
 def _key(k: int) -> int:
@@ -77,11 +88,15 @@ class SharedMixin(Database):
         duration: float,
         signer: str,
         analyses: list[dict[str, Any]],
+        descriptors: dict[str, Any] | None = None,
+        timeline: bytes | None = None,
     ) -> int:
-        """Store one validated record and its fingerprint index keys; returns its id."""
+        """Store one validated record (its descriptors' document and timeline too, where it has
+        them) and its fingerprint index keys; returns its id."""
         cur = self.db.execute(
             "INSERT INTO shared_records (digest, fp_duration, fingerprint, duration, signer, "
-            "import_id, analyses, imported) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "import_id, analyses, imported, descriptors, timeline) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 digest,
                 fp_duration,
@@ -91,6 +106,8 @@ class SharedMixin(Database):
                 import_id,
                 json.dumps(analyses, separators=(",", ":")),
                 time.time(),
+                None if descriptors is None else json.dumps(descriptors, separators=(",", ":")),
+                timeline,
             ),
         )
         rid = int(cur.lastrowid)
@@ -109,8 +126,8 @@ class SharedMixin(Database):
     def shared_record(self, record_id: int) -> SharedRecord | None:
         """One imported record by id."""
         row = self.db.execute(
-            "SELECT id, fp_duration, fingerprint, duration, signer, analyses, adopted "
-            "FROM shared_records WHERE id = ?",
+            "SELECT id, fp_duration, fingerprint, duration, signer, analyses, adopted, "
+            "descriptors, timeline FROM shared_records WHERE id = ?",
             (record_id,),
         ).fetchone()
         if row is None:
@@ -123,6 +140,8 @@ class SharedMixin(Database):
             row[4],
             json.loads(row[5]),
             row[6],
+            None if row[7] is None else json.loads(row[7]),
+            None if row[8] is None else bytes(row[8]),
         )
 
     def mark_adopted(self, record_id: int, rec_id: int) -> None:
@@ -137,7 +156,8 @@ class SharedMixin(Database):
         }
 
     def shared_counts(self) -> dict[str, int]:
-        """Imported records, how many were adopted by a file here, and imports made."""
+        """Imported records, how many were adopted by a file here, imports made, and how many
+        records carry descriptors."""
         q = self.db.execute
         return {
             "records": int(q("SELECT count(*) FROM shared_records").fetchone()[0]),
@@ -145,4 +165,7 @@ class SharedMixin(Database):
                 q("SELECT count(*) FROM shared_records WHERE adopted IS NOT NULL").fetchone()[0]
             ),
             "imports": int(q("SELECT count(*) FROM shared_imports").fetchone()[0]),
+            "with_descriptors": int(
+                q("SELECT count(*) FROM shared_records WHERE descriptors IS NOT NULL").fetchone()[0]
+            ),
         }
