@@ -100,6 +100,21 @@ def library(n: int) -> Path:
     return master_dir
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc's per-thread ``children`` lists)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+                todo += [int(k) for k in kids]
+        except OSError:
+            pass
+    return out
+
+
 class RssSampler:
     """Peak of the summed RSS of a process and its descendants, sampled every 50 ms from /proc."""
 
@@ -112,23 +127,10 @@ class RssSampler:
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
-    def _tree(self) -> list[int]:
-        out, todo = [], [self.pid]
-        while todo:
-            p = todo.pop()
-            out.append(p)
-            try:
-                for t in os.listdir(f"/proc/{p}/task"):
-                    kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
-                    todo += [int(k) for k in kids]
-            except OSError:
-                pass
-        return out
-
     def _run(self) -> None:
         while not self._stop.is_set():
             total = pss = 0
-            for p in self._tree():
+            for p in process_tree(self.pid):
                 try:
                     for line in Path(f"/proc/{p}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):
