@@ -93,10 +93,13 @@ class Tree:
     root: int
     seen: dict[tuple[int, int], str] = field(default_factory=dict)
     max_workers: int = 0
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # by role: serve, worker, other
 
     def snapshot(self) -> float:
-        """CPU seconds of the live tree (own + waited-for children), noting every process."""
+        """CPU seconds of the live tree (own + waited-for children), noting every process and
+        the largest RSS seen per role."""
         tick = os.sysconf("SC_CLK_TCK")
+        page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
         total = 0.0
         workers = 0
         for pid in process_tree(self.root):
@@ -108,7 +111,10 @@ class Tree:
             f = stat[stat.rindex(")") + 2 :].split()
             total += sum(int(x) for x in f[11:15]) / tick  # utime stime cutime cstime
             self.seen[(pid, int(f[19]))] = cmd
-            workers += "spawn_main" in cmd
+            role = "serve" if pid == self.root else "worker" if "spawn_main" in cmd else "other"
+            workers += role == "worker"
+            rss = int(f[21]) * page_mb
+            self.peak_rss_mb[role] = max(self.peak_rss_mb.get(role, 0.0), rss)
         self.max_workers = max(self.max_workers, workers)
         return total
 
@@ -296,6 +302,7 @@ async def run_watch(
         "agent_cpu_s": agent_cpu,
         "others_cores": max(0.0, (busy1 - busy0) - agent_cpu - ours) / wall,
         "workers": tree.max_workers,
+        "peak_rss_by_role_mb": dict(tree.peak_rss_mb),
         "queue": status["queue"],
     }
 
@@ -334,66 +341,92 @@ def ratio_line(label: str, value: float, goal: float, unit: str) -> str:
     return f"{label} {value:.1f} {unit}; goal <= {goal:.1f} {unit}: {verdict} ({value / goal:.2f}x the goal)"
 
 
-def report(res: dict[str, Any], n: int, cores: int) -> None:
-    """Print every figure against its goal and the floor."""
-    w, idle, fl = res["watch"], res["idle"], res.get("floor")
+def report_times(res: dict[str, Any], n: int) -> list[float]:
+    """The time figures; returns the sorted done times."""
+    w = res["watch"]
     goal = GOAL_S_PER_100 * n / 100
     done = sorted(t["done_s"] for t in w["tracks"] if t["done_s"] is not None)
     failed = [t for t in w["tracks"] if t["failed"]]
+    print(
+        f"\n{n} x {TRACK_S:.0f} s MP3 copied ({res['copy_mode']}) in {w['copy_s']:.2f} s; "
+        f"done = nom: tags in the file and /similar answers for it; seconds from the start of the copy:"
+    )
+    print(f"   done {len(done)} of {n}, failed {len(failed)}")
+    for t in failed[:5]:
+        print(f"     failed: {t['path']}: {t['failed']}")
+    if not done:
+        return done
     lat = sorted(t["done_s"] - t["copied_s"] for t in w["tracks"] if t["done_s"] is not None)
+    seen = [t["seen_s"] - t["copied_s"] for t in w["tracks"] if t["seen_s"] is not None]
+    print(f"   first  {done[0]:7.1f} s")
+    print(f"   median {statistics.median(done):7.1f} s")
+    last = done[-1] if len(done) == n else float("inf")
+    print(
+        "   "
+        + ratio_line(f"last  {'' if len(done) == n else '(not all done) '}", last, goal, "s")
+        + f"  [goal 90 s per 100 tracks, scaled linearly to {n}]"
+    )
+    rate = 60 * len(done) / (done[-1] if len(done) == n else w["wall_s"])
+    print(
+        f"   throughput {rate:.1f} tracks/min (the goal needs {60 * n / goal:.1f}); each track from "
+        f"the end of its own copy: median {statistics.median(lat):.1f} s, max {lat[-1]:.1f} s"
+    )
+    print(
+        f"   listed by GET /tracks (watcher debounce + settle, then identified): median "
+        f"{statistics.median(seen):.1f} s after its copy; /similar asked again at the end lists "
+        f"other tracks for {w['answers_with_hits']} of {len(done)}"
+    )
+    return done
+
+
+def report_floor(res: dict[str, Any], n: int, cores: int, done: list[float]) -> None:
+    """The floor, and the run and the goal as ratios of it."""
+    fl, workers = res["floor"], max(1, res["watch"]["workers"])
+    goal = GOAL_S_PER_100 * n / 100
+    on_cores, on_workers = fl["scaled_cpu_s"] / cores, fl["scaled_cpu_s"] / workers
+    sample = "" if fl["files"] >= n else f", measured on {fl['files']} files and scaled to {n}"
+    c = fl["cpu_s"]
+    print(
+        f"\nfloor ({'+'.join(fl['provider'])}, 1 thread, profile {','.join(fl['profiles'])}, "
+        f"{fl['patches']} patches{sample}): decode {c['decode']:.1f} + mel {c['mel']:.1f} + "
+        f"inference {c['inference']:.1f} core-s; {fl['scaled_cpu_s']:.1f} core-s for {n} tracks = "
+        f"{on_cores:.1f} s on {cores} cores, {on_workers:.1f} s on the agent's {workers} worker(s)"
+    )
+    if len(done) == n:
+        print(
+            f"   last / floor = {done[-1] / on_cores:.2f} (all cores), "
+            f"{done[-1] / on_workers:.2f} (the agent's workers)"
+        )
+    print(
+        f"   floor / goal = {on_cores / goal:.2f} on all cores, {on_workers / goal:.2f} on the "
+        f"agent's workers (above 1: the goal is out of reach with these models on this machine)"
+    )
+
+
+def report(res: dict[str, Any], n: int, cores: int) -> None:
+    """Print every figure against its goal and the floor."""
+    w, idle = res["watch"], res["idle"]
     print(
         f"\nidle agent ({idle['processes']} process(es)): "
         + ratio_line("RSS", idle["rss_mb"], GOAL_IDLE_RSS_MB, "MB")
         + f"; PSS {idle['pss_mb']:.1f} MB; the agent's own /status: {idle['agent_reported_mb']} MB"
     )
-    print(
-        f"\n{n} x {TRACK_S:.0f} s MP3 copied ({res['copy_mode']}) in {w['copy_s']:.1f} s; "
-        f"done = nom: tags in the file and /similar answers for it; seconds from the start of the copy:"
-    )
-    print(f"   done {len(done)} of {n}, failed {len(failed)}")
-    if done:
-        print(f"   first  {done[0]:7.1f} s")
-        print(f"   median {statistics.median(done):7.1f} s")
-        last = done[-1] if len(done) == n else float("inf")
-        print(
-            "   "
-            + ratio_line(f"last  {'' if len(done) == n else '(not all done) '}", last, goal, "s")
-            + f"  [goal 90 s per 100 tracks, scaled linearly to {n}]"
-        )
-        rate = 60 * len(done) / (done[-1] if len(done) == n else w["wall_s"])
-        print(
-            f"   throughput {rate:.1f} tracks/min (the goal needs {60 * n / goal:.1f}); "
-            f"each track from the end of its own copy: median {statistics.median(lat):.1f} s, max {lat[-1]:.1f} s"
-        )
-        print(
-            f"   later /similar answers listing other tracks: {w['answers_with_hits']} of {len(done)}"
-        )
+    done = report_times(res, n)
     print(
         "\npeak memory during the run, the agent's whole process tree: "
         + ratio_line("summed RSS", w["peak_rss_mb"], GOAL_PEAK_MB, "MB")
-        + f"; PSS {w['peak_pss_mb']:.0f} MB ({w['peak_pss_mb'] / GOAL_PEAK_MB:.2f}x); largest process {w['peak_largest_mb']:.0f} MB"
+        + f"; PSS {w['peak_pss_mb']:.0f} MB ({w['peak_pss_mb'] / GOAL_PEAK_MB:.2f}x); "
+        f"largest process {w['peak_largest_mb']:.0f} MB"
     )
-    workers = max(1, w["workers"])
-    if fl:
-        on_cores, on_workers = fl["scaled_cpu_s"] / cores, fl["scaled_cpu_s"] / workers
-        sample = "" if fl["files"] >= n else f", measured on {fl['files']} files and scaled to {n}"
-        print(
-            f"\nfloor ({'+'.join(fl['provider'])}, 1 thread, profile {','.join(fl['profiles'])}, {fl['patches']} patches{sample}): "
-            f"decode {fl['cpu_s']['decode']:.1f} + mel {fl['cpu_s']['mel']:.1f} + inference {fl['cpu_s']['inference']:.1f} core-s; "
-            f"{fl['scaled_cpu_s']:.1f} core-s for {n} tracks = {on_cores:.1f} s on {cores} cores, {on_workers:.1f} s on the agent's {workers} worker(s)"
-        )
-        if len(done) == n:
-            print(
-                f"   last / floor = {done[-1] / on_cores:.2f} (all cores), {done[-1] / on_workers:.2f} (the agent's workers)"
-            )
-        print(
-            f"   floor / goal = {on_cores / goal:.2f} on all cores, {on_workers / goal:.2f} on the agent's workers "
-            f"(above 1: the goal is out of reach with these models on this machine)"
-        )
+    roles = ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(w["peak_rss_by_role_mb"].items()))
+    print(f"   largest RSS per process seen at the polls: {roles}")
+    if res.get("floor"):
+        report_floor(res, n, cores, done)
     q = w["queue"]
     print(
-        f"\nagent: {w['workers']} worker process(es) on {cores} cores; {q['scans_completed']} scan batches; totals {q['totals']}; "
-        f"agent CPU {w['agent_cpu_s']:.0f} s in {w['wall_s']:.0f} s; other processes kept {w['others_cores']:.2f} cores busy"
+        f"\nagent: {w['workers']} worker process(es) on {cores} cores; {q['scans_completed']} scan "
+        f"batches; totals {q['totals']}; agent CPU {w['agent_cpu_s']:.0f} s in {w['wall_s']:.0f} s; "
+        f"other processes kept {w['others_cores']:.2f} cores busy"
     )
     print(
         f"load average before {res['load_before']}, after {res['load_after']}; "
@@ -463,9 +496,13 @@ def main() -> int:
             res["floor"] = measure_floor(db, args.tracks, args.floor_sample)
         res["load_after"] = [round(x, 2) for x in os.getloadavg()]
         report(res, args.tracks, cores)
-    except BaseException:
-        if agent is not None:
-            print(f"serve log tail:\n{(work / 'serve.log').read_text()[-3000:]}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted: stopping the agent", file=sys.stderr)
+        return 130
+    except Exception:
+        log = work / "serve.log"  # the folder goes below: show the agent's side first
+        if log.exists():
+            print(f"serve log tail:\n{log.read_text()[-3000:]}", file=sys.stderr)
         raise
     finally:
         if agent is not None and tree is not None:
