@@ -263,6 +263,22 @@ async def final_answers(client: Any, copied: list[Copied]) -> int:
     return ok
 
 
+async def queue_settled(client: Any, timeout: float) -> dict[str, Any]:
+    """``/status`` once the scan queue has been empty for 4 s (its totals count a batch only when
+    it ends; the agent's own tag writes come back as events, wait out debounce + settle in the
+    watcher, and are skipped in a last small batch)."""
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while True:
+        st = (await client.status()).model_dump()
+        q = st["queue"]
+        idle = not q["running"] and not q["pending"] and not q["pending_paths"]
+        quiet_since = (quiet_since or time.monotonic()) if idle else None
+        if (quiet_since and time.monotonic() - quiet_since >= 4.0) or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.5)
+
+
 async def run_watch(
     agent: Agent, files: list[Path], lib: Path, args: argparse.Namespace, tree: Tree
 ) -> dict[str, Any]:
@@ -285,7 +301,7 @@ async def run_watch(
             agent_cpu = tree.snapshot() - agent0
             busy1, _ = cpu_busy()
             answers = await final_answers(client, copied)
-            status = (await client.status()).model_dump()
+            status = await queue_settled(client, 120.0)
     finally:
         stop.set()
         await copier
