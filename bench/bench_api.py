@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,22 @@ def free_port() -> int:
 
 
 class Agent:
-    """``nomarr serve`` as a child process with its own config/data/cache dirs."""
+    """``nomarr serve`` as a child process with its own config/data/cache dirs.
 
-    def __init__(self, db: Path, libraries: list[Path], work: Path, **env: str) -> None:
+    It runs in its own session, so a Ctrl-C meant for the bench does not reach it behind
+    :meth:`stop`'s back (the bench stops it, once, with SIGTERM); a start that fails stops it too.
+    ``args`` are extra ``nomarr serve`` options.
+    """
+
+    def __init__(
+        self,
+        db: Path,
+        libraries: list[Path],
+        work: Path,
+        *,
+        args: Sequence[str] = (),
+        **env: str,
+    ) -> None:
         self.port = free_port()
         self.work = work
         e = dict(os.environ)
@@ -128,7 +142,7 @@ class Agent:
             }
         )
         e.update(env)
-        args = [
+        cmd = [
             str(REPO / ".venv" / "bin" / "nomarr"),
             "serve",
             "--db",
@@ -139,20 +153,34 @@ class Agent:
             str(self.port),
         ]
         for lib in libraries:
-            args += ["--library", str(lib)]
-        self.proc = subprocess.Popen(
-            args, env=e, stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "ab")
-        )  # noqa: SIM115
-        deadline = time.monotonic() + 60
+            cmd += ["--library", str(lib)]
+        cmd += list(args)
+        with open(work / "serve.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, env=e, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+            )
+        try:
+            self._wait_ready(time.monotonic() + 60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
             try:
                 if self.get("/health", auth=False)[0] == 200:
                     break
             except OSError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError(f"agent did not start; see {work / 'serve.log'}")
-        self.token = (work / "config" / "token").read_text().strip()
+            raise RuntimeError(f"agent did not start; see {self.work / 'serve.log'}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"agent exited with {self.proc.returncode}; see {self.work / 'serve.log'}"
+            )
+        self.token = (self.work / "config" / "token").read_text().strip()
         while not self.get("/status")[1]["providers"] and time.monotonic() < deadline:
             time.sleep(0.2)  # let the start-up provider probe (a child process) finish first
 
@@ -179,6 +207,9 @@ class Agent:
         return own / 2**20, total / 2**20, len(kids)
 
     def stop(self) -> None:
+        """SIGTERM (a graceful shutdown), then SIGKILL after 60 s; a no-op once it has exited."""
+        if self.proc.poll() is not None:
+            return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(60)

@@ -62,7 +62,11 @@ def nomarr_cmd() -> list[str]:
 def build_library(
     dest: Path, n: int, seed: int = 11, seconds: float = TRACK_S, offset: int = 0
 ) -> list[Path]:
-    """n tracks of ``seconds`` s, each 3 excerpts of 3 different corpus tracks, as 44.1 kHz stereo MP3."""
+    """n tracks of ``seconds`` s, each 3 excerpts of 3 different corpus tracks, as 44.1 kHz stereo MP3.
+
+    Track i depends only on (seed, i), so a file already in ``dest`` is kept (its random draws are
+    still made) and only missing tracks are encoded; each is written under a temp name first, so
+    an interrupted build leaves no half-encoded track behind."""
     from nomarr.audio.decode import load_mono
 
     from tests.conftest import encode
@@ -83,21 +87,55 @@ def build_library(
             start = rng.randrange(0, max(1, x.shape[0] - seg))
             part = x[start : start + seg]
             parts.append(np.pad(part, (0, seg - part.shape[0])))
-        sig = np.concatenate(parts).astype(np.float32)
-        sig *= 0.6 + 0.4 * rng.random()  # levels differ per track, as in a real library
+        level = 0.6 + 0.4 * rng.random()  # levels differ per track, as in a real library
         f = dest / f"track{offset + i:04d}.mp3"
-        encode(f, np.stack([sig, sig * 0.95]), 44100)
         out.append(f)
+        if f.exists():
+            continue
+        sig = np.concatenate(parts).astype(np.float32) * level
+        tmp = f.with_name(f".{f.name}.part")
+        encode(tmp, np.stack([sig, sig * 0.95]), 44100, ext="mp3")
+        os.replace(tmp, f)
     return out
 
 
 def library(n: int) -> Path:
-    """The cached library of ``n`` 4-minute MP3s (built on first use)."""
+    """The cached library of ``n`` 4-minute MP3s (built on first use).
+
+    Libraries of every size share their first tracks (same seed), so a new size starts from the
+    tracks another cached size already has (hard links) and encodes only the rest."""
     master_dir = CACHE / f"library-{n}x{TRACK_S:.0f}s"
-    if len(list(master_dir.glob("*.mp3"))) != n:
-        shutil.rmtree(master_dir, ignore_errors=True)
+    want = {f"track{i:04d}.mp3" for i in range(n)}
+    if {f.name for f in master_dir.glob("*.mp3")} != want:
+        master_dir.mkdir(parents=True, exist_ok=True)
+        for f in master_dir.glob("*.mp3"):
+            if f.name not in want:
+                f.unlink()
+        for other in CACHE.glob(f"library-*x{TRACK_S:.0f}s"):
+            for f in other.glob("*.mp3"):
+                dest = master_dir / f.name
+                if f.name in want and not dest.exists():
+                    try:
+                        os.link(f, dest)
+                    except OSError:
+                        shutil.copyfile(f, dest)
         build_library(master_dir, n)
     return master_dir
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc's per-thread ``children`` lists)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
+                todo += [int(k) for k in kids]
+        except OSError:
+            pass
+    return out
 
 
 class RssSampler:
@@ -112,23 +150,10 @@ class RssSampler:
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
-    def _tree(self) -> list[int]:
-        out, todo = [], [self.pid]
-        while todo:
-            p = todo.pop()
-            out.append(p)
-            try:
-                for t in os.listdir(f"/proc/{p}/task"):
-                    kids = Path(f"/proc/{p}/task/{t}/children").read_text().split()
-                    todo += [int(k) for k in kids]
-            except OSError:
-                pass
-        return out
-
     def _run(self) -> None:
         while not self._stop.is_set():
             total = pss = 0
-            for p in self._tree():
+            for p in process_tree(self.pid):
                 try:
                     for line in Path(f"/proc/{p}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):

@@ -110,9 +110,12 @@ def run_scan(lib: Path, db: Path, profile: str, extra: list[str] | None = None) 
     return s
 
 
-def floor(db: Path, models: list[str], provider: str | None) -> dict[str, Any]:
+def floor(
+    db: Path, models: list[str], provider: str | None, limit: int | None = None
+) -> dict[str, Any]:
     """Decode + mel + inference of exactly the windows the scan stored, one file after another,
-    one single-threaded session, in CPU seconds."""
+    one single-threaded session, in CPU seconds; ``limit``: only the first that many files (by
+    track id), for a caller that scales a sample up."""
     from nomarr.audio.decode import stream_mono
     from nomarr.audio.mel import MelSpec
     from nomarr.models.registry import Registry
@@ -136,6 +139,8 @@ def floor(db: Path, models: list[str], provider: str | None) -> dict[str, Any]:
         k = (path,)
         if k in seen:
             continue
+        if limit is not None and len(seen) >= limit:
+            break
         seen.add(k)
         for key, members in an.groups.items():
             spec = MelSpec(sr=key[0], n_fft=key[1], hop=key[2], n_mels=key[3])
