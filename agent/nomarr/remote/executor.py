@@ -40,6 +40,7 @@ from typing import Any
 from nomarr.remote import worker as rworker
 from nomarr.remote.secrets import mac_ok
 from nomarr.results import WorkerResult, from_wire
+from nomarr.store import DSP_ID
 
 log = logging.getLogger("nomarr.remote")
 
@@ -346,6 +347,9 @@ class RemoteExecutor:
 
     def _same_provenance(self, res: dict[str, Any]) -> bool:
         got = {r["model_id"]: r["provenance"] for r in res.get("results") or []}
+        desc = res.get("descriptors")
+        if isinstance(desc, dict) and desc.get("provenance"):  # the DSP descriptors' entry
+            got[DSP_ID] = desc["provenance"]
         return got == self.want
 
     def _address_of(self, name: str) -> str | None:
