@@ -22,6 +22,7 @@ from nomarr.cli import main
 from nomarr.store import Store
 
 from .conftest import encode, music_like
+from .procs import alive, children
 
 PREFIX = "nom:onnx_musicnn_msd-1_msd50_1_"
 
@@ -115,31 +116,6 @@ def test_writer_refuses_a_link_retargeted_out_of_the_roots(
 # -- workers die with their parent ----------------------------------------------------------------
 
 
-def _children(pid: int) -> set[int]:
-    """Every process descended from ``pid`` (by /proc's parent links)."""
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - out
-        out |= frontier
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("command", ["scan", "serve"])
@@ -184,7 +160,7 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            kids = _children(proc.pid)
+            kids = children(proc.pid)
             workers = [k for k in kids if b"spawn_main" in _cmdline(k)]
             if len(workers) >= 2 and any(b"resource_tracker" in _cmdline(k) for k in kids):
                 break
@@ -192,19 +168,19 @@ def test_workers_and_resource_tracker_die_with_a_killed_parent(
         else:
             pytest.fail(f"{command} never had its two workers running ({kids})")
         time.sleep(1.0)  # mid-analysis
-        kids = _children(proc.pid)
+        kids = children(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+        while time.monotonic() < deadline and any(alive(k) for k in kids):
             time.sleep(0.1)
-        left = {k: _cmdline(k)[:80] for k in kids if _alive(k)}
+        left = {k: _cmdline(k)[:80] for k in kids if alive(k)}
         assert not left, f"orphans after kill -9 of nomarr {command}: {left}"
     finally:
         if proc.poll() is None:
             proc.kill()
-        for k in kids | _children(proc.pid):  # never leave an orphan behind, even on failure
-            if _alive(k) and b"multiprocessing" in _cmdline(k):
+        for k in kids | children(proc.pid):  # never leave an orphan behind, even on failure
+            if alive(k) and b"multiprocessing" in _cmdline(k):
                 with contextlib.suppress(OSError):
                     os.kill(k, signal.SIGKILL)
 

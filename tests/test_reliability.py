@@ -34,6 +34,7 @@ from nomarr.library import desired_tags
 from nomarr.store import Store
 
 from .conftest import encode, music_like
+from .procs import alive, children
 
 pytestmark = pytest.mark.slow
 
@@ -312,27 +313,6 @@ def test_tag_writes_to_m4a_wma_and_aiff(tmp_path: Path, capsys: pytest.CaptureFi
 # -- nomarr serve killed while it works -------------------------------------------------------------
 
 
-def _children(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    out: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parents.items() if pp in frontier} - out
-        out |= frontier
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _serve(lib: Path, db: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "nomarr.cli", "serve", "--library", str(lib), "--db", str(db)]
     cmd += ["--port", str(port), "--host", "127.0.0.1", "--no-zeroconf", "--workers", "1"]
@@ -382,13 +362,13 @@ def test_serve_killed_while_watching_and_scanning(tmp_path: Path) -> None:
                 break  # mid-scan: some files done, others in flight
             assert time.monotonic() < deadline, st
             time.sleep(0.05)
-        kids = _children(proc.pid)
+        kids = children(proc.pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        while any(alive(k) for k in kids) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not [k for k in kids if _alive(k)], "orphans after kill -9 of nomarr serve"
+        assert not [k for k in kids if alive(k)], "orphans after kill -9 of nomarr serve"
         files = sorted(lib.glob("*.flac"))
         before = audio(src)
         assert audio(files) == before
@@ -407,7 +387,7 @@ def test_serve_killed_while_watching_and_scanning(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline and proc.poll() is None, st
             time.sleep(0.2)
-        kids = _children(proc.pid)
+        kids = children(proc.pid)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0 and time.monotonic() - t0 < 15
@@ -418,10 +398,10 @@ def test_serve_killed_while_watching_and_scanning(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-        for k in kids | _children(proc.pid):  # never an orphan left behind, even on failure
+        for k in kids | children(proc.pid):  # never an orphan left behind, even on failure
             with contextlib.suppress(OSError):
                 cmdline = Path(f"/proc/{k}/cmdline").read_bytes()
-                if _alive(k) and (b"multiprocessing" in cmdline or b"nomarr.cli" in cmdline):
+                if alive(k) and (b"multiprocessing" in cmdline or b"nomarr.cli" in cmdline):
                     os.kill(k, signal.SIGKILL)
 
 
