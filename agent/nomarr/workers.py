@@ -336,6 +336,7 @@ def ingest_job(spool: str, rate: int, name: str, embedding: bool = False) -> dic
     recording whose analyses are reusable. Touches no database (the agent stores the result in
     one transaction); returns plain data (:func:`~nomarr.results.to_wire`'s fields, the stream's
     duration and the analysis document)."""
+    from nomarr.audio.decode import AudioError
     from nomarr.audio.pcm import PcmSource
     from nomarr.fingerprint import FingerprintError, fingerprint_pcm
 
@@ -365,10 +366,10 @@ def ingest_job(spool: str, rate: int, name: str, embedding: bool = False) -> dic
         out["doc"] = fa.to_dict(with_embeddings=embedding)
         out["doc"]["elapsed_s"] = round(time.perf_counter() - t0, 4)
         return out
+    except AudioError as e:  # (a stream has no file: _failure's "vanished" reading does not apply)
+        return {**out, "kind": "failed", "error": f"cannot analyse the audio: {e.reason}"}
     except Exception as e:  # noqa: BLE001 - failures are data, as for every job
-        _failure(res, e)
-        reason = (res.error or "failed").removeprefix("vanished during the scan")
-        return {**out, "kind": "failed", "error": f"cannot analyse the audio: {reason or e}"}
+        return {**out, "kind": "failed", "error": _failure(res, e).error}
 
 
 def _describe(path: str, st0: os.stat_result) -> FileFacts:
